@@ -1,0 +1,291 @@
+"""Spec -> mx.sym graph: the frozen-affine input BatchNorm, the layer DAG, the loss head.
+
+Every node gets an explicit, stable name; parameter keys (fc1_weight), ONNX node names and
+error messages all derive from it. Shape inference errors are located at the layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import mxnet as mx
+
+from .errors import SpecError
+from .spec.model import InputSpec, LayerSpec, Spec
+
+
+@dataclasses.dataclass(frozen=True)
+class InputLayerNames:
+    """Names of the input BatchNorm's node and its four parameters."""
+    node: str
+    gamma: str
+    beta: str
+    moving_mean: str
+    moving_var: str
+
+    @classmethod
+    def for_input(cls, input_name: str) -> "InputLayerNames":
+        node = f"{input_name}_norm"
+        return cls(node, f"{node}_gamma", f"{node}_beta", f"{node}_moving_mean",
+                   f"{node}_moving_var")
+
+
+def layer_names(spec: Spec) -> List[str]:
+    """The node name of every layer: its own, or a generated `<op><k>` unique in the spec."""
+    taken = {layer.name for layer in spec.layers if layer.name}
+    taken.add(spec.input.name)
+    counts: Dict[str, int] = {}
+    names = []
+    for layer in spec.layers:
+        if layer.name:
+            names.append(layer.name)
+            continue
+        base = layer.op.lower().lstrip("_")
+        while True:
+            k = counts.get(base, 0)
+            counts[base] = k + 1
+            candidate = f"{base}{k}"
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def _initializer(init: Dict[str, Any], where: Tuple, spec: Spec) -> mx.init.Initializer:
+    kwargs = {k: v for k, v in init.items() if k != "name"}
+    name = init.get("name")
+    if not isinstance(name, str):
+        raise spec.error(where + ("name",) if "name" in init else where,
+                         "an initializer needs a name (xavier, uniform, normal, zero, one, ...)")
+    try:
+        return mx.init.create(name, **kwargs)
+    except Exception as e:  # MXNet raises ValueError/TypeError/KeyError for a bad name or kwargs
+        known = sorted(k for k in mx.init.Initializer._registry if not k.startswith("_")) \
+            if hasattr(mx.init.Initializer, "_registry") else []
+        from .spec.catalog_suggest import suggest_text
+        hint = suggest_text(name, known) if known else ""
+        raise spec.error(where, f"invalid initializer {init!r}{hint}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def build_input(input_spec: InputSpec) -> mx.sym.Symbol:
+    """The data variable followed, unless normalize is none, by the input BatchNorm.
+
+    beta/gamma are explicit Variables with lr_mult=0 and wd_mult=0 and explicit zero/one
+    initialisers, so the freeze sits in the symbol JSON and a legacy Module.fit honours it.
+    fix_gamma=False: gamma is a real stored parameter that must stay exactly 1, which the
+    post-training check can prove bit for bit (fix_gamma=True would hide a drifting gamma
+    from MXNet but not from an exporter that reads the stored value: FIELD-NOTES).
+    """
+    data = mx.sym.Variable(input_spec.name)
+    norm = input_spec.normalize
+    if norm is None:
+        return data
+    names = InputLayerNames.for_input(input_spec.name)
+    frozen = dict(lr_mult=0, wd_mult=0) if norm.freeze else {}
+    gamma = mx.sym.Variable(names.gamma, init=mx.init.One(), **frozen)
+    beta = mx.sym.Variable(names.beta, init=mx.init.Zero(), **frozen)
+    moving_mean = mx.sym.Variable(names.moving_mean, init=mx.init.Zero())
+    moving_var = mx.sym.Variable(names.moving_var, init=mx.init.One())
+    return mx.sym.BatchNorm(
+        data, gamma=gamma, beta=beta, moving_mean=moving_mean, moving_var=moving_var,
+        name=names.node, eps=norm.eps, momentum=norm.momentum, fix_gamma=False,
+        use_global_stats=(norm.stats == "dataset"), axis=1)
+
+
+def _layer_attrs(spec: Spec, index: int) -> Dict[str, str]:
+    layer = spec.layers[index]
+    try:
+        from .spec.catalog import AttrError, check_attrs
+    except ImportError:  # pragma: no cover - the catalogue is being written
+        return {k: (str(tuple(v)) if isinstance(v, list) else str(v)) for k, v in layer.attrs.items()}
+    try:
+        return check_attrs(layer.op, layer.attrs)
+    except AttrError as e:
+        where = ("layers", index) + ((e.key,) if e.key else ("op",))
+        raise spec.error(where, e.message) from None
+
+
+def build_layers(spec: Spec, start: mx.sym.Symbol) -> mx.sym.Symbol:
+    """The layer DAG on top of `start` (the normalized input). Returns the last layer."""
+    names = layer_names(spec)
+    produced: Dict[str, mx.sym.Symbol] = {spec.input.name: start}
+    previous = start
+    for i, (layer, name) in enumerate(zip(spec.layers, names)):
+        op_fn = getattr(mx.sym, layer.op, None)
+        if op_fn is None or layer.op.startswith("__"):
+            from .spec.catalog_suggest import suggest_text
+            raise spec.error(("layers", i, "op"), f"unknown MXNet operator '{layer.op}'"
+                             f"{suggest_text(layer.op, [n for n in dir(mx.sym) if n[:1].isupper()])}")
+        if layer.inputs is None:
+            inputs = [previous]
+        else:
+            inputs = []
+            for j, ref in enumerate(layer.inputs):
+                if ref not in produced:
+                    later = ref in names[i:]
+                    why = ("names this layer or a later one; inputs must come earlier"
+                           if later else "is not an earlier layer or input")
+                    from .spec.catalog_suggest import suggest_text
+                    raise spec.error(("layers", i, "inputs", j),
+                                     f"'{ref}' {why}{'' if later else suggest_text(ref, produced)}")
+                inputs.append(produced[ref])
+        param_vars = {}
+        for pname, pspec in layer.params.items():
+            kwargs: Dict[str, Any] = {}
+            if pspec.lr_mult is not None:
+                kwargs["lr_mult"] = pspec.lr_mult
+            if pspec.wd_mult is not None:
+                kwargs["wd_mult"] = pspec.wd_mult
+            if pspec.init is not None:
+                kwargs["init"] = _initializer(pspec.init, ("layers", i, "params", pname, "init"), spec)
+            param_vars[pname] = mx.sym.Variable(f"{name}_{pname}", **kwargs)
+        attrs = _layer_attrs(spec, i)
+        try:
+            node = op_fn(*inputs, name=name, **param_vars, **attrs)
+        except Exception as e:  # MXNetError / TypeError from MXNet's op wrapper
+            raise spec.error(("layers", i), f"{layer.op}: {_first_line(e)}") from None
+        if len(node.list_outputs()) > 1:
+            node = node[0]  # multi-output ops (e.g. SliceChannel) feed their first output on
+        produced[name] = node
+        previous = node
+    return previous
+
+
+def build_head(spec: Spec, body: mx.sym.Symbol) -> mx.sym.Symbol:
+    out = spec.output
+    label = mx.sym.Variable(out.label_name)
+    head_fn = getattr(mx.sym, out.op)
+    attrs = {k: (str(v) if not isinstance(v, bool) else str(v)) for k, v in out.attrs.items()}
+    try:
+        return head_fn(data=body, label=label, name=out.name, **attrs)
+    except Exception as e:
+        raise spec.error(("output",), f"{out.op}: {_first_line(e)}") from None
+
+
+def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
+    """The full training symbol: input layer, layers and loss head (with its label variable).
+
+    This is the function a legacy pipeline calls to get the symbol for its own Module code.
+    """
+    symbol = build_head(spec, build_layers(spec, build_input(spec.input)))
+    if check_shapes:
+        infer_shapes(spec, symbol)
+    return symbol
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    # MXNetError messages carry a C++ stack trace after the first lines; keep the message.
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "Stack trace", "[bt]", "File ")):
+            return line.replace("Check failed: ", "")
+    return type(e).__name__
+
+
+def data_shapes(spec: Spec, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:
+    return {spec.input.name: (batch_size,) + tuple(spec.input.shape)}
+
+
+def infer_shapes(spec: Spec, symbol: mx.sym.Symbol, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:
+    """Shapes of every argument, aux state and output; a located error at the failing layer."""
+    shapes = data_shapes(spec, batch_size)
+    try:
+        arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(**shapes)
+        if arg_shapes is None or any(s is None or 0 in s for s in arg_shapes):
+            raise mx.base.MXNetError("shapes could not be fully inferred")
+    except mx.base.MXNetError:
+        _locate_shape_error(spec, batch_size)
+        raise  # pragma: no cover - _locate_shape_error always raises
+    result = dict(zip(symbol.list_arguments(), arg_shapes))
+    result.update(zip(symbol.list_auxiliary_states(), aux_shapes))
+    result.update(zip(symbol.list_outputs(), out_shapes))
+    return result
+
+
+def _locate_shape_error(spec: Spec, batch_size: int) -> None:
+    """Rebuild layer by layer to find the first layer whose shapes fail; raise there.
+
+    Only runs after a failure, so the quadratic cost never touches a valid spec.
+    """
+    shapes = data_shapes(spec, batch_size)
+    start = build_input(spec.input)
+    names = layer_names(spec)
+    for i in range(len(spec.layers)):
+        partial = dataclasses.replace(spec, layers=spec.layers[: i + 1])
+        node = build_layers(partial, start)
+        received = _input_shapes_of(partial, start, i, shapes)
+        try:
+            _, out_shapes, _ = node.infer_shape(**shapes)
+            if out_shapes is None or any(0 in s for s in out_shapes):
+                raise mx.base.MXNetError("output shape could not be inferred")
+        except mx.base.MXNetError as e:
+            raise spec.error(("layers", i), f"{spec.layers[i].op} '{names[i]}' cannot take input "
+                             f"shape {received}: {_first_line(e)}") from None
+    body = build_layers(spec, start)
+    _, out, _ = body.infer_shape(**shapes)
+    label = f" (label shape follows the data: {out[0]})" if out else ""
+    raise spec.error(("output",), f"{spec.output.op} cannot take input shape {out[0] if out else '?'}"
+                     f"{label}")
+
+
+def _input_shapes_of(spec: Spec, start: mx.sym.Symbol, index: int,
+                     shapes: Dict[str, Tuple[int, ...]]) -> str:
+    """The shapes the layer at `index` receives, as text, for error messages."""
+    layer = spec.layers[index]
+    try:
+        if index == 0 or layer.inputs is None:
+            if index == 0:
+                _, out, _ = start.infer_shape(**shapes)
+            else:
+                prev = build_layers(dataclasses.replace(spec, layers=spec.layers[:index]), start)
+                _, out, _ = prev.infer_shape(**shapes)
+            return str(tuple(out[0]))
+        names = layer_names(spec)
+        received = []
+        for ref in layer.inputs:
+            if ref == spec.input.name:
+                _, out, _ = start.infer_shape(**shapes)
+            else:
+                k = names.index(ref)
+                prev = build_layers(dataclasses.replace(spec, layers=spec.layers[:k + 1]), start)
+                _, out, _ = prev.infer_shape(**shapes)
+            received.append(tuple(out[0]))
+        return ", ".join(map(str, received))
+    except Exception:
+        return "?"
+
+
+def layer_shapes(spec: Spec, symbol: mx.sym.Symbol) -> List[Dict[str, Any]]:
+    """Per node: name, op, output shape (batch 1) and parameter count; for `summary`."""
+    internals = symbol.get_internals()
+    shapes = data_shapes(spec, 1)
+    arg_shapes, out_shapes, aux_shapes = internals.infer_shape(**shapes)
+    out_by_name = dict(zip(internals.list_outputs(), out_shapes))
+    arg_by_name = dict(zip(internals.list_arguments(), arg_shapes))
+    aux_by_name = dict(zip(internals.list_auxiliary_states(), aux_shapes))
+    nodes = json.loads(symbol.tojson())["nodes"]
+    label_names = {spec.output.label_name}
+    rows = []
+    for node in nodes:
+        if node["op"] == "null":
+            continue
+        name = node["name"]
+        params = [nodes[i[0]]["name"] for i in node["inputs"] if nodes[i[0]]["op"] == "null"]
+        count = 0
+        for p in params:
+            if p in label_names or p in shapes:
+                continue
+            shape = arg_by_name.get(p) or aux_by_name.get(p) or ()
+            n = 1
+            for d in shape:
+                n *= d
+            count += n
+        out_key = f"{name}_output"
+        rows.append({"name": name, "op": node["op"],
+                     "shape": tuple(out_by_name.get(out_key, out_by_name.get(f"{name}_output0", ()))),
+                     "params": count})
+    return rows

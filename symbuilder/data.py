@@ -1,0 +1,165 @@
+"""Spec data -> train/val arrays shaped for the network -> mx.io iterators.
+
+Owns label encoding (class labels to 0..K-1 for SoftmaxOutput), the seeded (stratified)
+validation split, reshaping rows to `input.shape`, and the iterators Module.fit consumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import DataError
+from .sources import Table, check_finite, read_table
+from .spec.model import SourceSpec, Spec
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Features shaped (N, *input.shape) float32 and encoded labels (N,)."""
+    features: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclasses.dataclass
+class SplitData:
+    train: Dataset
+    val: Dataset
+    feature_names: List[str]
+    classes: Optional[List[Any]]  # class values in index order; None for regression
+
+
+def is_classification(spec: Spec) -> bool:
+    return spec.output.op == "SoftmaxOutput"
+
+
+def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True) -> Table:
+    path = spec.resolve(source.path)
+    if with_label and source.label is None and source.resolved_format == "csv":
+        raise spec.error(key, "missing required key 'label' (the label column's name)")
+    table = read_table(path, source.resolved_format, label=source.label if with_label else None,
+                       features=source.features, shown_path=source.path if path != source.path
+                       else path)
+    if with_label and table.labels is None:
+        raise spec.error(key, f"{source.path} has no labels")
+    return table
+
+
+def shape_rows(spec: Spec, table: Table, key: Tuple) -> np.ndarray:
+    """Reshape a table's rows to (N, *input.shape); a located error when sizes differ."""
+    want = int(np.prod(spec.input.shape))
+    per_row = int(np.prod(table.features.shape[1:])) if table.features.ndim > 1 else 1
+    if per_row != want:
+        raise spec.error(("input", "shape"),
+                         f"input.shape {list(spec.input.shape)} needs {want} features per sample, "
+                         f"but {table.path} has {per_row} ({', '.join(table.feature_names[:5])}"
+                         f"{', ...' if len(table.feature_names) > 5 else ''})", DataError)
+    return table.features.reshape((len(table),) + tuple(spec.input.shape))
+
+
+def encode_labels(spec: Spec, train: np.ndarray, others: Sequence[np.ndarray],
+                  key: Tuple) -> Tuple[np.ndarray, List[np.ndarray], Optional[List[Any]]]:
+    """Class labels -> 0..K-1 (classes sorted); regression labels -> float32."""
+    if not is_classification(spec):
+        try:
+            return (train.astype(np.float32), [o.astype(np.float32) for o in others], None)
+        except (ValueError, TypeError):
+            raise spec.error(key, "regression labels must be numbers", DataError) from None
+    classes = sorted(set(train.tolist()), key=lambda v: (isinstance(v, str), v))
+    index = {c: i for i, c in enumerate(classes)}
+    encoded_others = []
+    for other in others:
+        unknown = sorted({v for v in other.tolist() if v not in index}, key=str)
+        if unknown:
+            raise spec.error(key, f"validation labels {unknown[:5]} never occur in the training "
+                             "data", DataError)
+        encoded_others.append(np.array([index[v] for v in other.tolist()], dtype=np.float32))
+    return np.array([index[v] for v in train.tolist()], dtype=np.float32), encoded_others, classes
+
+
+def split_indices(labels: np.ndarray, fraction: float, seed: int, stratify: bool
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Seeded train/val indices; stratified per class so small classes appear in both."""
+    rng = np.random.RandomState(seed)
+    n = len(labels)
+    if stratify:
+        val_parts = []
+        for cls in np.unique(labels):
+            members = np.flatnonzero(labels == cls)
+            rng.shuffle(members)
+            k = int(round(len(members) * fraction))
+            val_parts.append(members[:k])
+        val = np.sort(np.concatenate(val_parts)) if val_parts else np.array([], dtype=np.int64)
+    else:
+        perm = rng.permutation(n)
+        val = np.sort(perm[: int(round(n * fraction))])
+    mask = np.ones(n, dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask), val
+
+
+def load_data(spec: Spec) -> SplitData:
+    """Read, check, encode and split the spec's data."""
+    if spec.data is None:
+        raise spec.error((), "missing required key 'data' (training data is needed to build)")
+    train_key = ("data", "train")
+    table = _read(spec, spec.data.train, train_key)
+    check_finite(table)
+    features = shape_rows(spec, table, train_key)
+    if spec.data.val is not None:
+        val_key = ("data", "val")
+        vtable = _read(spec, spec.data.val, val_key)
+        check_finite(vtable)
+        if vtable.feature_names != table.feature_names and spec.data.val.resolved_format == "csv":
+            raise spec.error(val_key, f"{spec.data.val.path} has columns "
+                             f"{vtable.feature_names[:5]}... unlike the training file", DataError)
+        vfeatures = shape_rows(spec, vtable, val_key)
+        y_train, (y_val,), classes = encode_labels(spec, table.labels, [vtable.labels],
+                                                   val_key + ("label",))
+        train = Dataset(features, y_train, table.path)
+        val = Dataset(vfeatures, y_val, vtable.path)
+    else:
+        y_all, _, classes = encode_labels(spec, table.labels, [], train_key + ("label",))
+        tr, va = split_indices(y_all, spec.data.val_fraction, spec.train.seed,
+                               stratify=is_classification(spec))
+        if len(tr) == 0 or len(va) == 0:
+            raise spec.error(("data", "val_fraction"), f"splitting {len(y_all)} rows leaves "
+                             f"{len(tr)} for training and {len(va)} for validation")
+        train = Dataset(np.ascontiguousarray(features[tr]), y_all[tr], table.path)
+        val = Dataset(np.ascontiguousarray(features[va]), y_all[va], table.path)
+    if classes is not None:
+        n_out = _num_outputs(spec)
+        if n_out is not None and len(classes) > n_out:
+            raise spec.error(train_key + ("label",), f"the labels have {len(classes)} classes "
+                             f"({classes[:10]}), but the network outputs {n_out} values",
+                             DataError)
+    return SplitData(train, val, table.feature_names, classes)
+
+
+def _num_outputs(spec: Spec) -> Optional[int]:
+    """Width of the last layer (batch 1), or None if it cannot be inferred cheaply."""
+    from .builder import build_symbol, infer_shapes
+    symbol = build_symbol(spec, check_shapes=False)
+    shapes = infer_shapes(spec, symbol)
+    out = shapes.get(symbol.list_outputs()[0])
+    return int(np.prod(out[1:])) if out else None
+
+
+def make_iter(spec: Spec, dataset: Dataset, *, batch_size: int, shuffle: bool) -> Any:
+    """An NDArrayIter over a dataset, named as the symbol's data and label variables.
+
+    'pad' keeps every sample in every epoch; Module.predict strips the padding, and the
+    validation metrics are computed on predict's output, so padding never skews a figure.
+    """
+    import mxnet as mx
+    labels = dataset.labels
+    if spec.output.op != "SoftmaxOutput":
+        labels = labels.reshape(len(labels), -1)
+    return mx.io.NDArrayIter(
+        data={spec.input.name: dataset.features}, label={spec.output.label_name: labels},
+        batch_size=batch_size, shuffle=shuffle, last_batch_handle="pad")

@@ -1,0 +1,331 @@
+"""The spec's sections as typed dataclasses, and `load_spec` that reads a YAML file into them.
+
+Every key of ../shared/spec-example.yaml keeps its meaning here. Semantic checks that need
+MXNet (op attributes, optimizer and metric names) live in `spec.semantics`; this module
+only knows the shape of the document.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import SpecError
+from .fields import Reader, describe, dump_section, field
+from ..sources import SOURCES
+from .yamlload import Locations, Path, load_yaml
+
+DATA_FORMATS = tuple(SOURCES)
+
+HEADS = ("SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput",
+         "MAERegressionOutput")
+HEAD_DEFAULT_NAMES = {"SoftmaxOutput": "softmax", "LinearRegressionOutput": "linreg",
+                      "LogisticRegressionOutput": "logreg", "MAERegressionOutput": "maereg"}
+HEAD_DEFAULT_METRICS = {"SoftmaxOutput": ["acc", "ce"], "LinearRegressionOutput": ["mse", "mae"],
+                        "LogisticRegressionOutput": ["mse"], "MAERegressionOutput": ["mae"]}
+CONTEXT_RE = re.compile(r"^(cpu|gpu)\((\d+)\)$")
+KVSTORES = ("local", "device", "dist_sync", "dist_async", "dist_device_sync", "nccl")
+FORMATS = ("checkpoint", "onnx")
+LAYER_KEYS = ("op", "name", "inputs", "params")
+
+
+@dataclasses.dataclass
+class NormalizeSpec:
+    """The frozen-affine BatchNorm input layer."""
+    stats: str = field("str", "dataset: exact mean/var of the training split, fixed "
+                       "(use_global_stats); running: BatchNorm moving averages updated while "
+                       "training, warm-started from the exact statistics",
+                       "dataset", choices=("dataset", "running"))
+    momentum: float = field("float", "moving-average momentum, used by stats: running",
+                            0.9, minimum=0.0, maximum=1.0, exclusive_maximum=True)
+    eps: float = field("float", "added to the variance; exported as ONNX epsilon",
+                       1e-3, minimum=0.0, exclusive_minimum=True)
+    freeze: bool = field("bool", "true: beta=0 and gamma=1 frozen (lr_mult=0, wd_mult=0); "
+                         "false: a learnable affine, for comparison", True)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> Optional["NormalizeSpec"]:
+        # `normalize: none` (or false/null) removes the input layer.
+        if value is None or value is False or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        if isinstance(value, str) and value in ("dataset", "running"):
+            return cls(stats=value)
+        return reader.fields_of(cls, value, path, extra_ok=False)[0]
+
+    def dump(self) -> Any:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass
+class InputSpec:
+    """A data input of the network."""
+    shape: Tuple[int, ...] = field("shape", "one sample, no batch axis; (C, H, W) for images",
+                                   example=[30])
+    name: str = field("name", "the symbol's data variable", "data")
+    normalize: Optional[NormalizeSpec] = field(NormalizeSpec, "the input layer; `none` for no "
+                                               "input layer", default_factory=NormalizeSpec)
+
+    def dump(self) -> Any:
+        return {"name": self.name, "shape": list(self.shape),
+                "normalize": self.normalize.dump() if self.normalize else "none"}
+
+
+@dataclasses.dataclass
+class ParamSpec:
+    """Per-parameter settings of a layer (Caffe's `param { lr_mult decay_mult }`)."""
+    lr_mult: Optional[float] = field("float", "learning-rate multiplier (written into the "
+                                     "symbol as __lr_mult__)", None, minimum=0.0)
+    wd_mult: Optional[float] = field("float", "weight-decay multiplier (__wd_mult__)", None,
+                                     minimum=0.0)
+    init: Optional[Dict[str, Any]] = field("mapping", "initializer, {name: normal, sigma: 0.01}",
+                                           None)
+
+
+@dataclasses.dataclass
+class LayerSpec:
+    """One MXNet operator. Every key other than op/name/inputs/params is an MXNet attribute."""
+    op: str = field("str", "an MXNet operator name (mx.sym.<op>)", example="FullyConnected")
+    name: Optional[str] = field("name", "node name; parameter keys derive from it "
+                                "(fc1_weight). Optional: a unique one is generated", None)
+    inputs: Optional[List[str]] = field("name_list", "earlier layers (or input names) this "
+                                        "layer reads; default: the previous layer", None)
+    params: Dict[str, ParamSpec] = field("mapping", "per-parameter settings, e.g. {weight: "
+                                         "{lr_mult: 1, wd_mult: 1, init: {...}}}",
+                                         default_factory=dict)
+    attrs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> "LayerSpec":
+        layer, rest = reader.fields_of(cls, value, path, extra_ok=True)
+        params = {}
+        for pname, pvalue in layer.params.items():
+            params[pname] = reader.section(ParamSpec, pvalue, path + ("params", pname))
+            if params[pname].init is not None:
+                reader.read("mapping", params[pname].init, path + ("params", pname, "init"), {})
+        layer.params = params
+        layer.attrs = rest
+        return layer
+
+    def dump(self) -> Any:
+        out: Dict[str, Any] = {"op": self.op}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.inputs is not None:
+            out["inputs"] = list(self.inputs)
+        out.update(self.attrs)
+        if self.params:
+            out["params"] = {k: dump_section(v) for k, v in self.params.items()}
+        return out
+
+
+@dataclasses.dataclass
+class OutputSpec:
+    """The loss head. Other keys are the head op's MXNet attributes (grad_scale, ...)."""
+    op: str = field("str", "the loss head", choices=HEADS, example="SoftmaxOutput")
+    name: Optional[str] = field("name", "head name; the label variable is <name>_label",
+                                None)
+    attrs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> "OutputSpec":
+        out, rest = reader.fields_of(cls, value, path, extra_ok=True)
+        if out.name is None:
+            out.name = HEAD_DEFAULT_NAMES[out.op]
+        out.attrs = rest
+        return out
+
+    @property
+    def label_name(self) -> str:
+        return f"{self.name}_label"
+
+    def dump(self) -> Any:
+        return {"op": self.op, "name": self.name, **self.attrs}
+
+
+@dataclasses.dataclass
+class SourceSpec:
+    """A data file. Relative paths are relative to the spec's folder."""
+    path: str = field("str", "the file: csv with a header row, npz with arrays X and y, or a "
+                      "memory-mapped npy",
+                      example="data/breast_cancer.csv")
+    format: Optional[str] = field("str", "csv, npz or npy; default: from the file extension",
+                                  None, choices=DATA_FORMATS)
+    label: Optional[str] = field("str", "csv: the label column's name (every other column is a "
+                                 "feature, in file order); npz: the label array's name "
+                                 "(default y); npy: the label .npy file", None)
+    features: Optional[str] = field("str", "npz: the feature array's name (default X)", None)
+
+    @property
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        ext = os.path.splitext(self.path)[1].lower().lstrip(".")
+        return ext if ext in DATA_FORMATS else "csv"
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """Training and validation data."""
+    train: SourceSpec = field(SourceSpec, "the training data")
+    val: Optional[SourceSpec] = field(SourceSpec, "explicit validation data (instead of "
+                                      "val_fraction)", None)
+    val_fraction: Optional[float] = field("float", "fraction of train held out for validation, "
+                                          "split by train.seed (default 0.2 when val is absent)",
+                                          None, minimum=0.0, maximum=1.0,
+                                          exclusive_minimum=True, exclusive_maximum=True)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> "DataSpec":
+        data = reader.fields_of(cls, value, path, extra_ok=False)[0]
+        if data.val is not None and data.val_fraction is not None:
+            raise reader.fail(path + ("val_fraction",),
+                              "give either val or val_fraction, not both")
+        if data.val is None and data.val_fraction is None:
+            data.val_fraction = 0.2
+        return data
+
+
+@dataclasses.dataclass
+class TrainSpec:
+    """How Module.fit trains the network."""
+    epochs: int = field("int", "training epochs", 10, minimum=1)
+    batch_size: int = field("int", "samples per batch", 32, minimum=1)
+    optimizer: str = field("str", "any MXNet optimizer name (mx.optimizer)", "sgd")
+    optimizer_params: Dict[str, Any] = field("mapping", "the optimizer's keyword arguments "
+                                             "(learning_rate, momentum, wd, ...)",
+                                             default_factory=dict)
+    initializer: Dict[str, Any] = field("mapping", "MXNet initializer, {name: xavier, "
+                                        "magnitude: 2.0}", default_factory=lambda: {"name": "xavier"})
+    eval_metric: Optional[List[str]] = field("str_list", "MXNet metric names; default: acc, ce "
+                                             "for SoftmaxOutput, mse/mae for regression", None)
+    seed: int = field("int", "seeds MXNet, numpy and the train/val split", 0, minimum=0)
+    context: List[str] = field("str_list", "devices: [cpu(0)] or [gpu(0), gpu(1)]",
+                               default_factory=lambda: ["cpu(0)"])
+    kvstore: str = field("str", "MXNet kvstore", "local", choices=KVSTORES)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> "TrainSpec":
+        train = reader.fields_of(cls, value, path, extra_ok=False)[0]
+        for i, ctx in enumerate(train.context):
+            if not CONTEXT_RE.match(ctx.replace(" ", "")):
+                raise reader.fail(path + ("context", i) if "context" in (value or {}) and
+                                  isinstance(value["context"], list) else path + ("context",),
+                                  f"expected cpu(N) or gpu(N), received {describe(ctx)}")
+        train.context = [c.replace(" ", "") for c in train.context]
+        if "name" not in train.initializer:
+            raise reader.fail(path + ("initializer",), "missing required key 'name' "
+                              "(an MXNet initializer: xavier, uniform, normal, ...)")
+        return train
+
+
+@dataclasses.dataclass
+class OnnxSpec:
+    """ONNX export options."""
+    opset: int = field("int", "ONNX opset", 17, minimum=13, maximum=19)
+    dynamic_batch: bool = field("bool", "symbolic batch axis on inputs and outputs", True)
+
+
+@dataclasses.dataclass
+class VerifySpec:
+    """ONNX Runtime vs MXNet parity check on held-out samples."""
+    atol: float = field("float", "the build fails when the max abs difference exceeds this",
+                        1e-5, minimum=0.0)
+    samples: int = field("int", "held-out samples compared (at batch 1 and as one batch)", 64,
+                         minimum=1)
+
+
+@dataclasses.dataclass
+class ExportSpec:
+    """What `symbuilder build` writes into export/<name>/."""
+    formats: List[str] = field("str_list", "checkpoint = <name>-symbol.json + "
+                               "<name>-NNNN.params; onnx = <name>.onnx",
+                               default_factory=lambda: ["checkpoint", "onnx"], choices=FORMATS)
+    onnx: OnnxSpec = field(OnnxSpec, "ONNX options", default_factory=OnnxSpec)
+    verify: VerifySpec = field(VerifySpec, "parity check", default_factory=VerifySpec)
+
+
+@dataclasses.dataclass
+class Spec:
+    """A whole spec: the network, its data, training and export."""
+    name: str = field("name", "artifact prefix: <name>-symbol.json, <name>-0030.params, "
+                      "<name>.onnx", example="breast_cancer_mlp")
+    input: InputSpec = field(InputSpec, "the data input and its normalization layer")
+    layers: List[LayerSpec] = field(("list", LayerSpec), "the layers, in order")
+    output: OutputSpec = field(OutputSpec, "the loss head")
+    data: Optional[DataSpec] = field(DataSpec, "training and validation data", None)
+    train: TrainSpec = field(TrainSpec, "training", default_factory=TrainSpec)
+    export: ExportSpec = field(ExportSpec, "export", default_factory=ExportSpec)
+    # Not part of the document: where it came from, for paths and error locations.
+    source: str = dataclasses.field(default="<spec>", compare=False)
+    locations: Locations = dataclasses.field(default_factory=Locations.empty, compare=False,
+                                             repr=False)
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.source)) if os.path.exists(self.source) \
+            else os.getcwd()
+
+    def resolve(self, path: str) -> str:
+        """A data path as the spec means it: relative to the spec's folder."""
+        return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+
+    @property
+    def metrics(self) -> List[str]:
+        return list(self.train.eval_metric or HEAD_DEFAULT_METRICS[self.output.op])
+
+    def error(self, path: Path, message: str, cls: type = SpecError) -> SpecError:
+        """A located error at a key path of this spec."""
+        return self.locations.error(path, message, cls)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata and getattr(self, f.name) is not None:
+                out[f.name] = dump_section(getattr(self, f.name))
+        return out
+
+
+def parse_spec(data: Any, locations: Locations) -> Spec:
+    """Typed Spec from located YAML data (structure only; see semantics.check_spec)."""
+    reader = Reader(locations)
+    spec, _ = reader.fields_of(Spec, data, (), extra_ok=False)
+    spec.source = locations.source
+    spec.locations = locations
+    return spec
+
+
+def load_spec(path: str, *, overrides: Optional[List[str]] = None, check: bool = True) -> Spec:
+    """Read, parse and validate a spec file. Every problem is a located SpecError.
+
+    `overrides` are ``key.path=value`` strings (the CLI's --set), applied before parsing.
+    `check=False` skips the MXNet-backed semantic checks (op attributes, optimizer, ...).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4 << 20)
+    except FileNotFoundError:
+        raise SpecError("no such spec file", file=path) from None
+    except IsADirectoryError:
+        raise SpecError("is a folder, not a spec file", file=path) from None
+    except OSError as e:
+        raise SpecError(f"cannot read: {e.strerror}", file=path) from None
+    data, locations = load_yaml(raw, source=path)
+    if overrides:
+        from .overrides import apply_overrides
+        data = apply_overrides(data, overrides)
+    spec = parse_spec(data, locations)
+    if check:
+        from .semantics import check_spec
+        check_spec(spec)
+    return spec
+
+
+def loads_spec(text: str, *, source: str = "<spec>", check: bool = True) -> Spec:
+    """Like load_spec, from text (relative data paths resolve against the working folder)."""
+    data, locations = load_yaml(text, source=source)
+    spec = parse_spec(data, locations)
+    if check:
+        from .semantics import check_spec
+        check_spec(spec)
+    return spec

@@ -1,0 +1,187 @@
+"""Safe, located YAML: plain Python data plus the line and column of every key and item.
+
+PyYAML's SafeLoader is the base (no `!!python/...` tags), hardened where PyYAML is lax:
+duplicate keys are an error, YAML 1.2 floats like `1e-3` are floats (PyYAML's YAML 1.1
+reads them as strings), and size and alias expansion are capped ("billion laughs").
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional, Tuple, Union
+
+import yaml
+
+from ..errors import SpecError
+
+Path = Tuple[Union[str, int], ...]
+
+MAX_BYTES = 1 << 20  # a hand-written spec is a few KB; a megabyte is already suspicious
+MAX_ALIASES = 100
+MAX_NODES = 100_000  # nodes after alias expansion
+
+# YAML 1.2 core-schema floats, which YAML 1.1 (PyYAML) misses: 1e-3, 1E5, .5e-2, -2e+4.
+_FLOAT_1_2 = re.compile(
+    r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$""", re.X
+)
+
+
+def format_path(path: Path) -> str:
+    """('layers', 2, 'num_hidden') -> 'layers[2].num_hidden'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class Locations:
+    """Where each key path sits in the source: 1-based (line, column) of the key or item."""
+
+    def __init__(self, source: str, marks: Dict[Path, Tuple[int, int]]) -> None:
+        self.source = source
+        self._marks = marks
+
+    def of(self, path: Path) -> Tuple[Optional[int], Optional[int]]:
+        """The location of `path`, or of its nearest located ancestor (a missing key is
+        reported at the mapping that lacks it)."""
+        path = tuple(path)
+        while path:
+            if path in self._marks:
+                return self._marks[path]
+            path = path[:-1]
+        return self._marks.get((), (None, None))
+
+    def error(self, path: Path, message: str, cls: type = SpecError) -> SpecError:
+        line, column = self.of(path)
+        return cls(message, file=self.source, line=line, column=column,
+                   path=format_path(path) or None)
+
+    @classmethod
+    def empty(cls, source: str = "<spec>") -> "Locations":
+        return cls(source, {})
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with duplicate-key detection, YAML 1.2 floats and an alias budget."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.alias_count = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count += 1
+            if self.alias_count > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _LocatedYAMLError(f"more than {MAX_ALIASES} aliases", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise _LocatedYAMLError("a mapping key must be a plain value", key_node.start_mark)
+            if key in seen:
+                first = seen[key]
+                raise _LocatedYAMLError(
+                    f"duplicate key '{key}' (first at line {first.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789."))
+
+
+class _LocatedYAMLError(Exception):
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+def _count_nodes(node: Any, budget: list) -> None:
+    """Walk the composed graph with alias expansion, failing once past MAX_NODES."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        budget[0] += 1
+        if budget[0] > MAX_NODES:
+            raise _LocatedYAMLError(
+                f"the document expands to more than {MAX_NODES} nodes (alias bomb?)",
+                current.start_mark)
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                stack.append(k)
+                stack.append(v)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def _collect_marks(node: Any, data: Any, path: Path, marks: Dict[Path, Tuple[int, int]]) -> None:
+    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode) and isinstance(data, dict):
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            # The constructed key may be an int or bool; find it by its text first.
+            match = next((k for k in data if str(k) == key), key)
+            sub = path + (match,)
+            marks.setdefault(sub, (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+            if match in data:
+                _collect_marks(value_node, data[match], sub, marks)
+                marks[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode) and isinstance(data, list):
+        for i, (item_node, item) in enumerate(zip(node.value, data)):
+            _collect_marks(item_node, item, path + (i,), marks)
+
+
+def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
+    """Parse one YAML document safely; return its data and the locations of its keys.
+
+    Every failure is a SpecError located in `source`.
+    """
+    if isinstance(text, bytes):
+        if len(text) > MAX_BYTES:
+            raise SpecError(f"spec is {len(text)} bytes; the limit is {MAX_BYTES}", file=source)
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError(f"not UTF-8 text (byte {e.start})", file=source) from None
+    if len(text) > MAX_BYTES:
+        raise SpecError(f"spec is {len(text)} characters; the limit is {MAX_BYTES}", file=source)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError("the spec is empty", file=source, line=1, column=1)
+        _count_nodes(node, [0])
+        data = loader.construct_document(node)
+    except _LocatedYAMLError as e:
+        raise SpecError(e.message, file=source, line=e.mark.line + 1,
+                        column=e.mark.column + 1) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        message = (e.problem or e.context or "invalid YAML").strip()
+        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in message:
+            message = message.replace("could not determine a constructor for the tag",
+                                      "tag not allowed in a spec:")
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        raise SpecError(message, file=source, line=line, column=column) from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid YAML: {e}".splitlines()[0], file=source) from None
+    except RecursionError:
+        raise SpecError("the document nests too deeply", file=source) from None
+    finally:
+        loader.dispose()
+    marks: Dict[Path, Tuple[int, int]] = {}
+    _collect_marks(node, data, (), marks)
+    return data, Locations(source, marks)
