@@ -1,0 +1,259 @@
+"""Graph assembly: walk an MXNet symbol, call one registered translation per op node, and build a
+checked ONNX model (inputs, initializers, outputs, dynamic batch axis, opset and IR version).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from symbuilder.errors import ExportError
+from symbuilder.onnx import translations as _translations  # noqa: F401  (registers the ops)
+from symbuilder.onnx.registry import GraphParts, OpContext, TensorInfo, lookup, registered_ops
+
+SUPPORTED_OPSETS: Tuple[int, ...] = tuple(range(13, 22))
+
+BATCH_DIM = "batch"
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, mx.nd.NDArray):
+        return value.asnumpy()
+    return np.asarray(value)
+
+
+def _graph_json(symbol: mx.sym.Symbol) -> Dict[str, Any]:
+    return json.loads(symbol.tojson())
+
+
+def _node_attrs(node: Mapping[str, Any]) -> Dict[str, str]:
+    # Older MXNet JSON used "param"/"attr"; "__lr_mult__"-style keys are training hints, not op attributes.
+    raw = node.get("attrs") or node.get("attr") or node.get("param") or {}
+    return {k: str(v) for k, v in raw.items() if not k.startswith("__")}
+
+
+def check_translatable(symbol: mx.sym.Symbol) -> None:
+    """Raise ExportError naming the first op (and its node) that has no ONNX translation."""
+    for node in _graph_json(symbol)["nodes"]:
+        if node["op"] != "null":
+            lookup(node["op"], node["name"])
+
+
+def _infer(internals: mx.sym.Symbol, known: Mapping[str, Tuple[int, ...]]) -> List[Optional[Tuple[int, ...]]]:
+    """Static shape of every internal output (None where MXNet cannot tell)."""
+    try:
+        _, out_shapes, _ = internals.infer_shape_partial(**known)
+    except mx.base.MXNetError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise ExportError(f"MXNet shape inference failed for input shapes {dict(known)}: {first}") from e
+    shapes: List[Optional[Tuple[int, ...]]] = []
+    for shape in out_shapes:
+        # infer_shape_partial writes 0 for an unknown dim (and () for an unknown rank).
+        shapes.append(tuple(shape) if shape and all(d > 0 for d in shape) else None)
+    return shapes
+
+
+def _infer_dtypes(internals: mx.sym.Symbol, dtypes: Mapping[str, Any]) -> List[Any]:
+    n = len(internals.list_outputs())
+    try:
+        _, out_types, _ = internals.infer_type_partial(**dtypes)
+    except mx.base.MXNetError:
+        return [np.float32] * n
+    return [np.dtype(t).type if t is not None else np.float32 for t in out_types]
+
+
+def _tensor_infos(
+    internals: mx.sym.Symbol,
+    params: Mapping[str, np.ndarray],
+    input_shapes: Mapping[str, Sequence[int]],
+    input_dtypes: Mapping[str, str],
+    dynamic_batch: bool,
+) -> Dict[str, TensorInfo]:
+    """TensorInfo for every internal output name, from MXNet's own shape and type inference.
+
+    With a dynamic batch, shapes are inferred a second time at twice the batch size: the dims
+    that change are the ones an ONNX graph must keep dynamic (e.g. Reshape's -1).
+    """
+    names = internals.list_outputs()
+    declared = set(internals.list_arguments()) | set(internals.list_auxiliary_states())
+    param_shapes = {k: tuple(v.shape) for k, v in params.items() if k in declared}
+    shapes_a = _infer(internals, {**param_shapes, **{k: tuple(v) for k, v in input_shapes.items()}})
+    if dynamic_batch:
+        doubled = {k: (2 * int(v[0]),) + tuple(v[1:]) for k, v in input_shapes.items()}
+        shapes_b = _infer(internals, {**param_shapes, **doubled})
+    else:
+        shapes_b = shapes_a
+    dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
+    dtypes.update({k: v.dtype for k, v in params.items() if k in declared})
+    types = _infer_dtypes(internals, dtypes)
+    infos: Dict[str, TensorInfo] = {}
+    for name, a, b, t in zip(names, shapes_a, shapes_b, types):
+        if a is None or b is None or len(a) != len(b):
+            infos[name] = TensorInfo(a, (), t)
+        else:
+            infos[name] = TensorInfo(a, tuple(x != y for x, y in zip(a, b)), t)
+    return infos
+
+
+def _value_info(name: str, dtype: Any, info: TensorInfo, batch: Optional[int], dynamic_batch: bool) -> onnx.ValueInfoProto:
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if info.shape is None:
+        return helper.make_tensor_value_info(name, elem, None)
+    dims: List[Any] = []
+    for i, d in enumerate(info.shape):
+        if dynamic_batch and info.batch_dims and info.batch_dims[i]:
+            # Only the dim that IS the batch gets the shared symbol; a derived dim (2*batch) is left open.
+            dims.append(BATCH_DIM if d == batch else None)
+        else:
+            dims.append(int(d))
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def to_onnx(
+    symbol: mx.sym.Symbol,
+    params: Mapping[str, np.ndarray],
+    input_shapes: Mapping[str, Sequence[int]],
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    model_name: str = "symbuilder",
+    input_dtypes: Optional[Mapping[str, str]] = None,
+) -> onnx.ModelProto:
+    """Translate ``symbol`` with ``params`` (merged arg+aux, numpy) into a checked ONNX model.
+
+    ``input_shapes`` gives every data input's full shape, batch axis first. Label variables of
+    loss heads are dropped; outputs carry MXNet's output names.
+    """
+    if opset not in SUPPORTED_OPSETS:
+        raise ExportError(f"opset {opset} is not supported; choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+    check_translatable(symbol)
+    params = {k: _as_numpy(v) for k, v in params.items()}
+    input_dtypes = dict(input_dtypes or {})
+    for name, shape in input_shapes.items():
+        if len(shape) == 0 or any(int(d) <= 0 for d in shape):
+            raise ExportError(f"input_shapes['{name}'] = {tuple(shape)}: expected positive dims, batch axis first")
+
+    internals = symbol.get_internals()
+    graph = _graph_json(internals)
+    nodes = graph["nodes"]
+    # internals' heads are every output of every node, in the order of internals.list_outputs().
+    tensor_name: Dict[Tuple[int, int], str] = {
+        (int(h[0]), int(h[1])): n for h, n in zip(graph["heads"], internals.list_outputs())
+    }
+    infos = _tensor_infos(internals, params, input_shapes, input_dtypes, dynamic_batch)
+    unknown = TensorInfo(None)
+
+    def name_of(nid: int, idx: int) -> str:
+        if nodes[nid]["op"] == "null":
+            return nodes[nid]["name"]
+        return tensor_name.get((nid, idx), f"{nodes[nid]['name']}_output{idx}")
+
+    parts = GraphParts()
+    parts.tensor_names.update(tensor_name.values())
+    for nid, node in enumerate(nodes):
+        if node["op"] == "null":
+            continue
+        n_out = 1 + max([i for (j, i) in tensor_name if j == nid], default=0)
+        inputs = [name_of(int(src[0]), int(src[1])) for src in node["inputs"]]
+        outputs = [name_of(nid, i) for i in range(n_out)]
+        ctx = OpContext(
+            name=node["name"],
+            op=node["op"],
+            attrs=_node_attrs(node),
+            inputs=inputs,
+            outputs=outputs,
+            input_infos=[infos.get(n, unknown) for n in inputs],
+            output_infos=[infos.get(n, unknown) for n in outputs],
+            constants=params,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            parts=parts,
+        )
+        lookup(node["op"], node["name"])(ctx)
+
+    output_names = symbol.list_outputs()
+    kept_nodes, graph_inputs, used_params = _prune(parts, output_names, params, input_shapes, symbol)
+
+    batch = None
+    if input_shapes:
+        batch = int(next(iter(input_shapes.values()))[0])
+    onnx_inputs = []
+    for name in graph_inputs:
+        shape = tuple(int(d) for d in input_shapes[name])
+        info = TensorInfo(shape, (True,) + (False,) * (len(shape) - 1))
+        onnx_inputs.append(_value_info(name, input_dtypes.get(name, "float32"), info, shape[0], dynamic_batch))
+    onnx_outputs = []
+    for name in output_names:
+        info = infos.get(name, unknown)
+        onnx_outputs.append(_value_info(name, info.dtype, info, batch, dynamic_batch))
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(params[n]), n) for n in used_params]
+    initializers += [t for n, t in parts.initializers.items() if n in _consumed(kept_nodes)]
+
+    onnx_graph = helper.make_graph(kept_nodes, model_name, onnx_inputs, onnx_outputs, initializer=initializers)
+    opset_ids = [helper.make_opsetid("", opset)]
+    from symbuilder import __version__
+
+    model = helper.make_model(onnx_graph, opset_imports=opset_ids, producer_name="symbuilder", producer_version=__version__)
+    # The lowest IR version that carries this opset: the widest range of runtimes can load it.
+    model.ir_version = helper.find_min_ir_version_for(opset_ids)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported ONNX model is invalid: {e}") from e
+    return model
+
+
+def _consumed(nodes: Sequence[onnx.NodeProto]) -> set:
+    return {i for n in nodes for i in n.input if i}
+
+
+def _prune(
+    parts: GraphParts,
+    output_names: Sequence[str],
+    params: Mapping[str, np.ndarray],
+    input_shapes: Mapping[str, Sequence[int]],
+    symbol: mx.sym.Symbol,
+) -> Tuple[List[onnx.NodeProto], List[str], List[str]]:
+    """Keep only what the outputs need: this is what drops loss labels and unused stored params."""
+    producer = {o: k for k, n in enumerate(parts.nodes) for o in n.output}
+    needed = set(output_names)
+    stack = list(output_names)
+    keep = set()
+    for name in output_names:
+        if name not in producer and name not in params and name not in input_shapes:
+            raise ExportError(f"output '{name}' was not produced by any translation")
+    while stack:
+        t = stack.pop()
+        k = producer.get(t)
+        if k is None or k in keep:
+            continue
+        keep.add(k)
+        for i in parts.nodes[k].input:
+            if i and i not in needed:
+                needed.add(i)
+                stack.append(i)
+    kept = [n for k, n in enumerate(parts.nodes) if k in keep]
+    variables = symbol.list_arguments() + symbol.list_auxiliary_states()
+    graph_inputs: List[str] = []
+    used_params: List[str] = []
+    for v in variables:
+        if v not in needed:
+            continue
+        if v in params:
+            used_params.append(v)
+        elif v in input_shapes:
+            graph_inputs.append(v)
+        else:
+            raise ExportError(
+                f"variable '{v}' is needed for inference but is neither in params nor in input_shapes "
+                f"(inputs given: {sorted(input_shapes)})"
+            )
+    produced = set(producer) | set(parts.initializers) | set(used_params) | set(graph_inputs)
+    missing = sorted(n for n in needed if n not in produced)
+    if missing:
+        raise ExportError(f"tensors {missing} are used but no translation produces them")
+    return kept, graph_inputs, used_params

@@ -1,0 +1,249 @@
+"""MXNet -> ONNX translations of elementwise arithmetic, reductions and shape ops.
+
+One registered function per MXNet op. The families (binary, scalar, unary) are table-driven,
+but each MXNet op still gets its own registry entry, so tests parametrized over the registry
+see every one of them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from symbuilder.onnx.registry import OpContext, normalize_axis, register
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _register_table(table: Dict[str, object], make: Callable[[str, object], Callable[[OpContext], None]]) -> None:
+    for op_name, spec in table.items():
+        fn = make(op_name, spec)
+        fn.__name__ = f"translate_{op_name.lstrip('_')}"
+        register(op_name)(fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary arithmetic. MXNet's broadcast_* follow numpy broadcasting, as ONNX's ops do.
+
+_BINARY = {
+    "elemwise_add": "Add",
+    "elemwise_sub": "Sub",
+    "elemwise_mul": "Mul",
+    "elemwise_div": "Div",
+    "broadcast_add": "Add",
+    "broadcast_sub": "Sub",
+    "broadcast_mul": "Mul",
+    "broadcast_div": "Div",
+    "broadcast_maximum": "Max",
+    "broadcast_minimum": "Min",
+    "broadcast_power": "Pow",
+    "_maximum": "Max",
+    "_minimum": "Min",
+    "_power": "Pow",
+}
+
+
+def _make_binary(op_name: str, onnx_op: object) -> Callable[[OpContext], None]:
+    def translate(ctx: OpContext) -> None:
+        ctx.node(str(onnx_op), ctx.inputs[:2], ctx.outputs[:1])
+
+    return translate
+
+
+_register_table(_BINARY, _make_binary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic with a scalar attribute: (ONNX op, scalar on the left?)
+
+_SCALAR: Dict[str, Tuple[str, bool]] = {
+    "_plus_scalar": ("Add", False),
+    "_minus_scalar": ("Sub", False),
+    "_rminus_scalar": ("Sub", True),
+    "_mul_scalar": ("Mul", False),
+    "_div_scalar": ("Div", False),
+    "_rdiv_scalar": ("Div", True),
+    "_power_scalar": ("Pow", False),
+    "_rpower_scalar": ("Pow", True),
+    "_maximum_scalar": ("Max", False),
+    "_minimum_scalar": ("Min", False),
+}
+
+
+def _make_scalar(op_name: str, spec: object) -> Callable[[OpContext], None]:
+    onnx_op, scalar_first = spec  # type: ignore[misc]
+
+    def translate(ctx: OpContext) -> None:
+        # The constant takes the input's dtype: a float64 scalar would make ONNX reject the graph.
+        s = ctx.scalar_like(ctx.attr_float("scalar"), 0, "scalar")
+        x = ctx.inputs[0]
+        ctx.node(onnx_op, [s, x] if scalar_first else [x, s], ctx.outputs[:1])
+
+    return translate
+
+
+_register_table(_SCALAR, _make_scalar)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unary elementwise.
+
+_UNARY = {
+    "exp": "Exp",
+    "log": "Log",
+    "sqrt": "Sqrt",
+    "abs": "Abs",
+    "negative": "Neg",
+    "reciprocal": "Reciprocal",
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "floor": "Floor",
+    "ceil": "Ceil",
+    "erf": "Erf",
+    "_copy": "Identity",  # mx.sym.identity
+    "BlockGrad": "Identity",  # mx.sym.stop_gradient
+}
+
+
+def _make_unary(op_name: str, onnx_op: object) -> Callable[[OpContext], None]:
+    def translate(ctx: OpContext) -> None:
+        ctx.node(str(onnx_op), ctx.inputs[:1], ctx.outputs[:1])
+
+    return translate
+
+
+# Keys are MXNet's canonical op names: aliases (identity, stop_gradient) never reach the JSON.
+_register_table(_UNARY, _make_unary)
+
+
+@register("square")
+def square(ctx: OpContext) -> None:
+    ctx.node("Mul", [ctx.inputs[0], ctx.inputs[0]], ctx.outputs[:1])
+
+
+@register("rsqrt")
+def rsqrt(ctx: OpContext) -> None:
+    root = ctx.node("Sqrt", ctx.inputs[:1])
+    ctx.node("Reciprocal", [root], ctx.outputs[:1])
+
+
+@register("clip")
+def clip(ctx: OpContext) -> None:
+    lo = ctx.scalar_like(ctx.attr_float("a_min"), 0, "a_min")
+    hi = ctx.scalar_like(ctx.attr_float("a_max"), 0, "a_max")
+    ctx.node("Clip", [ctx.inputs[0], lo, hi], ctx.outputs[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax family (the loss head SoftmaxOutput is with the layers).
+
+
+def _softmax(ctx: OpContext, onnx_op: str) -> None:
+    if ctx.attr_bool("use_length", False):
+        raise ctx.error("use_length=True is not supported")
+    x = ctx.inputs[0]
+    temperature: Optional[float] = ctx.attr_float("temperature", None)
+    if temperature is not None and temperature != 1.0:
+        x = ctx.node("Div", [x, ctx.scalar_like(temperature, 0, "temperature")])
+    ctx.node(onnx_op, [x], ctx.outputs[:1], axis=ctx.attr_int("axis", -1))
+
+
+@register("softmax")
+def softmax(ctx: OpContext) -> None:
+    _softmax(ctx, "Softmax")
+
+
+@register("log_softmax")
+def log_softmax(ctx: OpContext) -> None:
+    _softmax(ctx, "LogSoftmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reductions. MXNet reduces everything to shape (1,) (not a 0-d scalar) when no axis is given.
+
+_REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "max": "ReduceMax", "min": "ReduceMin", "prod": "ReduceProd"}
+
+
+def _make_reduce(op_name: str, onnx_op: object) -> Callable[[OpContext], None]:
+    def translate(ctx: OpContext) -> None:
+        rank = ctx.in_rank(0)
+        axes = ctx.attr_ints("axis", ())
+        keepdims = ctx.attr_bool("keepdims", False)
+        axes = sorted({normalize_axis(a, rank, ctx) for a in axes})
+        if ctx.attr_bool("exclude", False):
+            axes = [a for a in range(rank) if a not in axes]
+        if not axes:
+            axes = list(range(rank))
+        if len(axes) == rank and not keepdims:
+            flat = ctx.reduce(str(onnx_op), ctx.inputs[0], axes, keepdims=False)
+            ctx.reshape(flat, [1], ctx.outputs[:1])
+            return
+        ctx.reduce(str(onnx_op), ctx.inputs[0], axes, keepdims=keepdims, outputs=ctx.outputs[:1])
+
+    return translate
+
+
+_register_table(_REDUCE, _make_reduce)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape ops
+
+
+@register("Flatten")
+def flatten(ctx: OpContext) -> None:
+    ctx.node("Flatten", ctx.inputs[:1], ctx.outputs[:1], axis=1)
+
+
+@register("Concat")
+def concat(ctx: OpContext) -> None:
+    ctx.node("Concat", ctx.inputs, ctx.outputs[:1], axis=ctx.attr_int("dim", 1))
+
+
+@register("Reshape")
+def reshape(ctx: OpContext) -> None:
+    # MXNet's codes (0, -1, -2, -3, -4, reverse) are resolved by MXNet's own shape inference;
+    # the target is written out statically, with -1 for the one dim that follows the batch.
+    ctx.reshape(ctx.inputs[0], ctx.reshape_target(ctx.output_infos[0]), ctx.outputs[:1])
+
+
+@register("transpose")
+def transpose(ctx: OpContext) -> None:
+    rank = ctx.in_rank(0)
+    axes = ctx.attr_ints("axes", ())
+    perm = [normalize_axis(a, rank, ctx) for a in axes] if axes else list(reversed(range(rank)))
+    ctx.transpose(ctx.inputs[0], perm, ctx.outputs[:1])
+
+
+@register("expand_dims")
+def expand_dims(ctx: OpContext) -> None:
+    rank = ctx.in_rank(0)
+    axis = normalize_axis(ctx.attr_int("axis"), rank + 1, ctx)
+    ctx.unsqueeze(ctx.inputs[0], [axis], ctx.outputs[:1])
+
+
+@register("squeeze")
+def squeeze(ctx: OpContext) -> None:
+    shape = ctx.in_shape(0)
+    axes = ctx.attr_ints("axis", ())
+    if axes:
+        axes = [normalize_axis(a, len(shape), ctx) for a in axes]
+    else:
+        # Static size-1 dims only: a dynamic batch of 1 must not be squeezed away.
+        batch_dims = ctx.input_infos[0].batch_dims or (False,) * len(shape)
+        axes = [i for i, d in enumerate(shape) if d == 1 and not (ctx.dynamic_batch and batch_dims[i])]
+    ctx.squeeze(ctx.inputs[0], axes, ctx.outputs[:1])
+
+
+@register("slice_axis")
+def slice_axis(ctx: OpContext) -> None:
+    axis = normalize_axis(ctx.attr_int("axis"), ctx.in_rank(0), ctx)
+    begin = ctx.attr_int("begin")
+    end = ctx.attr_int("end", None)
+    ctx.node(
+        "Slice",
+        [ctx.inputs[0], ctx.ints([begin], "starts"), ctx.ints([_INT64_MAX if end is None else end], "ends"),
+         ctx.ints([axis], "axes")],
+        ctx.outputs[:1],
+    )

@@ -1,0 +1,343 @@
+"""MXNet -> ONNX translations of the neural-network layers (one registered function per MXNet op).
+
+Elementwise, reduction and shape ops live in ``ops_math``; importing this module registers both.
+Every default below is MXNet 1.9.1's (from its operator docs), because an attribute MXNet
+left at its default is absent from the symbol JSON.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from symbuilder.onnx.registry import OpContext, normalize_axis, register
+
+# SELU constants as MXNet's mshadow_op::selu writes them (ONNX's defaults are the same values
+# rounded to float32; written out so the graph does not depend on a runtime's defaults).
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_GAMMA = 1.0507009873554804934193349852946
+
+_CHANNEL_FIRST_LAYOUTS = (None, "NCW", "NCHW", "NCDHW")
+
+
+def _spatial(ctx: OpContext, key: str, nd: int, fill: int) -> list:
+    """A per-spatial-dim attribute (stride, pad, dilate...); MXNet's empty default means ``fill``."""
+    values = ctx.attr_ints(key, ())
+    if not values:
+        return [fill] * nd
+    if len(values) != nd:
+        raise ctx.error(f"attribute {key}={values} does not match the {nd}-D kernel")
+    return list(values)
+
+
+def _check_layout(ctx: OpContext) -> None:
+    layout = ctx.attr_str("layout", None)
+    if layout not in _CHANNEL_FIRST_LAYOUTS:
+        raise ctx.error(f"layout '{layout}' is not supported (channel-first layouts only)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense and convolution layers
+
+
+@register("FullyConnected")
+def fully_connected(ctx: OpContext) -> None:
+    no_bias = ctx.attr_bool("no_bias", False)
+    flatten = ctx.attr_bool("flatten", True)
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    bias = [] if no_bias else [ctx.inputs[2]]
+    rank = ctx.in_rank(0)
+    if flatten or rank == 2:
+        if rank != 2:
+            x = ctx.node("Flatten", [x], axis=1)
+        # MXNet's weight is (num_hidden, in): Gemm with transB, no copy of the weight.
+        ctx.node("Gemm", [x, w] + bias, ctx.outputs[:1], transB=1)
+        return
+    # flatten=False applies the layer to the last axis of an N-D input.
+    w_t = ctx.transpose(w, [1, 0], suffix="weight_T")
+    if no_bias:
+        ctx.node("MatMul", [x, w_t], ctx.outputs[:1])
+    else:
+        y = ctx.node("MatMul", [x, w_t])
+        ctx.node("Add", [y] + bias, ctx.outputs[:1])
+
+
+@register("Convolution")
+def convolution(ctx: OpContext) -> None:
+    _check_layout(ctx)
+    kernel = list(ctx.attr_ints("kernel"))
+    nd = len(kernel)
+    pad = _spatial(ctx, "pad", nd, 0)
+    inputs = ctx.inputs[:2] if ctx.attr_bool("no_bias", False) else ctx.inputs[:3]
+    ctx.node(
+        "Conv",
+        inputs,
+        ctx.outputs[:1],
+        kernel_shape=kernel,
+        strides=_spatial(ctx, "stride", nd, 1),
+        dilations=_spatial(ctx, "dilate", nd, 1),
+        pads=pad + pad,
+        group=ctx.attr_int("num_group", 1),
+    )
+
+
+@register("Deconvolution")
+def deconvolution(ctx: OpContext) -> None:
+    _check_layout(ctx)
+    kernel = list(ctx.attr_ints("kernel"))
+    nd = len(kernel)
+    stride = _spatial(ctx, "stride", nd, 1)
+    dilate = _spatial(ctx, "dilate", nd, 1)
+    in_spatial = ctx.in_shape(0)[2:]
+    target = ctx.attr_ints("target_shape", ())
+    if target:
+        # MXNet ignores pad/adj and picks them so the output has target_shape: total padding is
+        # split with the odd unit kept as adj (the ONNX output_padding, added at the end).
+        pad, adj = [], []
+        for i in range(nd):
+            full = stride[i] * (in_spatial[i] - 1) + (kernel[i] - 1) * dilate[i] + 1
+            total = full - target[i]
+            adj.append(total % 2)
+            pad.append((total + 1) // 2)
+    else:
+        pad = _spatial(ctx, "pad", nd, 0)
+        adj = _spatial(ctx, "adj", nd, 0)
+    # Deconvolution's no_bias defaults to True (unlike Convolution's).
+    inputs = ctx.inputs[:2] if ctx.attr_bool("no_bias", True) else ctx.inputs[:3]
+    ctx.node(
+        "ConvTranspose",
+        inputs,
+        ctx.outputs[:1],
+        kernel_shape=kernel,
+        strides=stride,
+        dilations=dilate,
+        pads=pad + pad,
+        output_padding=adj,
+        group=ctx.attr_int("num_group", 1),
+    )
+
+
+@register("Pooling")
+def pooling(ctx: OpContext) -> None:
+    _check_layout(ctx)
+    pool_type = ctx.attr_str("pool_type", "max")
+    rank = ctx.in_rank(0)
+    nd = rank - 2
+    if pool_type not in ("max", "avg", "sum"):
+        raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum)")
+    if ctx.attr_bool("global_pool", False):
+        if pool_type == "max":
+            ctx.node("GlobalMaxPool", ctx.inputs[:1], ctx.outputs[:1])
+        elif pool_type == "avg":
+            ctx.node("GlobalAveragePool", ctx.inputs[:1], ctx.outputs[:1])
+        else:
+            ctx.reduce("ReduceSum", ctx.inputs[0], list(range(2, rank)), keepdims=True, outputs=ctx.outputs[:1])
+        return
+
+    kernel = list(ctx.attr_ints("kernel"))
+    if len(kernel) != nd:
+        raise ctx.error(f"kernel {tuple(kernel)} does not match a rank-{rank} input")
+    stride = _spatial(ctx, "stride", nd, 1)
+    pad = _spatial(ctx, "pad", nd, 0)
+    convention = ctx.attr_str("pooling_convention", "valid")
+    if convention not in ("valid", "full"):
+        raise ctx.error(f"pooling_convention '{convention}' is not supported (valid, full)")
+    in_spatial = ctx.in_shape(0)[2:]
+    out_spatial = ctx.out_shape(0)[2:]
+    # 'full' is ceil rounding. Padding the end explicitly (instead of ONNX ceil_mode) keeps the
+    # last window even where ONNX drops a window starting in the right padding.
+    extra = [max(0, (o - 1) * s + k - (i + 2 * p)) for o, s, k, i, p in zip(out_spatial, stride, kernel, in_spatial, pad)]
+    pads = pad + [p + e for p, e in zip(pad, extra)]
+
+    if pool_type == "max":
+        ctx.node("MaxPool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride, pads=pads)
+        return
+    if pool_type == "sum":
+        # A sum pool is a depthwise convolution with a kernel of ones: exact, any padding.
+        channels = ctx.in_shape(0)[1]
+        ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
+        ctx.node("Conv", [ctx.inputs[0], ones], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
+                 pads=pads, group=channels)
+        return
+    count_include_pad = ctx.attr_bool("count_include_pad", True)
+    if count_include_pad and any(extra):
+        # MXNet divides by the window clipped to input+pad; ONNX would count the extra end
+        # padding too, so use ceil_mode there and let the runtime clip the same way.
+        ctx.node("AveragePool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
+                 pads=pad + pad, ceil_mode=1, count_include_pad=1)
+        return
+    ctx.node("AveragePool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride, pads=pads,
+             count_include_pad=int(count_include_pad))
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu": "Softplus", "softsign": "Softsign"}
+
+
+@register("Activation")
+def activation(ctx: OpContext) -> None:
+    act = ctx.attr_str("act_type")
+    if act == "log_sigmoid":
+        # log(sigmoid(x)) = -softplus(-x)
+        neg = ctx.node("Neg", ctx.inputs[:1])
+        sp = ctx.node("Softplus", [neg])
+        ctx.node("Neg", [sp], ctx.outputs[:1])
+        return
+    if act == "mish":
+        sp = ctx.node("Softplus", ctx.inputs[:1])
+        th = ctx.node("Tanh", [sp])
+        ctx.node("Mul", [ctx.inputs[0], th], ctx.outputs[:1])
+        return
+    if act not in _ACTIVATIONS:
+        raise ctx.error(f"act_type '{act}' is not supported ({', '.join(sorted(_ACTIVATIONS))}, log_sigmoid, mish)")
+    ctx.node(_ACTIVATIONS[act], ctx.inputs[:1], ctx.outputs[:1])
+
+
+@register("LeakyReLU")
+def leaky_relu(ctx: OpContext) -> None:
+    act = ctx.attr_str("act_type", "leaky")
+    x = ctx.inputs[0]
+    out = ctx.outputs[:1]
+    if act == "leaky":
+        ctx.node("LeakyRelu", [x], out, alpha=ctx.attr_float("slope", 0.25))
+    elif act == "rrelu":
+        # At inference MXNet's rrelu is a leaky ReLU with the mean of its random slope range.
+        lower = ctx.attr_float("lower_bound", 0.125)
+        upper = ctx.attr_float("upper_bound", 0.334)
+        ctx.node("LeakyRelu", [x], out, alpha=(lower + upper) / 2.0)
+    elif act == "elu":
+        ctx.node("Elu", [x], out, alpha=ctx.attr_float("slope", 0.25))
+    elif act == "selu":
+        ctx.node("Selu", [x], out, alpha=SELU_ALPHA, gamma=SELU_GAMMA)
+    elif act == "prelu":
+        slope = ctx.inputs[1]
+        rank = ctx.in_rank(0)
+        # MXNet's gamma is per channel (axis 1); ONNX PRelu broadcasts from the right.
+        if rank > 2 and ctx.in_shape(1) != (1,):
+            slope = ctx.broadcast_param(slope, rank - 1, 0, "gamma_bcast")
+        ctx.node("PRelu", [x, slope], out)
+    elif act == "gelu":
+        # MXNet's gelu is the erf form: 0.5 * x * (1 + erf(x / sqrt(2))). ONNX Gelu needs opset 20.
+        scaled = ctx.node("Mul", [x, ctx.scalar_like(1.0 / np.sqrt(2.0), 0, "inv_sqrt2")])
+        erf = ctx.node("Erf", [scaled])
+        one_plus = ctx.node("Add", [erf, ctx.scalar_like(1.0, 0, "one")])
+        half_x = ctx.node("Mul", [x, ctx.scalar_like(0.5, 0, "half")])
+        ctx.node("Mul", [half_x, one_plus], out)
+    else:
+        raise ctx.error(f"act_type '{act}' is not supported")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization
+
+
+@register("BatchNorm")
+def batch_norm(ctx: OpContext) -> None:
+    # Export is inference: the moving statistics are used whatever use_global_stats says.
+    eps = ctx.attr_float("eps", 1e-3)  # MXNet's default; ONNX's would be 1e-5
+    fix_gamma = ctx.attr_bool("fix_gamma", True)  # MXNet's default is True
+    x, gamma, beta, mean, var = ctx.inputs[:5]
+    shape = ctx.in_shape(0)
+    rank = len(shape)
+    axis = normalize_axis(ctx.attr_int("axis", 1), rank, ctx)
+    if fix_gamma:
+        # MXNet uses gamma = 1 when fix_gamma, whatever the stored gamma (weight decay moves it).
+        gamma = ctx.const(np.ones(shape[axis], dtype=ctx.input_infos[1].dtype), "gamma_fixed")
+    if axis == 1:
+        ctx.node("BatchNormalization", [x, gamma, beta, mean, var], ctx.outputs[:1], epsilon=eps)
+        return
+    # ONNX normalizes over dim 1: move the channel axis there and back.
+    perm = [0, axis] + [i for i in range(1, rank) if i != axis]
+    inverse = [perm.index(i) for i in range(rank)]
+    xt = ctx.transpose(x, perm, suffix="to_channel_first")
+    y = ctx.node("BatchNormalization", [xt, gamma, beta, mean, var], epsilon=eps)
+    ctx.transpose(y, inverse, ctx.outputs[:1], suffix="from_channel_first")
+
+
+@register("LayerNorm")
+def layer_norm(ctx: OpContext) -> None:
+    # Written as two-pass arithmetic rather than ONNX LayerNormalization: MXNet normalizes over
+    # ONE axis (ONNX over all trailing axes), the op needs opset 17, and a one-pass variance
+    # loses precision on inputs with a large mean.
+    eps = ctx.attr_float("eps", 1e-5)
+    rank = ctx.in_rank(0)
+    axis = normalize_axis(ctx.attr_int("axis", -1), rank, ctx)
+    x, gamma, beta = ctx.inputs[:3]
+    want_stats = ctx.attr_bool("output_mean_var", False) and len(ctx.outputs) >= 3
+    mean = ctx.reduce("ReduceMean", x, [axis], keepdims=True, suffix="mean",
+                      outputs=ctx.outputs[1:2] if want_stats else None)
+    centered = ctx.node("Sub", [x, mean], suffix="centered")
+    var = ctx.reduce("ReduceMean", ctx.node("Mul", [centered, centered], suffix="sq"), [axis], keepdims=True,
+                     suffix="var")
+    std = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar_like(eps, 0, "eps")])], 
+                   ctx.outputs[2:3] if want_stats else None, suffix="std")
+    normed = ctx.node("Div", [centered, std], suffix="normed")
+    if axis != rank - 1:
+        gamma = ctx.broadcast_param(gamma, rank, axis, "gamma_bcast")
+        beta = ctx.broadcast_param(beta, rank, axis, "beta_bcast")
+    scaled = ctx.node("Mul", [normed, gamma], suffix="scaled")
+    ctx.node("Add", [scaled, beta], ctx.outputs[:1])
+
+
+@register("InstanceNorm")
+def instance_norm(ctx: OpContext) -> None:
+    ctx.node("InstanceNormalization", ctx.inputs[:3], ctx.outputs[:1], epsilon=ctx.attr_float("eps", 1e-3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference-time identities and loss heads. A loss head's label input is never read, so graph
+# assembly prunes the label variable away.
+
+
+@register("Dropout")
+def dropout(ctx: OpContext) -> None:
+    if ctx.attr_str("mode", "training") == "always":
+        raise ctx.error("mode='always' drops units at inference too; that cannot be reproduced deterministically")
+    ctx.node("Identity", ctx.inputs[:1], ctx.outputs[:1])
+
+
+@register("SoftmaxOutput")
+def softmax_output(ctx: OpContext) -> None:
+    x = ctx.inputs[0]
+    rank = ctx.in_rank(0)
+    if ctx.attr_bool("multi_output", False):
+        ctx.node("Softmax", [x], ctx.outputs[:1], axis=1)
+    elif ctx.attr_bool("preserve_shape", False) or rank == 2:
+        ctx.node("Softmax", [x], ctx.outputs[:1], axis=-1)
+    else:
+        # MXNet flattens to (batch, -1), takes softmax over everything but the batch, restores the shape.
+        flat = ctx.node("Flatten", [x], axis=1)
+        soft = ctx.node("Softmax", [flat], axis=1)
+        shape = ctx.node("Shape", [x])
+        ctx.node("Reshape", [soft, shape], ctx.outputs[:1])
+
+
+@register("LinearRegressionOutput")
+def linear_regression_output(ctx: OpContext) -> None:
+    ctx.node("Identity", ctx.inputs[:1], ctx.outputs[:1])
+
+
+@register("MAERegressionOutput")
+def mae_regression_output(ctx: OpContext) -> None:
+    ctx.node("Identity", ctx.inputs[:1], ctx.outputs[:1])
+
+
+@register("LogisticRegressionOutput")
+def logistic_regression_output(ctx: OpContext) -> None:
+    ctx.node("Sigmoid", ctx.inputs[:1], ctx.outputs[:1])
+
+
+@register("Embedding")
+def embedding(ctx: OpContext) -> None:
+    input_dim = ctx.attr_int("input_dim")
+    # MXNet takes float indices, truncates them and clips them into range; ONNX Gather wants
+    # int64 in range.
+    idx = ctx.node("Cast", ctx.inputs[:1], to=7, suffix="indices")  # 7 = INT64
+    lo = ctx.const(np.asarray(0, dtype=np.int64), "min_index")
+    hi = ctx.const(np.asarray(input_dim - 1, dtype=np.int64), "max_index")
+    clipped = ctx.node("Clip", [idx, lo, hi], suffix="clip_indices")
+    ctx.node("Gather", [ctx.inputs[1], clipped], ctx.outputs[:1], axis=0)
+
+
+from symbuilder.onnx import ops_math as _ops_math  # noqa: E402,F401  (registers the math/shape ops)
