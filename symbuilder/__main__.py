@@ -1,0 +1,4 @@
+"""`python -m symbuilder` is the `symbuilder` command."""
+from .cli import run
+
+run()
