@@ -1,0 +1,123 @@
+"""End-to-end: every spec in specs/ builds, and its export keeps every promise.
+
+Each check compares against an independent computation: numpy float64 statistics of the
+training split, ONNX Runtime run here (not through symbuilder.verify), MXNet's own loaders.
+"""
+import glob
+import hashlib
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from symbuilder.data import load_data
+from symbuilder.pipeline import build
+from symbuilder.spec.model import load_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=lambda p: os.path.basename(p))
+def built(request, tmp_path_factory):
+    spec = load_spec(request.param)
+    out = str(tmp_path_factory.mktemp("export") / spec.name)
+    result = build(spec, out_dir=out)
+    return spec, out, result
+
+
+def _prefix(spec, out):
+    return os.path.join(out, spec.name)
+
+
+def test_every_spec_is_built_by_this_module():
+    assert len(SPECS) >= 2  # breast_cancer_mlp and digits_cnn at least
+
+
+def test_export_folder_has_exactly_the_promised_files(built):
+    spec, out, result = built
+    epoch = result.result.epoch
+    assert sorted(os.listdir(out)) == sorted([
+        f"{spec.name}-symbol.json", f"{spec.name}-{epoch:04d}.params", f"{spec.name}.onnx",
+        "manifest.json"])
+
+
+def test_manifest_hashes_match_the_files(built):
+    spec, out, _ = built
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert set(manifest["files"]) == set(os.listdir(out)) - {"manifest.json"}
+    for name, entry in manifest["files"].items():
+        data = open(os.path.join(out, name), "rb").read()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert len(data) == entry["bytes"]
+
+
+def test_validation_accuracy_is_what_a_practitioner_accepts(built):
+    spec, out, result = built
+    if spec.output.op == "SoftmaxOutput":
+        assert result.manifest["metrics"]["val"]["accuracy"] >= 0.95
+
+
+def test_checkpoint_loads_with_mxnet_and_predicts_the_recorded_accuracy(built):
+    spec, out, result = built
+    epoch = result.result.epoch
+    symbol, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), epoch)
+    data = load_data(spec)
+    module = mx.mod.Module.load(_prefix(spec, out), epoch, data_names=[spec.input.name],
+                                label_names=[spec.output.label_name], context=mx.cpu())
+    it = mx.io.NDArrayIter(data={spec.input.name: data.val.features}, batch_size=50)
+    module.bind(data_shapes=it.provide_data, for_training=False)
+    probs = module.predict(it).asnumpy()
+    if spec.output.op == "SoftmaxOutput":
+        accuracy = float((probs.argmax(axis=1) == data.val.labels).mean())
+        assert accuracy == pytest.approx(result.manifest["metrics"]["val"]["accuracy"], abs=1e-9)
+    assert set(arg_params) | set(aux_params) >= {"data_norm_gamma", "data_norm_moving_mean"}
+
+
+def test_symbol_json_carries_the_freeze_on_beta_and_gamma(built):
+    spec, out, _ = built
+    graph = json.load(open(_prefix(spec, out) + "-symbol.json"))
+    nodes = {n["name"]: n for n in graph["nodes"]}
+    for name in ("data_norm_gamma", "data_norm_beta"):
+        attrs = nodes[name]["attrs"]
+        assert attrs["__lr_mult__"] == "0" and attrs["__wd_mult__"] == "0"
+    bn = nodes["data_norm"]["attrs"]
+    assert bn["use_global_stats"] == str(spec.input.normalize.stats == "dataset")
+    assert float(bn["eps"]) == spec.input.normalize.eps
+
+
+def test_input_layer_is_frozen_and_holds_the_exact_training_statistics(built):
+    spec, out, result = built
+    _, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), result.result.epoch)
+    assert np.all(arg_params["data_norm_beta"].asnumpy() == 0.0)
+    assert np.all(arg_params["data_norm_gamma"].asnumpy() == 1.0)
+    # Independent: numpy float64 two-pass statistics of the training split, per channel.
+    train = load_data(spec).train.features.astype(np.float64)
+    axes = (0,) + tuple(range(2, train.ndim))
+    np.testing.assert_allclose(aux_params["data_norm_moving_mean"].asnumpy(),
+                               train.mean(axis=axes), rtol=1e-6)
+    np.testing.assert_allclose(aux_params["data_norm_moving_var"].asnumpy(),
+                               train.var(axis=axes), rtol=1e-6)
+
+
+def test_onnx_passes_the_full_checker_and_matches_mxnet_in_onnx_runtime(built):
+    spec, out, result = built
+    model = onnx.load(os.path.join(out, f"{spec.name}.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == [spec.input.name]  # no label input
+    symbol, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), result.result.epoch)
+    features = load_data(spec).val.features[:40]
+    executor = symbol.simple_bind(mx.cpu(), grad_req="null", **{spec.input.name: features.shape})
+    executor.copy_params_from(arg_params, aux_params, allow_extra_params=True)
+    expected = executor.forward(is_train=False, **{spec.input.name: features})[0].asnumpy()
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (features[:1], features):
+        got = session.run(None, {spec.input.name: batch})[0]
+        np.testing.assert_allclose(got, expected[: len(batch)], atol=spec.export.verify.atol,
+                                   rtol=0)
+    assert result.manifest["parity"]["max_abs"] <= spec.export.verify.atol
