@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
 
-from .errors import SpecError
+from .errors import SpecError, mxnet_message
 from .spec.model import InputSpec, LayerSpec, Spec
 
 
@@ -146,7 +146,7 @@ def build_layers(spec: Spec, start: mx.sym.Symbol) -> mx.sym.Symbol:
         try:
             node = op_fn(*inputs, name=name, **param_vars, **attrs)
         except Exception as e:  # MXNetError / TypeError from MXNet's op wrapper
-            raise spec.error(("layers", i), f"{layer.op}: {_first_line(e)}") from None
+            raise spec.error(("layers", i), f"{layer.op}: {mxnet_message(e)}") from None
         if len(node.list_outputs()) > 1:
             node = node[0]  # multi-output ops (e.g. SliceChannel) feed their first output on
         produced[name] = node
@@ -162,7 +162,7 @@ def build_head(spec: Spec, body: mx.sym.Symbol) -> mx.sym.Symbol:
     try:
         return head_fn(data=body, label=label, name=out.name, **attrs)
     except Exception as e:
-        raise spec.error(("output",), f"{out.op}: {_first_line(e)}") from None
+        raise spec.error(("output",), f"{out.op}: {mxnet_message(e)}") from None
 
 
 def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
@@ -174,16 +174,6 @@ def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
     if check_shapes:
         infer_shapes(spec, symbol)
     return symbol
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    # MXNetError messages carry a C++ stack trace after the first lines; keep the message.
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Traceback", "Stack trace", "[bt]", "File ")):
-            return line.replace("Check failed: ", "")
-    return type(e).__name__
 
 
 def data_shapes(spec: Spec, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:
@@ -224,7 +214,7 @@ def _locate_shape_error(spec: Spec, batch_size: int) -> None:
                 raise mx.base.MXNetError("output shape could not be inferred")
         except mx.base.MXNetError as e:
             raise spec.error(("layers", i), f"{spec.layers[i].op} '{names[i]}' cannot take input "
-                             f"shape {received}: {_first_line(e)}") from None
+                             f"shape {received}: {mxnet_message(e)}") from None
     body = build_layers(spec, start)
     _, out, _ = body.infer_shape(**shapes)
     label = f" (label shape follows the data: {out[0]})" if out else ""

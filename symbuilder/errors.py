@@ -5,6 +5,7 @@ with one located line; a run that failed (RunError) is exit 1 with the figures.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 
@@ -66,3 +67,31 @@ class RunError(SymbuilderError):
 
 class ExportError(RunError):
     """Exporting failed: an op without an ONNX translation, or ONNX Runtime disagrees."""
+
+
+_MX_PREFIXES = ("Traceback", "Stack trace", "[bt]", "File ")
+
+
+def mxnet_message(error: BaseException) -> str:
+    """The human part of an MXNetError: first meaningful line, without the timestamp, the
+    C++ source position and the failed check expression.
+
+    '[11:48:01] ../src/operator/nn/convolution.cc:151: Check failed: dshp.ndim() == 4U
+    (2 vs. 4) : Input data should be 4D in batch-num_filter-y-x'
+    -> 'Input data should be 4D in batch-num_filter-y-x (2 vs. 4)'
+    """
+    for line in str(error).splitlines():
+        line = line.strip()
+        if not line or line.startswith(_MX_PREFIXES):
+            continue
+        line = re.sub(r"^MXNetError: ", "", line)
+        line = re.sub(r"^Error in operator [^:]+: ", "", line)
+        line = re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line)
+        line = re.sub(r"^\S+\.(cc|h|cu|cuh):\d+: ", "", line)
+        check = re.match(r"^Check failed: .*?(\(\d+ vs\. \d+\))? : (.+)$", line)
+        if check:
+            line = check.group(2) + (f" {check.group(1)}" if check.group(1) else "")
+        else:
+            line = re.sub(r"^Check failed: ", "", line)
+        return line
+    return type(error).__name__

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from .builder import InputLayerNames, build_symbol
 from .data import SplitData, is_classification, make_iter
-from .errors import RunError
+from .errors import RunError, mxnet_message
 from .spec.model import CONTEXT_RE, Spec
 
 Progress = Callable[[str], None]
@@ -153,7 +152,7 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
                    initializer=_global_initializer(spec), aux_params=aux_params,
                    allow_missing=True, num_epoch=num_epoch)
     except mx.base.MXNetError as e:
-        raise RunError(f"training failed in MXNet: {_first_line(e)}") from None
+        raise RunError(f"training failed in MXNet: {mxnet_message(e)}") from None
     arg_params, aux = module.get_params()
     report = input_layer_report(spec, arg_params, aux, stats)
     return TrainResult(symbol, arg_params, aux, num_epoch, history, report)
@@ -191,14 +190,6 @@ def _epoch_line(entry: Dict[str, Any], total: int) -> str:
     return (f"epoch {entry['epoch']:>{len(str(total))}}/{total}  train {fmt(entry['train'])}  "
             f"val {fmt(entry['val'])}  {entry['seconds']:.2f}s"
             + (f"  {rate:.0f} samples/s" if rate else ""))
-
-
-def _first_line(e: BaseException) -> str:
-    for line in str(e).splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Traceback", "Stack trace", "[bt]", "File ")):
-            return re.sub(r"^\[\d\d:\d\d:\d\d\] \S+: ", "", line)
-    return type(e).__name__
 
 
 def input_layer_report(spec: Spec, arg_params: Dict[str, mx.nd.NDArray],

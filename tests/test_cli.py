@@ -1,0 +1,124 @@
+"""The command line: exit codes, one-line located errors, nothing written on a mistake."""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from symbuilder.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
+
+
+def write_spec(folder, body: str, name: str = "spec.yaml") -> str:
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(DATA, os.path.join(folder, "bc.csv"))
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(body))
+    return path
+
+
+GOOD = """\
+    name: cli_mlp
+    input: {shape: [30]}
+    layers:
+      - {op: FullyConnected, name: fc1, num_hidden: 16}
+      - {op: Activation, name: relu1, act_type: relu}
+      - {op: FullyConnected, name: fc2, num_hidden: 2}
+    output: {op: SoftmaxOutput, name: softmax}
+    data:
+      train: {path: bc.csv, label: benign}
+    train: {epochs: 3, batch_size: 32, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
+    """
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_ok(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD)
+    code, out, err = run(["validate", spec], capsys)
+    assert code == 0, err
+    assert out.strip() == (f"{spec}: ok (3 layers, 650 parameters, 456 training and 113 "
+                           "validation samples, 2 classes)")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("num_hidden: 16", "num_hidden: sixteen"),
+     ":4:37: layers[0].num_hidden: expected int, received 'sixteen' (str)"),
+    (("op: FullyConnected, name: fc1", "op: FullyConected, name: fc1"),
+     ":4:6: layers[0].op: unknown MXNet operator 'FullyConected'; did you mean 'FullyConnected'?"),
+    (("label: benign", "label: benig"),
+     "bc.csv:1: no label column 'benig' (did you mean 'benign'?); columns: mean_radius, "),
+    (("optimizer: adam", "optimizer: adamw"),
+     ":10:36: train.optimizer: unknown optimizer 'adamw' (did you mean 'adam'?)"),
+    (("input: {shape: [30]}", "input: {shape: [31]}"),
+     ":2:9: input.shape: input.shape [31] needs 31 features per sample, but "),
+    (("num_hidden: 2}", "num_hidden: 2, inputs: [fc3]}"),
+     ":6:61: layers[2].inputs[0]: 'fc3' is not an earlier layer or input (did you mean 'fc1'?)"),
+])
+def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, change, expected):
+    spec = write_spec(tmp_path, GOOD.replace(*change))
+    out_dir = tmp_path / "export"
+    code, out, err = run(["build", spec, "--out", str(out_dir)], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not out_dir.exists() and not any(p.name.startswith(".export") for p in tmp_path.iterdir())
+
+
+def test_shape_error_names_the_layer_and_the_shapes(tmp_path, capsys):
+    body = GOOD.replace("- {op: Activation, name: relu1, act_type: relu}",
+                        "- {op: Convolution, name: conv1, num_filter: 4, kernel: [3, 3]}")
+    code, _, err = run(["validate", write_spec(tmp_path, body)], capsys)
+    assert code == 2
+    assert err.strip().endswith(":5:5: layers[1]: Convolution 'conv1' cannot take input shape "
+                               "(1, 16): Input data should be 4D in batch-num_filter-y-x (2 vs. 4)")
+
+
+def test_missing_spec_and_bad_flags_exit_2(tmp_path, capsys):
+    code, _, err = run(["build", str(tmp_path / "none.yaml")], capsys)
+    assert code == 2 and err.strip() == f"{tmp_path / 'none.yaml'}: no such spec file"
+    with pytest.raises(SystemExit) as info:
+        main(["build", "x.yaml", "--epochs", "0"])
+    assert info.value.code == 2
+    assert "expected a positive integer, received '0'" in capsys.readouterr().err
+
+
+def test_set_overrides_reach_the_spec(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD)
+    code, _, err = run(["validate", spec, "--set", "layers[0].num_hidden=-1"], capsys)
+    assert code == 2 and "layers[0].num_hidden: expected a value >= 1, received -1" in err
+
+
+def test_summary_lists_layers_shapes_and_parameters(tmp_path, capsys):
+    code, out, _ = run(["summary", write_spec(tmp_path, GOOD)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["layer", "op", "output", "shape", "params"]
+    rows = {line.split()[0]: line.split() for line in lines[2:-1]}
+    # fc1: 30*16 + 16 = 496; fc2: 16*2 + 2 = 34; input layer: 4 vectors of 30 = 120.
+    assert rows["fc1"][-1] == "496" and rows["fc2"][-1] == "34" and rows["data_norm"][-1] == "120"
+    assert lines[-1] == "total parameters: 650 (input statistics included)"
+
+
+@pytest.mark.slow
+def test_console_script_builds_and_reports(tmp_path):
+    spec = write_spec(tmp_path, GOOD)
+    exe = os.path.join(os.path.dirname(sys.executable), "symbuilder")
+    proc = subprocess.run([exe, "build", spec, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{tmp_path / 'out'}: val accuracy=")
+    assert len([l for l in proc.stderr.splitlines() if l.startswith("epoch ")]) == 3
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "cli_mlp-0003.params", "cli_mlp-symbol.json", "cli_mlp.onnx", "manifest.json"]
