@@ -225,7 +225,10 @@ def _prune(
     keep = set()
     for name in output_names:
         if name not in producer and name not in params and name not in input_shapes:
-            raise ExportError(f"output '{name}' was not produced by any translation")
+            raise ExportError(
+                f"output '{name}' has no inference meaning and is not exported (e.g. a training mask); "
+                "select the outputs inference needs, e.g. symbol[0]"
+            )
     while stack:
         t = stack.pop()
         k = producer.get(t)

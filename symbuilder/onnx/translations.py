@@ -141,31 +141,54 @@ def pooling(ctx: OpContext) -> None:
     if convention not in ("valid", "full"):
         raise ctx.error(f"pooling_convention '{convention}' is not supported (valid, full)")
     in_spatial = ctx.in_shape(0)[2:]
-    out_spatial = ctx.out_shape(0)[2:]
-    # 'full' is ceil rounding. Padding the end explicitly (instead of ONNX ceil_mode) keeps the
-    # last window even where ONNX drops a window starting in the right padding.
+    out_spatial = list(ctx.out_shape(0)[2:])
+    # 'full' rounds the window count up. Extra end padding that makes MXNet's last windows fit:
     extra = [max(0, (o - 1) * s + k - (i + 2 * p)) for o, s, k, i, p in zip(out_spatial, stride, kernel, in_spatial, pad)]
-    pads = pad + [p + e for p, e in zip(pad, extra)]
 
-    if pool_type == "max":
-        ctx.node("MaxPool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride, pads=pads)
-        return
     if pool_type == "sum":
-        # A sum pool is a depthwise convolution with a kernel of ones: exact, any padding.
+        # A sum pool is a depthwise convolution with a kernel of ones: exact for any padding.
         channels = ctx.in_shape(0)[1]
         ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
         ctx.node("Conv", [ctx.inputs[0], ones], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
-                 pads=pads, group=channels)
+                 pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
         return
-    count_include_pad = ctx.attr_bool("count_include_pad", True)
-    if count_include_pad and any(extra):
-        # MXNet divides by the window clipped to input+pad; ONNX would count the extra end
-        # padding too, so use ceil_mode there and let the runtime clip the same way.
-        ctx.node("AveragePool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
-                 pads=pad + pad, ceil_mode=1, count_include_pad=1)
+
+    onnx_op = "MaxPool" if pool_type == "max" else "AveragePool"
+    common = {"kernel_shape": kernel, "strides": stride}
+    if pool_type == "avg":
+        common["count_include_pad"] = int(ctx.attr_bool("count_include_pad", True))
+    if not any(extra):
+        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, **common)
         return
-    ctx.node("AveragePool", ctx.inputs[:1], ctx.outputs[:1], kernel_shape=kernel, strides=stride, pads=pads,
-             count_include_pad=int(count_include_pad))
+    # ONNX ceil_mode clips partial windows as MXNet does, but drops a last window that would
+    # start inside the right padding; MXNet keeps it.
+    if _ceil_mode_sizes(in_spatial, kernel, stride, pad) == out_spatial:
+        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, ceil_mode=1, **common)
+        return
+    if pool_type == "max":
+        # MXNet fills a window that lies wholly in padding with the dtype's lowest value (measured
+        # -3.4028235e+38); padding with that value reproduces it, and ONNX forbids pads >= kernel.
+        dtype = np.dtype(ctx.input_infos[0].dtype)
+        lowest = ctx.const(np.asarray(np.finfo(dtype).min, dtype=dtype), "lowest")
+        pads = [0, 0] + pad + [0, 0] + [p + e for p, e in zip(pad, extra)]
+        padded = ctx.node("Pad", [ctx.inputs[0], ctx.ints(pads, "pads"), lowest], mode="constant")
+        ctx.node("MaxPool", [padded], ctx.outputs[:1], pads=[0] * (2 * nd), **common)
+        return
+    raise ctx.error(
+        f"avg pooling_convention='full' with kernel {tuple(kernel)}, stride {tuple(stride)}, pad {tuple(pad)} on "
+        f"{tuple(in_spatial)} makes a window start inside the padding, which ONNX cannot express"
+    )
+
+
+def _ceil_mode_sizes(in_spatial, kernel, stride, pad) -> list:
+    """Output sizes of an ONNX pool with ceil_mode=1 (ONNX Runtime's rule)."""
+    sizes = []
+    for i, k, s, p in zip(in_spatial, kernel, stride, pad):
+        out = -(-(i + 2 * p - k) // s) + 1
+        if (out - 1) * s >= i + p:
+            out -= 1
+        sizes.append(out)
+    return sizes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,19 +201,8 @@ _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu"
 @register("Activation")
 def activation(ctx: OpContext) -> None:
     act = ctx.attr_str("act_type")
-    if act == "log_sigmoid":
-        # log(sigmoid(x)) = -softplus(-x)
-        neg = ctx.node("Neg", ctx.inputs[:1])
-        sp = ctx.node("Softplus", [neg])
-        ctx.node("Neg", [sp], ctx.outputs[:1])
-        return
-    if act == "mish":
-        sp = ctx.node("Softplus", ctx.inputs[:1])
-        th = ctx.node("Tanh", [sp])
-        ctx.node("Mul", [ctx.inputs[0], th], ctx.outputs[:1])
-        return
     if act not in _ACTIVATIONS:
-        raise ctx.error(f"act_type '{act}' is not supported ({', '.join(sorted(_ACTIVATIONS))}, log_sigmoid, mish)")
+        raise ctx.error(f"act_type '{act}' is not supported ({', '.join(sorted(_ACTIVATIONS))})")
     ctx.node(_ACTIVATIONS[act], ctx.inputs[:1], ctx.outputs[:1])
 
 
@@ -270,7 +282,7 @@ def layer_norm(ctx: OpContext) -> None:
     centered = ctx.node("Sub", [x, mean], suffix="centered")
     var = ctx.reduce("ReduceMean", ctx.node("Mul", [centered, centered], suffix="sq"), [axis], keepdims=True,
                      suffix="var")
-    std = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar_like(eps, 0, "eps")])], 
+    std = ctx.node("Sqrt", [ctx.node("Add", [var, ctx.scalar_like(eps, 0, "eps")])],
                    ctx.outputs[2:3] if want_stats else None, suffix="std")
     normed = ctx.node("Div", [centered, std], suffix="normed")
     if axis != rank - 1:
@@ -305,6 +317,15 @@ def softmax_output(ctx: OpContext) -> None:
         ctx.node("Softmax", [x], ctx.outputs[:1], axis=1)
     elif ctx.attr_bool("preserve_shape", False) or rank == 2:
         ctx.node("Softmax", [x], ctx.outputs[:1], axis=-1)
+    elif rank == 4:
+        # Measured on MXNet 1.9.1: the oneDNN (MKLDNN) kernel takes the softmax of a 4-D input
+        # over the LAST axis, the native kernel over all but the batch axis (max diff 0.66):
+        # there is no single MXNet answer to reproduce.
+        raise ctx.error(
+            "a 4-D input without multi_output or preserve_shape has backend-dependent results in MXNet 1.9.1 "
+            "(oneDNN: softmax over the last axis; native: over all non-batch axes); set multi_output=True "
+            "(softmax over axis 1), preserve_shape=True (last axis), or flatten before the head"
+        )
     else:
         # MXNet flattens to (batch, -1), takes softmax over everything but the batch, restores the shape.
         flat = ctx.node("Flatten", [x], axis=1)

@@ -1,0 +1,273 @@
+"""The table of tiny MXNet graphs, one or more per registered ONNX translation, keyed by MXNet op.
+
+Each case is built with plain ``mx.sym`` code (never through symbuilder's builder) so the test
+compares symbuilder's ONNX export against MXNet itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+
+D = mx.sym.Variable("data")
+D2 = mx.sym.Variable("data2")
+
+
+def positive(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(0.5, 2.0, size=shape).astype(np.float32)
+
+
+def offset(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # A mean far from 0 catches one-pass variance formulas.
+    return (rng.randn(*shape) * 2.0 + 3.0).astype(np.float32)
+
+
+def indices(high: int) -> Callable[[np.random.RandomState, Tuple[int, ...]], np.ndarray]:
+    def make(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+        # Out-of-range and fractional values too: MXNet truncates then clips.
+        return rng.uniform(-1.5, high + 1.5, size=shape).astype(np.int64).astype(np.float32)
+
+    return make
+
+
+@dataclass
+class Case:
+    id: str
+    symbol: mx.sym.Symbol
+    sample_shapes: Dict[str, Tuple[int, ...]]  # per input, WITHOUT the batch axis
+    make_input: Optional[Callable[[np.random.RandomState, Tuple[int, ...]], np.ndarray]] = None
+    atol: float = 1e-5
+    batches: Tuple[int, ...] = (1, 5)
+    why: str = ""  # reason for a looser atol, fewer batch sizes or a reference twin
+    reference: Optional[mx.sym.Symbol] = None  # an MXNet twin to run instead, when MXNet cannot run `symbol`
+
+
+CASES: Dict[str, List[Case]] = {}
+
+
+def case(op: str, *cases: Case) -> None:
+    CASES.setdefault(op, []).extend(cases)
+
+
+def random_param(rng: np.random.RandomState, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """Non-trivial parameter values: variances and gammas away from 1, means away from 0."""
+    if name.endswith("moving_var"):
+        return rng.uniform(0.3, 3.0, size=shape).astype(np.float32)
+    if name.endswith("gamma"):
+        return rng.uniform(0.3, 1.7, size=shape).astype(np.float32)
+    return (rng.randn(*shape) * 0.5).astype(np.float32)
+
+
+# ---- layers ---------------------------------------------------------------------------------
+case(
+    "FullyConnected",
+    Case("flatten_4d", mx.sym.FullyConnected(D, num_hidden=4, name="fc"), {"data": (3, 2, 2)}),
+    Case("no_bias", mx.sym.FullyConnected(D, num_hidden=4, no_bias=True, name="fc"), {"data": (6,)}),
+    Case("no_flatten_3d", mx.sym.FullyConnected(D, num_hidden=4, flatten=False, name="fc"), {"data": (3, 6)}),
+    Case("no_flatten_no_bias", mx.sym.FullyConnected(D, num_hidden=2, flatten=False, no_bias=True, name="fc"),
+         {"data": (2, 3, 5)}),
+)
+case(
+    "Convolution",
+    Case("2d_stride_pad_dilate", mx.sym.Convolution(D, kernel=(3, 3), num_filter=4, stride=(2, 1), pad=(1, 2),
+                                                    dilate=(1, 2), name="conv"), {"data": (3, 9, 8)}),
+    Case("1d", mx.sym.Convolution(D, kernel=(3,), num_filter=4, stride=(2,), pad=(1,), name="conv"), {"data": (2, 11)}),
+    Case("grouped_no_bias", mx.sym.Convolution(D, kernel=(1, 3), num_filter=6, num_group=2, no_bias=True,
+                                               name="conv"), {"data": (4, 5, 5)}),
+)
+case(
+    "Deconvolution",
+    Case("2d_stride_pad_adj", mx.sym.Deconvolution(D, kernel=(3, 3), num_filter=3, stride=(2, 2), pad=(1, 1),
+                                                   adj=(1, 0), name="deconv"), {"data": (2, 4, 5)}),
+    Case("bias_dilate", mx.sym.Deconvolution(D, kernel=(2, 3), num_filter=2, dilate=(2, 1), no_bias=False,
+                                             name="deconv"), {"data": (3, 4, 4)}),
+    Case("target_shape", mx.sym.Deconvolution(D, kernel=(4, 4), num_filter=2, stride=(2, 2), target_shape=(9, 10),
+                                              name="deconv"), {"data": (2, 4, 5)},
+         reference=mx.sym.Deconvolution(D, kernel=(4, 4), num_filter=2, stride=(2, 2), pad=(1, 1), adj=(1, 0),
+                                        name="deconv"),
+         why="MXNet 1.9.1's oneDNN deconvolution fails on target_shape needing padding; the pad/adj twin is "
+             "proven equal to native MXNet by test_deconvolution_target_shape_twin_is_native_mxnet"),
+    Case("1d_grouped", mx.sym.Deconvolution(D, kernel=(3,), num_filter=4, num_group=2, stride=(3,), name="deconv"),
+         {"data": (4, 6)}),
+)
+case(
+    "Pooling",
+    Case("max_valid", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), name="pool"), {"data": (2, 6, 7)}),
+    Case("max_full_pad", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pooling_convention="full",
+                                        name="pool"), {"data": (2, 5, 6)}),
+    Case("max_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pooling_convention="full", name="pool"),
+         {"data": (2, 6, 7)}),
+    Case("avg_pad_include", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
+                                           name="pool"), {"data": (2, 6, 7)}),
+    Case("avg_pad_exclude", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
+                                           count_include_pad=False, name="pool"), {"data": (2, 6, 7)}),
+    Case("avg_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="avg", pooling_convention="full",
+                                    name="pool"), {"data": (2, 6, 7)}),
+    Case("avg_full_pad_include", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
+                                                pooling_convention="full", name="pool"), {"data": (2, 6, 7)}),
+    Case("avg_full_pad_exclude", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
+                                                pooling_convention="full", count_include_pad=False, name="pool"),
+         {"data": (2, 6, 7)}),
+    Case("sum_pad", mx.sym.Pooling(D, kernel=(2, 3), stride=(1, 2), pad=(1, 1), pool_type="sum", name="pool"),
+         {"data": (2, 5, 6)}),
+    Case("sum_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="sum", pooling_convention="full",
+                                    name="pool"), {"data": (2, 6, 7)}),
+    Case("global_max", mx.sym.Pooling(D, kernel=(1, 1), global_pool=True, name="pool"), {"data": (3, 4, 5)}),
+    Case("global_avg", mx.sym.Pooling(D, kernel=(1, 1), global_pool=True, pool_type="avg", name="pool"),
+         {"data": (3, 4, 5)}),
+    Case("global_sum", mx.sym.Pooling(D, kernel=(1, 1), global_pool=True, pool_type="sum", name="pool"),
+         {"data": (3, 4, 5)}),
+    Case("1d_max", mx.sym.Pooling(D, kernel=(3,), stride=(2,), name="pool"), {"data": (3, 9)}),
+    Case("1d_avg", mx.sym.Pooling(D, kernel=(2,), stride=(2,), pool_type="avg", name="pool"), {"data": (3, 8)}),
+)
+case(
+    "Activation",
+    *[Case(a, mx.sym.Activation(D, act_type=a, name="act"), {"data": (7,)})
+      for a in ("relu", "sigmoid", "tanh", "softrelu", "softsign")],
+)
+case(
+    "LeakyReLU",
+    Case("leaky", mx.sym.LeakyReLU(D, act_type="leaky", slope=0.1, name="lrelu"), {"data": (7,)}),
+    Case("leaky_default", mx.sym.LeakyReLU(D, name="lrelu"), {"data": (7,)}),
+    Case("elu", mx.sym.LeakyReLU(D, act_type="elu", slope=0.7, name="lrelu"), {"data": (7,)}),
+    Case("selu", mx.sym.LeakyReLU(D, act_type="selu", name="lrelu"), {"data": (7,)}),
+    Case("prelu_4d", mx.sym.LeakyReLU(D, act_type="prelu", name="lrelu"), {"data": (3, 2, 2)}),
+    Case("prelu_2d", mx.sym.LeakyReLU(D, act_type="prelu", name="lrelu"), {"data": (4,)}),
+    Case("gelu", mx.sym.LeakyReLU(D, act_type="gelu", name="lrelu"), {"data": (7,)}),
+    # [0]: rrelu's second output is a training mask (uninitialised at inference).
+    Case("rrelu", mx.sym.LeakyReLU(D, act_type="rrelu", lower_bound=0.1, upper_bound=0.3, name="lrelu")[0],
+         {"data": (7,)}),
+)
+case(
+    "BatchNorm",
+    # fix_gamma absent = True: the random stored gamma (!= 1) must be ignored.
+    Case("fix_gamma_default_4d", mx.sym.BatchNorm(D, name="bn"), {"data": (3, 2, 2)}, offset),
+    Case("gamma_2d", mx.sym.BatchNorm(D, fix_gamma=False, name="bn"), {"data": (5,)}, offset),
+    Case("global_stats_eps", mx.sym.BatchNorm(D, fix_gamma=False, use_global_stats=True, eps=2e-5, name="bn"),
+         {"data": (3, 4)}),
+    Case("axis_last_3d", mx.sym.BatchNorm(D, fix_gamma=False, axis=-1, name="bn"), {"data": (4, 3)}),
+)
+case(
+    "LayerNorm",
+    Case("last_axis", mx.sym.LayerNorm(D, name="ln"), {"data": (3, 6)}, offset),
+    Case("axis_1_of_3d", mx.sym.LayerNorm(D, axis=1, eps=1e-3, name="ln"), {"data": (4, 3)}, offset),
+    Case("2d", mx.sym.LayerNorm(D, name="ln"), {"data": (8,)}),
+)
+case("InstanceNorm", Case("4d_offset", mx.sym.InstanceNorm(D, name="inorm"), {"data": (3, 4, 5)}, offset))
+case(
+    "Dropout",
+    Case("default", mx.sym.Dropout(D, name="drop"), {"data": (6,)}),
+    Case("p03", mx.sym.Dropout(D, p=0.3, name="drop"), {"data": (2, 3)}),
+)
+case(
+    "Embedding",
+    Case("float_indices", mx.sym.Embedding(D, input_dim=10, output_dim=3, name="emb"), {"data": (4,)}, indices(10)),
+)
+
+# ---- loss heads (their label never reaches the ONNX graph) ------------------------------------
+case(
+    "SoftmaxOutput",
+    Case("2d", mx.sym.SoftmaxOutput(D, name="softmax"), {"data": (5,)}),
+    Case("3d_flattened", mx.sym.SoftmaxOutput(D, name="softmax"), {"data": (2, 3)}),
+    Case("5d_flattened", mx.sym.SoftmaxOutput(D, name="softmax"), {"data": (2, 2, 2, 3)}),
+    Case("multi_output_3d", mx.sym.SoftmaxOutput(D, multi_output=True, name="softmax"), {"data": (3, 4)}),
+    Case("multi_output_4d", mx.sym.SoftmaxOutput(D, multi_output=True, name="softmax"), {"data": (3, 2, 4)}),
+    Case("preserve_shape_3d", mx.sym.SoftmaxOutput(D, preserve_shape=True, name="softmax"), {"data": (3, 4)}),
+    Case("preserve_shape_4d", mx.sym.SoftmaxOutput(D, preserve_shape=True, name="softmax"), {"data": (3, 2, 4)}),
+)
+case("LinearRegressionOutput", Case("2d", mx.sym.LinearRegressionOutput(D, name="lro"), {"data": (3,)}))
+case("LogisticRegressionOutput", Case("2d", mx.sym.LogisticRegressionOutput(D, name="lgo"), {"data": (3,)}))
+case("MAERegressionOutput", Case("2d", mx.sym.MAERegressionOutput(D, name="mae"), {"data": (3,)}))
+
+# ---- arithmetic -------------------------------------------------------------------------------
+for op, fn in [("elemwise_add", mx.sym.elemwise_add), ("elemwise_sub", mx.sym.elemwise_sub),
+               ("elemwise_mul", mx.sym.elemwise_mul), ("elemwise_div", mx.sym.elemwise_div)]:
+    case(op, Case("same_shape", fn(D, D2, name="op"), {"data": (3, 4), "data2": (3, 4)}, positive))
+for op, fn in [("broadcast_add", mx.sym.broadcast_add), ("broadcast_sub", mx.sym.broadcast_sub),
+               ("broadcast_mul", mx.sym.broadcast_mul), ("broadcast_div", mx.sym.broadcast_div),
+               ("broadcast_maximum", mx.sym.broadcast_maximum), ("broadcast_minimum", mx.sym.broadcast_minimum),
+               ("broadcast_power", mx.sym.broadcast_power)]:
+    case(op, Case("row_broadcast", fn(D, D2, name="op"), {"data": (3, 4), "data2": (1, 4)}, positive))
+case("_maximum", Case("pair", mx.sym.maximum(D, D2), {"data": (4,), "data2": (4,)}))
+case("_minimum", Case("pair", mx.sym.minimum(D, D2), {"data": (4,), "data2": (4,)}))
+case("_power", Case("pair", mx.sym.pow(D, D2), {"data": (4,), "data2": (4,)}, positive,
+                    atol=1e-4, why="x**y up to ~16 with float32 pow rounding"))
+for op, fn in [("_plus_scalar", lambda x: x + 1.5), ("_minus_scalar", lambda x: x - 1.5),
+               ("_rminus_scalar", lambda x: 1.5 - x), ("_mul_scalar", lambda x: x * -2.5),
+               ("_div_scalar", lambda x: x / 3.0), ("_rdiv_scalar", lambda x: 3.0 / x),
+               ("_power_scalar", lambda x: x ** 3), ("_rpower_scalar", lambda x: 2.0 ** x),
+               ("_maximum_scalar", lambda x: mx.sym.maximum(x, 1.1)),
+               ("_minimum_scalar", lambda x: mx.sym.minimum(x, 1.1))]:
+    case(op, Case("scalar", fn(D), {"data": (6,)}, positive))
+
+_POSITIVE_UNARY = {"log", "sqrt", "rsqrt", "reciprocal"}
+for op in ("exp", "log", "sqrt", "abs", "negative", "reciprocal", "relu", "sigmoid", "tanh", "floor", "ceil",
+           "erf", "square", "rsqrt"):
+    case(op, Case("unary", getattr(mx.sym, op)(D, name="op"), {"data": (2, 5)},
+                  positive if op in _POSITIVE_UNARY else None))
+case("_copy", Case("identity", mx.sym.identity(D, name="op"), {"data": (5,)}))
+case("BlockGrad", Case("stop_gradient", mx.sym.stop_gradient(D, name="op"), {"data": (5,)}))
+case(
+    "clip",
+    Case("range", mx.sym.clip(D, a_min=-0.5, a_max=0.7, name="clip"), {"data": (6,)}),
+)
+case(
+    "softmax",
+    Case("last_axis", mx.sym.softmax(D, name="sm"), {"data": (3, 4)}),
+    Case("axis1_temperature", mx.sym.softmax(D, axis=1, temperature=2.5, name="sm"), {"data": (3, 4)}),
+)
+case(
+    "log_softmax",
+    Case("last_axis", mx.sym.log_softmax(D, name="lsm"), {"data": (3, 4)}),
+    Case("axis1", mx.sym.log_softmax(D, axis=1, name="lsm"), {"data": (3, 4)}),
+)
+for op in ("sum", "mean", "max", "min", "prod"):
+    fn = getattr(mx.sym, op)
+    case(
+        op,
+        Case("axis1_keepdims", fn(D, axis=1, keepdims=True, name="red"), {"data": (3, 4)}),
+        Case("axes_12", fn(D, axis=(1, 2), name="red"), {"data": (3, 4)}),
+        Case("exclude_axis1", fn(D, axis=1, exclude=True, name="red"), {"data": (3, 4)}),
+        # Shape (1,) whatever the batch: MXNet's full reduction is not a 0-d scalar.
+        Case("all", fn(D, name="red"), {"data": (3,)}, atol=1e-4 if op in ("sum", "prod") else 1e-5,
+             why="a reduction over the whole batch sums more float32 terms"),
+    )
+
+# ---- shape ------------------------------------------------------------------------------------
+case("Flatten", Case("4d", mx.sym.Flatten(D, name="flat"), {"data": (2, 3, 4)}))
+case(
+    "Concat",
+    Case("dim1", mx.sym.Concat(D, D2, dim=1, name="cat"), {"data": (2, 3), "data2": (4, 3)}),
+    Case("dim_last", mx.sym.Concat(D, D2, dim=2, name="cat"), {"data": (2, 3), "data2": (2, 1)}),
+)
+case(
+    "Reshape",
+    Case("keep_batch", mx.sym.Reshape(D, shape=(0, -1), name="rs"), {"data": (2, 3, 4)}),
+    Case("merge_and_copy_rest", mx.sym.Reshape(D, shape=(0, -3, -2), name="rs"), {"data": (2, 3, 4)}),
+    Case("split", mx.sym.Reshape(D, shape=(0, -4, 1, 2, -2), name="rs"), {"data": (2, 3, 4)}),
+    Case("batch_folded", mx.sym.Reshape(D, shape=(-1, 4), name="rs"), {"data": (2, 3, 4)}),
+    Case("reverse", mx.sym.Reshape(D, shape=(-1, 0), reverse=True, name="rs"), {"data": (2, 3, 4)}),
+)
+case(
+    "transpose",
+    Case("reverse_all", mx.sym.transpose(D, name="tr"), {"data": (3, 4)}),
+    Case("swap_last", mx.sym.transpose(D, axes=(0, 2, 1), name="tr"), {"data": (3, 4)}),
+)
+case(
+    "slice_axis",
+    Case("middle", mx.sym.slice_axis(D, axis=1, begin=1, end=3, name="sl"), {"data": (5, 2)}),
+    Case("negative_open_end", mx.sym.slice_axis(D, axis=-1, begin=-2, end=None, name="sl"), {"data": (5, 3)}),
+)
+case("expand_dims", Case("axis1", mx.sym.expand_dims(D, axis=1, name="ed"), {"data": (3,)}))
+case(
+    "squeeze",
+    Case("axis", mx.sym.squeeze(D, axis=2, name="sq"), {"data": (3, 1, 4)}),
+    Case("all_static_ones", mx.sym.squeeze(D, name="sq"), {"data": (3, 1)}, batches=(5,),
+         why="MXNet's squeeze() also drops a batch axis of size 1; the export keeps the batch axis"),
+)
+
+
+def all_cases() -> List[Tuple[str, Case]]:
+    return [(op, c) for op, cases in CASES.items() for c in cases]
