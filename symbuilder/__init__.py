@@ -1,2 +1,27 @@
-"""symbuilder: YAML spec -> MXNet symbol with a frozen-affine input BatchNorm -> Module training -> verified exports."""
+"""symbuilder: YAML spec -> MXNet symbol with a frozen-affine input BatchNorm -> Module
+training -> verified exports (checkpoint, ONNX).
+
+The public API; `symbuilder build` runs exactly these functions.
+"""
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["load_spec", "build_symbol", "train", "export_model", "build", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import symbuilder` stays cheap (no MXNet import) until a function is used.
+    if name == "load_spec":
+        from .spec.model import load_spec
+        return load_spec
+    if name == "build_symbol":
+        from .builder import build_symbol
+        return build_symbol
+    if name == "train":
+        from .train import train
+        return train
+    if name in ("export_model", "build"):
+        from . import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'symbuilder' has no attribute {name!r}")

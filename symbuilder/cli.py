@@ -72,8 +72,20 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .spec import schema
+    if args.update_readme:
+        with open(args.update_readme) as f:
+            text = f.read()
+        with open(args.update_readme, "w") as f:
+            f.write(schema.readme_with_reference(text))
+        return EXIT_OK
+    sys.stdout.write(schema.markdown_reference() if args.markdown else schema.json_schema_text())
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
-    "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary,
+    "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
 }
 
 
@@ -104,6 +116,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
     spec_command("summary", "print the layers with output shapes and parameter counts")
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the spec format",
+                       description="print the JSON Schema of the spec format (for editors' "
+                                   "YAML support), or the README's key table")
+    p.add_argument("--markdown", action="store_true", help="the key reference as markdown")
+    p.add_argument("--update-readme", metavar="README", help=argparse.SUPPRESS)
     return parser
 
 

@@ -155,3 +155,31 @@ def test_override_errors_are_usage_errors():
         apply_overrides({}, ["train.epochs"])
     with pytest.raises(UsageError, match=r"no item \[9\]"):
         apply_overrides(yaml.safe_load(MINIMAL), ["layers[9].num_hidden=3"])
+
+
+# --- schema and README reference ------------------------------------------------------------
+
+def test_readme_key_reference_is_generated_from_the_schema():
+    from symbuilder.spec.schema import readme_with_reference
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert readme_with_reference(readme) == readme, (
+        "README's key table is stale: run `symbuilder schema --update-readme README.md`")
+
+
+def test_json_schema_accepts_the_specs_and_names_every_parser_key():
+    import dataclasses
+    from symbuilder.spec.model import Spec
+    from symbuilder.spec.schema import json_schema
+    schema = json_schema()
+    assert set(schema["properties"]) == {f.name for f in dataclasses.fields(Spec) if f.metadata}
+    assert schema["required"] == ["name", "input", "layers", "output"]
+    train = schema["properties"]["train"]["properties"]
+    assert train["epochs"] == {"type": "integer", "minimum": 1, "description": "training epochs",
+                               "default": 10}
+    # Every key the contract example uses is declared somewhere in the schema.
+    contract = yaml.safe_load(open(CONTRACT))
+    for section, body in contract.items():
+        assert section in schema["properties"]
+        props = schema["properties"][section].get("properties")
+        if isinstance(body, dict) and props is not None:
+            assert set(body) <= set(props), section
