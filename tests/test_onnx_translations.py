@@ -268,3 +268,49 @@ def test_missing_input_shape_is_reported() -> None:
 def test_unsupported_opset_is_refused() -> None:
     with pytest.raises(ExportError, match="opset"):
         to_onnx(_representative_net().symbol, {}, {"data": (1, 2, 6, 6)}, opset=9)
+
+
+def test_priority_ops_are_registered() -> None:
+    needed = {"FullyConnected", "Convolution", "Pooling", "Activation", "LeakyReLU", "BatchNorm", "Dropout",
+              "Flatten", "Concat", "elemwise_add", "SoftmaxOutput", "LinearRegressionOutput",
+              "LogisticRegressionOutput", "Deconvolution", "LayerNorm", "InstanceNorm", "Reshape", "transpose",
+              "slice_axis", "clip", "softmax", "log_softmax", "Embedding", "MAERegressionOutput"}
+    assert needed <= set(registered_ops())
+    assert registered_ops() == sorted(registered_ops())
+
+
+def test_int64_input_dtype_for_embedding() -> None:
+    sym = mx.sym.Embedding(mx.sym.Variable("data"), input_dim=6, output_dim=2, name="emb")
+    weight = np.random.RandomState(0).randn(6, 2).astype(np.float32)
+    model = to_onnx(sym, {"emb_weight": weight}, {"data": (3, 4)}, input_dtypes={"data": "int64"})
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    idx = np.array([[0, 5, 2, 2], [1, 1, 3, 4]], dtype=np.int64)
+    np.testing.assert_array_equal(ort_run(model, {"data": idx})[0], weight[idx])
+
+
+def test_group_outputs_keep_mxnet_names_and_internal_reuse() -> None:
+    d = mx.sym.Variable("data")
+    hidden = mx.sym.FullyConnected(d, num_hidden=4, name="fc1")
+    out = mx.sym.FullyConnected(mx.sym.Activation(hidden, act_type="relu", name="r"), num_hidden=2, name="fc2")
+    sym = mx.sym.Group([mx.sym.LinearRegressionOutput(out, name="reg"), hidden])
+    c = Case("group", sym, {"data": (3,)})
+    model, params = export_case(c)
+    assert [o.name for o in model.graph.output] == sym.list_outputs() == ["reg_output", "fc1_output"]
+    assert [i.name for i in model.graph.input] == ["data"]
+    inputs = _inputs(c, BATCH)
+    reg, fc1 = ort_run(model, inputs)
+    np.testing.assert_allclose(reg, mxnet_reference(sym, params, inputs)[0], rtol=0, atol=1e-5)
+    # fc1_output against numpy, not MXNet: MXNet 1.9.1's oneDNN subgraph fuses fc1+relu and then
+    # reports the fused (post-ReLU) values as fc1_output at batch 5 (max diff 2.08, measured;
+    # exact with MXNET_SUBGRAPH_BACKEND=NONE).
+    x = inputs["data"].astype(np.float64)
+    expected = x @ params["fc1_weight"].T.astype(np.float64) + params["fc1_bias"]
+    np.testing.assert_allclose(fc1, expected, rtol=0, atol=1e-5)
+
+
+def test_export_is_deterministic() -> None:
+    c = _representative_net()
+    a, _ = export_case(c)
+    b, _ = export_case(c)
+    assert a.SerializeToString() == b.SerializeToString()
