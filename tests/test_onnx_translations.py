@@ -314,3 +314,18 @@ def test_export_is_deterministic() -> None:
     a, _ = export_case(c)
     b, _ = export_case(c)
     assert a.SerializeToString() == b.SerializeToString()
+
+
+def test_fixed_reshape_needs_static_batch() -> None:
+    sym = mx.sym.Reshape(mx.sym.Variable("data"), shape=(20,), name="rs")
+    with pytest.raises(ExportError, match="dynamic_batch=False"):
+        to_onnx(sym, {}, {"data": (5, 4)})
+    model = to_onnx(sym, {}, {"data": (5, 4)}, dynamic_batch=False)
+    x = np.arange(20, dtype=np.float32).reshape(5, 4)
+    np.testing.assert_array_equal(ort_run(model, {"data": x})[0], x.reshape(20))
+
+
+def test_unknown_input_name_is_reported() -> None:
+    sym = mx.sym.relu(mx.sym.Variable("data"), name="r")
+    with pytest.raises(ExportError, match="'nope'"):
+        to_onnx(sym, {}, {"data": (2, 3), "nope": (2, 3)})

@@ -48,8 +48,9 @@ def _infer(internals: mx.sym.Symbol, known: Mapping[str, Tuple[int, ...]]) -> Li
     try:
         _, out_shapes, _ = internals.infer_shape_partial(**known)
     except mx.base.MXNetError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        raise ExportError(f"MXNet shape inference failed for input shapes {dict(known)}: {first}") from e
+        # MXNet's message is a C++ traceback; its last line says what went wrong.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ExportError(f"MXNet shape inference failed for {dict(known)}: {lines[-1] if lines else e!r}") from e
     shapes: List[Optional[Tuple[int, ...]]] = []
     for shape in out_shapes:
         # infer_shape_partial writes 0 for an unknown dim (and () for an unknown rank).
@@ -83,8 +84,18 @@ def _tensor_infos(
     param_shapes = {k: tuple(v.shape) for k, v in params.items() if k in declared}
     shapes_a = _infer(internals, {**param_shapes, **{k: tuple(v) for k, v in input_shapes.items()}})
     if dynamic_batch:
+        batch = int(next(iter(input_shapes.values()))[0])
         doubled = {k: (2 * int(v[0]),) + tuple(v[1:]) for k, v in input_shapes.items()}
-        shapes_b = _infer(internals, {**param_shapes, **doubled})
+        try:
+            shapes_b = _infer(internals, {**param_shapes, **doubled})
+        except ExportError as e:
+            raise ExportError(f"the graph only works at batch {batch} ({e}); export with dynamic_batch=False") from e
+        for name, a, b in zip(names, shapes_a, shapes_b):
+            if a is not None and b is None:
+                raise ExportError(
+                    f"the graph only works at batch {batch}: MXNet cannot infer the shape of '{name}' at batch "
+                    f"{2 * batch}; export with dynamic_batch=False"
+                )
     else:
         shapes_b = shapes_a
     dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
@@ -133,7 +144,11 @@ def to_onnx(
     check_translatable(symbol)
     params = {k: _as_numpy(v) for k, v in params.items()}
     input_dtypes = dict(input_dtypes or {})
+    arguments = set(symbol.list_arguments())
     for name, shape in input_shapes.items():
+        if name not in arguments:
+            raise ExportError(f"input_shapes names '{name}', which is not an input of the symbol "
+                              f"(its variables: {', '.join(symbol.list_arguments())})")
         if len(shape) == 0 or any(int(d) <= 0 for d in shape):
             raise ExportError(f"input_shapes['{name}'] = {tuple(shape)}: expected positive dims, batch axis first")
 

@@ -205,6 +205,10 @@ def concat(ctx: OpContext) -> None:
 def reshape(ctx: OpContext) -> None:
     # MXNet's codes (0, -1, -2, -3, -4, reverse) are resolved by MXNet's own shape inference;
     # the target is written out statically, with -1 for the one dim that follows the batch.
+    if ctx.dynamic_batch and any(ctx.input_infos[0].batch_dims) and not any(ctx.output_infos[0].batch_dims):
+        # MXNet does not check this at shape inference; it would fail at run time at another batch.
+        raise ctx.error(f"shape {ctx.out_shape(0)} is fixed, so the graph only works at one batch size; "
+                        "export with dynamic_batch=False")
     ctx.reshape(ctx.inputs[0], ctx.reshape_target(ctx.output_infos[0]), ctx.outputs[:1])
 
 

@@ -106,10 +106,6 @@ class TensorInfo:
     batch_dims: Tuple[bool, ...] = ()
     dtype: Any = np.float32
 
-    @property
-    def rank(self) -> Optional[int]:
-        return None if self.shape is None else len(self.shape)
-
 
 @dataclass
 class GraphParts:
@@ -239,10 +235,6 @@ class OpContext:
             for i in dynamic:
                 target[i] = -1
         return target
-
-    def constant_input(self, i: int) -> Optional[np.ndarray]:
-        """The value of input i when it is a parameter (initializer), else None."""
-        return self.constants.get(self.inputs[i])
 
     # ---- emitting -----------------------------------------------------------------------
     def fresh(self, suffix: str, *, node: bool = False) -> str:
