@@ -95,6 +95,8 @@ case(
 case(
     "Pooling",
     Case("max_valid", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), name="pool"), {"data": (2, 6, 7)}),
+    Case("max_valid_pad", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), name="pool"),
+         {"data": (2, 6, 7)}),
     Case("max_full_pad", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pooling_convention="full",
                                         name="pool"), {"data": (2, 5, 6)}),
     Case("max_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pooling_convention="full", name="pool"),
@@ -259,6 +261,20 @@ case(
     "slice_axis",
     Case("middle", mx.sym.slice_axis(D, axis=1, begin=1, end=3, name="sl"), {"data": (5, 2)}),
     Case("negative_open_end", mx.sym.slice_axis(D, axis=-1, begin=-2, end=None, name="sl"), {"data": (5, 3)}),
+)
+case(
+    "slice",
+    Case("open_and_stepped", mx.sym.slice(D, begin=(None, 1), end=(None, -1), step=(1, 2), name="sl"),
+         {"data": (6, 3)}),
+    Case("negative_step", mx.sym.slice(D, begin=(None, None, 3), end=(None, None, None), step=(1, 1, -2),
+                                       name="sl"), {"data": (2, 5)}),
+    Case("no_step", mx.sym.slice(D, begin=(0, 1), end=(None, 4), name="sl"), {"data": (5,)}),
+)
+case(
+    "Cast",
+    Case("to_float16", mx.sym.Cast(D, dtype="float16", name="cast"), {"data": (4,)}, atol=1e-3,
+         why="float16 output: half-precision rounding (both sides round the same; margin kept anyway)"),
+    Case("to_int32_truncates", mx.sym.Cast(D * 3.0, dtype="int32", name="cast"), {"data": (4,)}),
 )
 case("expand_dims", Case("axis1", mx.sym.expand_dims(D, axis=1, name="ed"), {"data": (3,)}))
 case(

@@ -10,9 +10,12 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from onnx import helper
+
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
 
 _INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
 
 
 def _register_table(table: Dict[str, object], make: Callable[[str, object], Callable[[OpContext], None]]) -> None:
@@ -251,3 +254,31 @@ def slice_axis(ctx: OpContext) -> None:
          ctx.ints([axis], "axes")],
         ctx.outputs[:1],
     )
+
+
+@register("slice")
+def slice_(ctx: OpContext) -> None:
+    begin = ctx.attr_optional_ints("begin")
+    end = ctx.attr_optional_ints("end")
+    step = ctx.attr_optional_ints("step", ())
+    if len(begin) != len(end) or (step and len(step) != len(begin)):
+        raise ctx.error(f"begin {begin}, end {end} and step {step} differ in length")
+    starts, ends, steps = [], [], []
+    for i, (b, e) in enumerate(zip(begin, end)):
+        s = step[i] if step and step[i] is not None else 1
+        # None means "from the first (last, for a negative step) element to the far end".
+        starts.append(b if b is not None else (0 if s > 0 else _INT64_MAX))
+        ends.append(e if e is not None else (_INT64_MAX if s > 0 else _INT64_MIN))
+        steps.append(s)
+    ctx.node(
+        "Slice",
+        [ctx.inputs[0], ctx.ints(starts, "starts"), ctx.ints(ends, "ends"), ctx.ints(range(len(starts)), "axes"),
+         ctx.ints(steps, "steps")],
+        ctx.outputs[:1],
+    )
+
+
+@register("Cast")
+def cast(ctx: OpContext) -> None:
+    dtype = np.dtype(ctx.attr_str("dtype"))
+    ctx.node("Cast", ctx.inputs[:1], ctx.outputs[:1], to=helper.np_dtype_to_tensor_dtype(dtype))

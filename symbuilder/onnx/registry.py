@@ -201,6 +201,18 @@ class OpContext:
         except (ValueError, TypeError):
             raise self.error(f"attribute {key}={text!r} is not a tuple of integers") from None
 
+    def attr_optional_ints(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A tuple whose items may be None, e.g. slice's ``begin="(None, 1)"``."""
+        text = self._raw(key, default)
+        if text is None:
+            return default
+        value = parse_literal(text)
+        if isinstance(value, (int, type(None))):
+            value = (value,)
+        if not isinstance(value, (tuple, list)) or not all(v is None or isinstance(v, int) for v in value):
+            raise self.error(f"attribute {key}={text!r} is not a tuple of integers or None")
+        return tuple(value)
+
     # ---- shapes -------------------------------------------------------------------------
     def in_shape(self, i: int = 0) -> Tuple[int, ...]:
         shape = self.input_infos[i].shape
