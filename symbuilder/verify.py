@@ -24,6 +24,12 @@ _SESSION_CACHE: "OrderedDict[Tuple[str, bool], ort.InferenceSession]" = OrderedD
 _SESSION_CACHE_SIZE = 8
 _ORT_THREADS = 2  # the machines we target are small; more threads only add contention
 
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+
 
 @dataclass
 class ParityReport:
@@ -52,9 +58,13 @@ def mxnet_forward(
     aux_params: Mapping[str, Any],
     inputs: Mapping[str, np.ndarray],
 ) -> List[np.ndarray]:
-    """MXNet's inference outputs (is_train=False, CPU); label variables are bound to zeros."""
+    """MXNet's inference outputs (is_train=False, CPU); label variables are bound to zeros.
+
+    float64 inputs are given to MXNet as float32, its default dtype (the parameters are float32).
+    """
     ctx = mx.cpu()
     arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    arrays = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in arrays.items()}
     arg_names = symbol.list_arguments()
     aux_names = symbol.list_auxiliary_states()
     known = {k: v.shape for k, v in arrays.items() if k in arg_names}
@@ -114,13 +124,17 @@ def onnx_forward(
     *,
     optimize: bool = True,
 ) -> List[np.ndarray]:
-    """ONNX Runtime's outputs (CPU) for ``inputs``; inputs the graph does not declare are ignored."""
+    """ONNX Runtime's outputs (CPU) for ``inputs``; inputs the graph does not declare are ignored.
+
+    Each input is cast to the dtype the graph declares (e.g. float64 data to a float input).
+    """
     session = _session(model, optimize)
     feeds = {}
     for spec in session.get_inputs():
         if spec.name not in inputs:
             raise KeyError(f"ONNX input '{spec.name}' was not given (given: {sorted(inputs)})")
-        feeds[spec.name] = np.asarray(inputs[spec.name])
+        value = np.asarray(inputs[spec.name])
+        feeds[spec.name] = value.astype(_ORT_TYPES.get(spec.type, value.dtype), copy=False)
     return session.run(None, feeds)
 
 

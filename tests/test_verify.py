@@ -128,3 +128,9 @@ def test_shape_mismatch_fails() -> None:
     assert not report.passed
     assert report.max_abs == float("inf")
     assert "shape" in report.details[0]["reason"]
+
+
+def test_float64_inputs_are_accepted(net) -> None:
+    sym, arg, aux, model, inputs = net
+    report = verify_parity(sym, arg, aux, model, {"data": inputs["data"].astype(np.float64)}, atol=1e-5)
+    assert report.passed, report.to_dict()
