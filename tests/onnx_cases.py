@@ -194,8 +194,7 @@ for op, fn in [("broadcast_add", mx.sym.broadcast_add), ("broadcast_sub", mx.sym
     case(op, Case("row_broadcast", fn(D, D2, name="op"), {"data": (3, 4), "data2": (1, 4)}, positive))
 case("_maximum", Case("pair", mx.sym.maximum(D, D2), {"data": (4,), "data2": (4,)}))
 case("_minimum", Case("pair", mx.sym.minimum(D, D2), {"data": (4,), "data2": (4,)}))
-case("_power", Case("pair", mx.sym.pow(D, D2), {"data": (4,), "data2": (4,)}, positive,
-                    atol=1e-4, why="x**y up to ~16 with float32 pow rounding"))
+case("_power", Case("pair", mx.sym.pow(D, D2), {"data": (4,), "data2": (4,)}, positive))
 for op, fn in [("_plus_scalar", lambda x: x + 1.5), ("_minus_scalar", lambda x: x - 1.5),
                ("_rminus_scalar", lambda x: 1.5 - x), ("_mul_scalar", lambda x: x * -2.5),
                ("_div_scalar", lambda x: x / 3.0), ("_rdiv_scalar", lambda x: 3.0 / x),
@@ -233,8 +232,7 @@ for op in ("sum", "mean", "max", "min", "prod"):
         Case("axes_12", fn(D, axis=(1, 2), name="red"), {"data": (3, 4)}),
         Case("exclude_axis1", fn(D, axis=1, exclude=True, name="red"), {"data": (3, 4)}),
         # Shape (1,) whatever the batch: MXNet's full reduction is not a 0-d scalar.
-        Case("all", fn(D, name="red"), {"data": (3,)}, atol=1e-4 if op in ("sum", "prod") else 1e-5,
-             why="a reduction over the whole batch sums more float32 terms"),
+        Case("all", fn(D, name="red"), {"data": (3,)}),
     )
 
 # ---- shape ------------------------------------------------------------------------------------
@@ -272,8 +270,7 @@ case(
 )
 case(
     "Cast",
-    Case("to_float16", mx.sym.Cast(D, dtype="float16", name="cast"), {"data": (4,)}, atol=1e-3,
-         why="float16 output: half-precision rounding (both sides round the same; margin kept anyway)"),
+    Case("to_float16", mx.sym.Cast(D, dtype="float16", name="cast"), {"data": (4,)}),
     Case("to_int32_truncates", mx.sym.Cast(D * 3.0, dtype="int32", name="cast"), {"data": (4,)}),
 )
 case("expand_dims", Case("axis1", mx.sym.expand_dims(D, axis=1, name="ed"), {"data": (3,)}))

@@ -19,7 +19,7 @@ import pytest
 
 from symbuilder.errors import ExportError
 from symbuilder.onnx import SUPPORTED_OPSETS, check_translatable, register, registered_ops, to_onnx
-from onnx_cases import CASES, Case, all_cases, random_param
+from onnx_cases import CASES, Case, all_cases, positive, random_param
 
 BATCH = 5
 
@@ -137,6 +137,24 @@ def test_representative_net_every_opset(opset: int) -> None:
     c = _representative_net()
     model, params = export_case(c, opset=opset)
     assert model.opset_import[0].version == opset
+    assert_matches_mxnet(c, model, params)
+
+
+def _opset_sensitive_net() -> Case:
+    """Every op whose ONNX form changes with the opset (Reduce* axes, Squeeze/Unsqueeze axes)."""
+    d = mx.sym.Variable("data")
+    heads = [getattr(mx.sym, op)(d, axis=2, keepdims=True, name=f"{op}_k") for op in ("sum", "mean", "max", "min", "prod")]
+    heads.append(mx.sym.mean(d, name="mean_all"))
+    heads.append(mx.sym.squeeze(mx.sym.expand_dims(d, axis=1, name="ed"), axis=1, name="sq"))
+    heads.append(mx.sym.Pooling(mx.sym.expand_dims(d, axis=1, name="ed4"), kernel=(1, 1), global_pool=True,
+                                pool_type="sum", name="gsum"))
+    return Case("opset_sensitive", mx.sym.Group(heads), {"data": (3, 4)}, positive, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", SUPPORTED_OPSETS)
+def test_opset_sensitive_ops_every_opset(opset: int) -> None:
+    c = _opset_sensitive_net()
+    model, params = export_case(c, opset=opset)
     assert_matches_mxnet(c, model, params)
 
 
