@@ -5,7 +5,7 @@ compares symbuilder's ONNX export against MXNet itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 import mxnet as mx

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
 from symbuilder.onnx import translations as _translations  # noqa: F401  (registers the ops)
-from symbuilder.onnx.registry import GraphParts, OpContext, TensorInfo, lookup, registered_ops
+from symbuilder.onnx.registry import GraphParts, OpContext, TensorInfo, lookup
 
 SUPPORTED_OPSETS: Tuple[int, ...] = tuple(range(13, 22))
 
