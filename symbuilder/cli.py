@@ -47,7 +47,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     spec = _load(args)
     progress = None if args.quiet else _say
     out = build(spec, out_dir=args.out, epochs=args.epochs, progress=progress,
-                verbose=args.verbose)
+                verbose=args.verbose, resume=args.resume, bar=False if args.quiet else None)
     metrics = out.manifest["metrics"]["val"]
     parity = out.manifest.get("parity")
     figures = "  ".join(f"val {k}={v:.4f}" for k, v in metrics.items())
@@ -84,8 +84,80 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .serving import export_checkpoint, parse_input
+    shapes = dict(parse_input(text) for text in args.input)
+    data = None
+    if args.data:
+        if len(shapes) != 1:
+            raise UsageError("--data needs exactly one --input (it holds that input's samples)")
+        from .serving import load_samples
+        data = {next(iter(shapes)): load_samples(args.data)}
+    report = export_checkpoint(args.prefix, args.epoch, shapes, out=args.out, opset=args.opset,
+                               atol=args.atol, dynamic_batch=not args.fixed_batch, data=data,
+                               random_samples=args.random)
+    parity = report["parity"]
+    checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in
+                         parity["inputs"].items())
+    print(f"{report['onnx']}: verified against MXNet: max|diff|={parity['max_abs']:.2g} "
+          f"(atol {parity['atol']:g}), max rel={parity['max_rel']:.2g}; {checked} samples, "
+          f"batch {' and '.join(map(str, parity['batches']))}, ORT all and no optimisations")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .serving import predict
+    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            predictions.write_csv(f)
+        _say(f"{args.out}: {len(predictions.values)} predictions")
+    else:
+        predictions.write_csv(sys.stdout)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .serving import verify_export
+    report = verify_export(args.folder, data=args.data)
+    for problem in report["problems"]:
+        print(f"{args.folder}: {problem}", file=sys.stderr)
+    if not report["passed"]:
+        print(f"symbuilder: failed: {args.folder}: {len(report['problems'])} problem(s)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    figures = ""
+    for model_file, p in (report["parity"] or {}).items():
+        figures += (f"; {model_file} vs checkpoint max|diff|={p['max_abs']:.2g} "
+                    f"(atol {p['atol']:g}) on " + " + ".join(
+                        f"{c['samples']} {k.replace('_', '-')}" for k, c in p["inputs"].items()))
+    print(f"{args.folder}: ok ({len(report['files'])} files match the manifest{figures})")
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
+    "export": cmd_export, "predict": cmd_predict, "verify": cmd_verify,
 }
 
 
@@ -108,6 +180,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = spec_command("build", "train the spec's network and export it to export/<name>/")
     p.add_argument("--out", metavar="DIR", help="export folder (default export/<name>)")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted build from "
+                   "its last complete checkpoint (export/.<name>.run/)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
     p.add_argument("--verbose", "-v", action="store_true", help="show MXNet's own logging")
 
@@ -122,6 +196,46 @@ def make_parser() -> argparse.ArgumentParser:
                                    "YAML support), or the README's key table")
     p.add_argument("--markdown", action="store_true", help="the key reference as markdown")
     p.add_argument("--update-readme", metavar="README", help=argparse.SUPPRESS)
+
+    text = ("convert any MXNet Module checkpoint (PREFIX-symbol.json + PREFIX-EPOCH.params) to "
+            "ONNX and verify it against MXNet in ONNX Runtime, as a build does")
+    p = sub.add_parser("export", help=text, description=text + ". Without --data the check "
+                       "uses standard-normal random inputs; with it, the real samples plus "
+                       "random ones drawn over their per-feature range.")
+    p.add_argument("prefix", metavar="PREFIX", help="checkpoint prefix, e.g. model/resnet")
+    p.add_argument("epoch", metavar="EPOCH", type=_nonnegative_int, help="checkpoint epoch")
+    p.add_argument("--input", action="append", required=True, metavar="NAME=D0,D1,...",
+                   help="a data input and its shape, batch axis first, e.g. data=1,3,32,32 "
+                        "(repeatable; label variables need none)")
+    p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--atol", type=_positive_float, default=1e-5, metavar="X",
+                   help="fail when ONNX Runtime and MXNet differ by more (default 1e-5)")
+    p.add_argument("--data", metavar="FILE", help="real samples for the check: .npy, .npz "
+                   "(array X) or .csv (every column a feature)")
+    p.add_argument("--random", type=_nonnegative_int, default=16, metavar="N",
+                   help="random samples in the check (default 16)")
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="keep the --input batch size fixed in the ONNX model")
+
+    text = "run an export on the rows of a CSV file and write the predictions as CSV"
+    p = sub.add_parser("predict", help=text, description=text + ": class and p_<class> "
+                       "columns for a classifier, the values for a regression. Columns are "
+                       "matched by the manifest's feature names; a label column is ignored.")
+    p.add_argument("model", metavar="EXPORT_DIR_OR_MODEL", help="an export folder or its .onnx")
+    p.add_argument("csv", metavar="INPUT_CSV", help="rows to predict, with a header row")
+    p.add_argument("--out", metavar="FILE", help="write here instead of to standard output")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="run the MXNet checkpoint instead of the ONNX model")
+
+    text = ("check every file of an export folder against the manifest's sha256 and re-run "
+            "the ONNX-vs-checkpoint parity check")
+    p = sub.add_parser("verify", help=text, description=text + " (random samples drawn as the "
+                       "build drew them, plus --data). Exit 1 names every changed, missing or "
+                       "extra file.")
+    p.add_argument("folder", metavar="EXPORT_DIR", help="an export folder (with manifest.json)")
+    p.add_argument("--data", metavar="FILE", help="real samples to add: .npy, .npz or .csv "
+                   "(columns matched by the manifest's feature names)")
     return parser
 
 
@@ -139,7 +253,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{prefix}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; the previous export (if any) is unchanged", file=sys.stderr)
+        hint = " (continue with --resume)" if getattr(args, "command", "") == "build" else ""
+        print(f"interrupted; the previous export (if any) is unchanged{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from . import exporting
+from .checkpoints import RunStore
+from .curves import plot_curves
 from .data import SplitData, load_data
 from .spec.model import Spec
 from .train import Progress, TrainResult, train
@@ -27,6 +30,12 @@ def default_out_dir(spec: Spec) -> str:
     return os.path.join("export", spec.name)
 
 
+def run_dir_for(out_dir: str) -> str:
+    """Where resumable checkpoints live while a build trains: beside the export, hidden."""
+    parent, base = os.path.split(os.path.abspath(out_dir))
+    return os.path.join(parent, f".{base}.run")
+
+
 def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str) -> Dict[str, Any]:
     """Write and verify the export folder for a trained result; atomic; returns the manifest."""
     formats = spec.export.formats
@@ -36,6 +45,8 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
         "name": spec.name,
         "created": exporting.now_iso(),
         "epoch": result.epoch,
+        "epochs_trained": result.epochs_trained,
+        "stopped_early": result.stopped_early,
         "inputs": [{"name": spec.input.name, "shape": ["batch"] + list(spec.input.shape),
                     "dtype": "float32"}],
         "outputs": [_output_entry(spec, result, data)],
@@ -53,17 +64,37 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             manifest["checkpoint"] = exporting.save_checkpoint(
                 staging, spec.name, result.epoch, result.symbol, result.arg_params,
                 result.aux_params)
-        if "onnx" in formats:
+        if "onnx" in formats or "triton" in formats:
+            from . import serving
             onnx_path = exporting.export_onnx(
                 staging, spec.name, result.symbol, result.arg_params, result.aux_params,
                 {spec.input.name: input_shape}, opset=spec.export.onnx.opset,
                 dynamic_batch=spec.export.onnx.dynamic_batch)
-            manifest["onnx"] = {"file": os.path.basename(onnx_path),
-                                "opset": spec.export.onnx.opset,
-                                "dynamic_batch": spec.export.onnx.dynamic_batch}
-            manifest["parity"] = exporting.parity_or_fail(
-                result.symbol, result.arg_params, result.aux_params, onnx_path,
-                {spec.input.name: np.ascontiguousarray(held_out)}, spec.export.verify.atol)
+            with open(onnx_path, "rb") as f:
+                model_bytes = f.read()
+            # Held-out samples plus as many random ones drawn over their per-feature range,
+            # ORT with all optimisations and none, at batch 1 and as one batch.
+            manifest["parity"] = serving.parity_or_fail(
+                result.symbol, result.arg_params, result.aux_params, model_bytes,
+                atol=spec.export.verify.atol,
+                held_out={spec.input.name: np.ascontiguousarray(held_out)},
+                random_samples=len(held_out))
+            if "onnx" in formats:
+                manifest["onnx"] = {"file": os.path.basename(onnx_path),
+                                    "opset": spec.export.onnx.opset,
+                                    "dynamic_batch": spec.export.onnx.dynamic_batch}
+            else:
+                os.unlink(onnx_path)
+            if "triton" in formats:
+                manifest["triton"] = {"repository": "triton", "model": spec.name,
+                                      "files": serving.write_triton(staging, spec.name,
+                                                                    model_bytes)}
+        with open(os.path.join(staging, "train_log.jsonl"), "w") as f:
+            for entry in result.history:
+                f.write(json.dumps(entry) + "\n")
+        if result.history:
+            plot_curves(result.history, os.path.join(staging, "curves.png"),
+                        title=f"{spec.name} (exported epoch {result.epoch})")
         exporting.write_manifest(staging, manifest)
         exporting.publish(staging, out_dir)
     return manifest
@@ -81,11 +112,27 @@ def _output_entry(spec: Spec, result: TrainResult, data: SplitData) -> Dict[str,
 
 
 def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = None,
-          progress: Optional[Progress] = None, verbose: bool = False) -> BuildResult:
+          progress: Optional[Progress] = None, verbose: bool = False, resume: bool = False,
+          bar: Optional[bool] = None) -> BuildResult:
     """Load data, train, export and verify. Raises SpecError/DataError (user mistakes, before
-    anything is written) or RunError (a failed run; the previous export stays whole)."""
+    anything is written) or RunError (a failed run; the previous export stays whole).
+
+    While training, checkpoints go to a hidden run folder beside the export
+    (`export/.<name>.run/`); `resume=True` continues from its last complete checkpoint. The
+    run folder is removed once the export is published.
+    """
+    say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
     data = load_data(spec)
-    result = train(spec, data, epochs=epochs, progress=progress, verbose=verbose)
+    run_dir = run_dir_for(out_dir)
+    store = RunStore(run_dir, spec)
+    if not resume:
+        if store.start_fresh():
+            say(f"note: discarded the interrupted run in {run_dir} (use --resume to continue one)")
+    elif store.exists():
+        say(f"resuming from epoch {store.last_epoch()} in {run_dir}")
+    result = train(spec, data, epochs=epochs, progress=progress, verbose=verbose,
+                   run_dir=run_dir, resume=resume, bar=bar)
     manifest = export_model(spec, result, data, out_dir)
+    store.remove()
     return BuildResult(out_dir, manifest, result)

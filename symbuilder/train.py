@@ -1,25 +1,33 @@
-"""Module.fit orchestration: calibrate the input layer, train, evaluate, check the freeze.
+"""Module.fit orchestration: calibrate the input layer, train with checkpoints, schedules,
+early stopping and a divergence guard, evaluate, and check the freeze.
 
 The input BatchNorm's moving statistics start from the exact statistics of the training
 split in both modes: `dataset` keeps them (use_global_stats, beta/gamma also in
 fixed_param_names so no optimizer can touch them); `running` lets MXNet's moving averages
 move from there (a warm start instead of MXNet's 0/1). After training, every promise about
 the input layer is checked; a broken one fails the run.
+
+Nothing here syncs MXNet's engine per batch: metrics accumulate on the device
+(symbuilder.metrics) and are read once an epoch, or at most a few times a second when a
+progress bar is drawn on a terminal.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import random
-import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
 
 from .builder import InputLayerNames, build_symbol
-from .data import SplitData, is_classification, make_iter
+from .checkpoints import RunState, RunStore
+from .data import SplitData, labels_for, make_iter
 from .errors import RunError, mxnet_message
+from .metrics import TrainingMetrics, evaluate_arrays, higher_is_better, reported_name
+from .progress import ProgressReporter
 from .spec.model import CONTEXT_RE, Spec
 
 Progress = Callable[[str], None]
@@ -30,14 +38,21 @@ class TrainResult:
     symbol: mx.sym.Symbol
     arg_params: Dict[str, mx.nd.NDArray]
     aux_params: Dict[str, mx.nd.NDArray]
-    epoch: int                       # epochs trained; the checkpoint's number
-    history: List[Dict[str, Any]]    # one entry per epoch: train and val metrics, seconds
+    epoch: int                       # the exported epoch (1-based): the checkpoint's number
+    history: List[Dict[str, Any]]    # one entry per epoch: train and val metrics, lr, seconds
     input_stats: Optional[Dict[str, Any]]  # the input layer report (see input_layer_report)
+    epochs_trained: int = 0
+    stopped_early: bool = False
 
     @property
     def final_metrics(self) -> Dict[str, Dict[str, float]]:
-        last = self.history[-1] if self.history else {}
-        return {"train": dict(last.get("train", {})), "val": dict(last.get("val", {}))}
+        entry = next((h for h in self.history if h["epoch"] == self.epoch),
+                     self.history[-1] if self.history else {})
+        return {"train": dict(entry.get("train", {})), "val": dict(entry.get("val", {}))}
+
+
+class _StopEarly(Exception):
+    pass
 
 
 def contexts(spec: Spec) -> List[mx.Context]:
@@ -58,10 +73,13 @@ def contexts(spec: Spec) -> List[mx.Context]:
     return out
 
 
-def seed_everything(seed: int) -> None:
-    mx.random.seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every RNG from (seed, epoch): an epoch's dropout masks and any numpy use depend
+    on nothing before it, so a resumed run repeats the uninterrupted one."""
+    value = (seed * 1_000_003 + epoch * 7919) % (2 ** 31)
+    mx.random.seed(value)
+    np.random.seed(value)
+    random.seed(value)
 
 
 def calibrate(spec: Spec, data: SplitData) -> Optional[Any]:
@@ -70,26 +88,6 @@ def calibrate(spec: Spec, data: SplitData) -> Optional[Any]:
         return None
     from .normalize import array_stats
     return array_stats(data.train.features)
-
-
-def _metric(spec: Spec) -> mx.metric.EvalMetric:
-    return mx.metric.create(spec.metrics)
-
-
-def _quiet_logger(verbose: bool) -> logging.Logger:
-    logger = logging.getLogger("symbuilder.mxnet")
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    return logger
-
-
-def evaluate(spec: Spec, module: mx.mod.Module, dataset: Any, batch_size: int) -> Dict[str, float]:
-    """Metrics on a dataset from Module.predict, which strips the last batch's padding."""
-    it = make_iter(spec, dataset, batch_size=batch_size, shuffle=False)
-    outputs = module.predict(it, always_output_list=True)
-    metric = _metric(spec)
-    labels = dataset.labels if is_classification(spec) else dataset.labels.reshape(len(dataset), -1)
-    metric.update([mx.nd.array(labels)], [outputs[0]])
-    return {name: float(value) for name, value in metric.get_name_value()}
 
 
 def fixed_param_names(spec: Spec) -> List[str]:
@@ -104,69 +102,56 @@ def fixed_param_names(spec: Spec) -> List[str]:
     return [names.gamma, names.beta]
 
 
-def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
-          progress: Optional[Progress] = None, verbose: bool = False) -> TrainResult:
-    """Train the spec's network on `data` through mx.mod.Module.fit."""
-    say = progress or (lambda line: None)
-    seed_everything(spec.train.seed)
-    symbol = build_symbol(spec)
-    ctx = contexts(spec)
-    num_epoch = epochs or spec.train.epochs
-    stats = calibrate(spec, data)
-    aux_params = None
-    names = InputLayerNames.for_input(spec.input.name)
-    if stats is not None:
-        aux_params = {names.moving_mean: mx.nd.array(stats.mean, dtype="float32"),
-                      names.moving_var: mx.nd.array(stats.var, dtype="float32")}
-        for c in stats.zero_variance_channels():
-            say(f"warning: feature '{_channel_name(spec, data, c)}' has zero variance in the "
-                f"training data; the input layer divides by sqrt(eps={spec.input.normalize.eps})")
-
-    batch_size = min(spec.train.batch_size, len(data.train))
-    train_iter = make_iter(spec, data.train, batch_size=batch_size, shuffle=True)
-    module = mx.mod.Module(symbol, data_names=[spec.input.name],
-                           label_names=[spec.output.label_name], context=ctx,
-                           fixed_param_names=fixed_param_names(spec) or None,
-                           logger=_quiet_logger(verbose))
-    metric = _metric(spec)
-    history: List[Dict[str, Any]] = []
-    clock = {"start": time.perf_counter()}
-
-    def on_epoch_end(epoch: int, *_: Any) -> None:
-        mx.nd.waitall()
-        seconds = time.perf_counter() - clock["start"]
-        train_metrics = {n: float(v) for n, v in metric.get_name_value()}
-        val_metrics = evaluate(spec, module, data.val, batch_size)
-        entry = {"epoch": epoch + 1, "train": train_metrics, "val": val_metrics,
-                 "seconds": round(seconds, 4),
-                 "samples_per_sec": round(len(data.train) / seconds, 1) if seconds > 0 else None}
-        history.append(entry)
-        _check_finite(entry, epoch)
-        say(_epoch_line(entry, num_epoch))
-        clock["start"] = time.perf_counter()
-
-    try:
-        module.fit(train_iter, eval_metric=metric, epoch_end_callback=on_epoch_end,
-                   kvstore=spec.train.kvstore, optimizer=spec.train.optimizer,
-                   optimizer_params=_optimizer_params(spec),
-                   initializer=_global_initializer(spec), aux_params=aux_params,
-                   allow_missing=True, num_epoch=num_epoch)
-    except mx.base.MXNetError as e:
-        raise RunError(f"training failed in MXNet: {mxnet_message(e)}") from None
-    arg_params, aux = module.get_params()
-    report = input_layer_report(spec, arg_params, aux, stats)
-    return TrainResult(symbol, arg_params, aux, num_epoch, history, report)
+def evaluate(spec: Spec, module: mx.mod.Module, dataset: Any, batch_size: int) -> Dict[str, float]:
+    """Metrics on a dataset from Module.predict, which strips the last batch's padding."""
+    it = make_iter(spec, dataset, batch_size=batch_size, shuffle=False)
+    outputs = module.predict(it, always_output_list=True)
+    return evaluate_arrays(spec.metrics, labels_for(spec, dataset), outputs[0])
 
 
-def _channel_name(spec: Spec, data: SplitData, channel: int) -> str:
-    if len(spec.input.shape) == 1 and channel < len(data.feature_names):
-        return data.feature_names[channel]
-    return f"channel {channel}"
+def lr_scheduler(spec: Spec, batches_per_epoch: int) -> Optional[mx.lr_scheduler.LRScheduler]:
+    """The spec's schedule in MXNet's update counts (epochs x batches per epoch)."""
+    sched = spec.train.lr_scheduler
+    if sched is None:
+        return None
+    base_lr = float(spec.train.optimizer_params.get("learning_rate", 0.01))
+    total = max(1, spec.train.epochs * batches_per_epoch)
+    warmup = dict(warmup_steps=sched.warmup_epochs * batches_per_epoch,
+                  warmup_begin_lr=sched.warmup_begin_lr, warmup_mode="linear")
+    if sched.name == "factor":
+        return mx.lr_scheduler.FactorScheduler(step=sched.step_epochs * batches_per_epoch,
+                                               factor=sched.factor, base_lr=base_lr, **warmup)
+    if sched.name == "multifactor":
+        return mx.lr_scheduler.MultiFactorScheduler(
+            step=[e * batches_per_epoch for e in sched.epochs], factor=sched.factor,
+            base_lr=base_lr, **warmup)
+    if sched.name == "poly":
+        return mx.lr_scheduler.PolyScheduler(max_update=total, base_lr=base_lr, pwr=sched.power,
+                                             final_lr=sched.final_lr, **warmup)
+    return mx.lr_scheduler.CosineScheduler(max_update=total, base_lr=base_lr,
+                                           final_lr=sched.final_lr, **warmup)
 
 
-def _optimizer_params(spec: Spec) -> Dict[str, Any]:
+def _optimizer(spec: Spec, batches_per_epoch: int) -> mx.optimizer.Optimizer:
     params = dict(spec.train.optimizer_params)
-    return params
+    scheduler = lr_scheduler(spec, batches_per_epoch)
+    if scheduler is not None:
+        params["lr_scheduler"] = scheduler
+    # Module.init_optimizer sets rescale_grad = 1/batch_size only for string optimizers;
+    # an Optimizer object must carry it itself.
+    params.setdefault("rescale_grad", 1.0 / spec.train.batch_size)
+    return mx.optimizer.create(spec.train.optimizer.lower(), **params)
+
+
+def current_lr(module: mx.mod.Module) -> Optional[float]:
+    updater = getattr(module, "_updater", None)
+    optimizer = updater.optimizer if updater is not None else module._optimizer
+    try:
+        if optimizer.lr_scheduler is not None:
+            return float(optimizer.lr_scheduler(optimizer.num_update))
+        return float(optimizer.lr)
+    except Exception:  # pragma: no cover - an exotic optimizer without lr
+        return None
 
 
 def _global_initializer(spec: Spec) -> mx.init.Initializer:
@@ -175,21 +160,199 @@ def _global_initializer(spec: Spec) -> mx.init.Initializer:
     return mx.init.create(name, **init)
 
 
-def _check_finite(entry: Dict[str, Any], epoch: int) -> None:
+def _quiet_logger(verbose: bool) -> logging.Logger:
+    logger = logging.getLogger("symbuilder.mxnet")
+    logger.setLevel(logging.INFO if verbose else logging.ERROR)
+    return logger
+
+
+class _BestTracker:
+    """Early stopping's bookkeeping; without early stopping the last epoch is 'best'."""
+
+    def __init__(self, spec: Spec, state: RunState) -> None:
+        es = spec.train.early_stopping
+        self.enabled = es is not None
+        self.metric = reported_name(es.metric) if es else None
+        mode = es.mode if es else "max"
+        self.maximize = higher_is_better(self.metric or "") if mode == "auto" else mode == "max"
+        self.patience = es.patience if es else 0
+        self.min_delta = es.min_delta if es else 0.0
+        self.best_epoch = state.best_epoch
+        self.best_value = state.best_value
+
+    def improved(self, val: Dict[str, float]) -> bool:
+        if not self.enabled:
+            return True
+        value = val[self.metric]
+        if self.best_value is None:
+            return True
+        delta = value - self.best_value if self.maximize else self.best_value - value
+        return delta > self.min_delta
+
+    def update(self, epoch: int, val: Dict[str, float]) -> bool:
+        """Record epoch (1-based); True if it is the new best."""
+        if self.improved(val):
+            self.best_epoch = epoch
+            self.best_value = val[self.metric] if self.enabled else None
+            return True
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.enabled and epoch - (self.best_epoch or 0) >= self.patience
+
+
+def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
+          progress: Optional[Progress] = None, verbose: bool = False,
+          run_dir: Optional[str] = None, resume: bool = False,
+          bar: Optional[bool] = None) -> TrainResult:
+    """Train the spec's network on `data` through mx.mod.Module.fit.
+
+    `run_dir` holds resumable checkpoints (every train.checkpoint_every epochs, with the
+    optimizer state); `resume=True` continues from its last complete checkpoint.
+    """
+    say = progress or (lambda line: None)
+    if epochs is not None:
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+    num_epoch = spec.train.epochs
+    symbol = build_symbol(spec)
+    ctx = contexts(spec)
+    stats = calibrate(spec, data)
+    names = InputLayerNames.for_input(spec.input.name)
+    for c in (stats.zero_variance_channels() if stats is not None else []):
+        say(f"warning: feature '{_channel_name(spec, data, c)}' has zero variance in the "
+            f"training data; the input layer divides by sqrt(eps={spec.input.normalize.eps})")
+
+    store = RunStore(run_dir, spec) if run_dir else None
+    state = store.load() if (store and resume) else RunState()
+    if resume and store and state.epoch == 0:
+        say(f"nothing to resume in {run_dir}; starting from epoch 1")
+    if state.epoch >= num_epoch and not state.finished_early:
+        say(f"the interrupted run already completed {state.epoch} epochs")
+
+    batch_size = min(spec.train.batch_size, len(data.train))
+    seed = spec.train.seed
+    seed_epoch(seed, state.epoch)
+    batches_per_epoch = -(-len(data.train) // batch_size)
+    reporter = ProgressReporter(say, total_epochs=num_epoch, batches_per_epoch=batches_per_epoch,
+                                batch_size=batch_size, bar=bar)
+
+    def on_epoch_start(epoch: int) -> None:
+        seed_epoch(seed, epoch)
+        reporter.start_epoch()
+
+    train_iter = make_iter(spec, data.train, batch_size=batch_size, shuffle=True,
+                           epoch=state.epoch, on_epoch_start=on_epoch_start)
+    logger = _quiet_logger(verbose)
+    module = mx.mod.Module(symbol, data_names=[spec.input.name],
+                           label_names=[spec.output.label_name], context=ctx,
+                           fixed_param_names=fixed_param_names(spec) or None, logger=logger)
+    module.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label)
+    if state.epoch > 0:
+        arg_params, aux_params = store.load_params(state.epoch)
+        module.init_params(arg_params=arg_params, aux_params=aux_params, allow_missing=False)
+    else:
+        aux_params = None
+        if stats is not None:
+            aux_params = {names.moving_mean: mx.nd.array(stats.mean, dtype="float32"),
+                          names.moving_var: mx.nd.array(stats.var, dtype="float32")}
+        module.init_params(initializer=_global_initializer(spec), aux_params=aux_params,
+                           allow_missing=True)
+    module.init_optimizer(kvstore=spec.train.kvstore,
+                          optimizer=_optimizer(spec, batches_per_epoch))
+    if state.epoch > 0:
+        store.load_optimizer(module, state.epoch)
+
+    metric = TrainingMetrics(spec.metrics)
+    tracker = _BestTracker(spec, state)
+    history: List[Dict[str, Any]] = list(state.history)
+    # Early stopping exports the best epoch: its params are kept (and checkpointed).
+    best_holder: Dict[str, Dict[str, mx.nd.NDArray]] = (
+        store.load_best() if (store and state.best_epoch and tracker.enabled) else {}) or {}
+    stopped = {"early": False}
+
+    def on_epoch_end(epoch: int, _sym: Any, arg_params: Dict, aux_params: Dict) -> None:
+        seconds = reporter.epoch_seconds()
+        names_, values = metric.get_global()
+        bad = metric.first_bad_batch
+        if bad is not None:
+            last = store.last_epoch() if store else 0
+            where = (f"; the last good checkpoint (epoch {last}) is in {store.folder}"
+                     if last else "")
+            raise RunError(f"training diverged in epoch {epoch + 1}, batch {bad + 1}: the "
+                           f"network's outputs are not finite (NaN or inf); lower the "
+                           f"learning rate{where}")
+        entry = {"epoch": epoch + 1,
+                 "train": {n: float(v) for n, v in zip(names_, values)},
+                 "val": evaluate(spec, module, data.val, batch_size),
+                 "lr": current_lr(module),
+                 "seconds": round(seconds, 4),
+                 "samples_per_sec": round(len(data.train) / seconds, 1) if seconds > 0 else None}
+        history.append(entry)
+        _check_finite(entry)
+        is_best = tracker.update(epoch + 1, entry["val"])
+        if is_best and tracker.enabled:
+            _keep_best(best_holder, arg_params, aux_params)
+        stop = tracker.should_stop(epoch + 1)
+        reporter.epoch_done(entry, best=is_best and tracker.enabled)
+        if store:
+            store.append_log(entry)
+            every = spec.train.checkpoint_every
+            if every and ((epoch + 1) % every == 0 or epoch + 1 == num_epoch or stop):
+                store.save(module, epoch + 1, RunState(
+                    epoch=epoch + 1, history=history, best_epoch=tracker.best_epoch,
+                    best_value=tracker.best_value, finished_early=stop),
+                    best=(best_holder if is_best and tracker.enabled else None))
+        if stop:
+            stopped["early"] = True
+            raise _StopEarly()
+
+    begin = state.epoch
+    if begin < num_epoch and not state.finished_early:
+        try:
+            with warnings.catch_warnings():
+                if not verbose:
+                    warnings.simplefilter("ignore")
+                module.fit(train_iter, eval_metric=metric, epoch_end_callback=on_epoch_end,
+                           batch_end_callback=reporter.batch_done, begin_epoch=begin,
+                           num_epoch=num_epoch, kvstore=spec.train.kvstore)
+        except _StopEarly:
+            pass
+        except mx.base.MXNetError as e:
+            raise RunError(f"training failed in MXNet: {mxnet_message(e)}") from None
+        finally:
+            reporter.close()
+    arg_params, aux_params = module.get_params()
+    export_epoch = len(history) and history[-1]["epoch"]
+    if tracker.enabled and best_holder:
+        arg_params, aux_params = best_holder["arg"], best_holder["aux"]
+        export_epoch = tracker.best_epoch
+        say(f"exporting the best epoch, {export_epoch} ({tracker.metric}="
+            f"{tracker.best_value:.4f})")
+    report = input_layer_report(spec, arg_params, aux_params, stats)
+    return TrainResult(symbol, arg_params, aux_params, int(export_epoch), history, report,
+                       epochs_trained=len(history), stopped_early=stopped["early"] or
+                       state.finished_early)
+
+
+def _keep_best(holder: Dict[str, Dict[str, mx.nd.NDArray]], arg_params: Dict,
+               aux_params: Dict) -> None:
+    # get_params() hands fresh CPU copies to the callback: keeping references is enough.
+    holder["arg"] = dict(arg_params)
+    holder["aux"] = dict(aux_params)
+
+
+def _channel_name(spec: Spec, data: SplitData, channel: int) -> str:
+    if len(spec.input.shape) == 1 and channel < len(data.feature_names):
+        return data.feature_names[channel]
+    return f"channel {channel}"
+
+
+def _check_finite(entry: Dict[str, Any]) -> None:
     for split in ("train", "val"):
         for name, value in entry[split].items():
             if not np.isfinite(value):
                 raise RunError(f"training diverged: {split} {name} is {value} after epoch "
-                               f"{epoch + 1}; lower the learning rate")
-
-
-def _epoch_line(entry: Dict[str, Any], total: int) -> str:
-    def fmt(metrics: Dict[str, float]) -> str:
-        return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    rate = entry.get("samples_per_sec")
-    return (f"epoch {entry['epoch']:>{len(str(total))}}/{total}  train {fmt(entry['train'])}  "
-            f"val {fmt(entry['val'])}  {entry['seconds']:.2f}s"
-            + (f"  {rate:.0f} samples/s" if rate else ""))
+                               f"{entry['epoch']}; lower the learning rate")
 
 
 def input_layer_report(spec: Spec, arg_params: Dict[str, mx.nd.NDArray],
@@ -199,7 +362,7 @@ def input_layer_report(spec: Spec, arg_params: Dict[str, mx.nd.NDArray],
 
     Frozen: beta exactly 0 and gamma exactly 1, bit for bit. dataset mode: the moving
     statistics are exactly the calibrated ones (as float32). running mode: they moved off
-    their start; the report gives their relative deviation from the exact statistics.
+    their start; the report gives their deviation from the exact statistics.
     """
     norm = spec.input.normalize
     if norm is None:

@@ -44,7 +44,7 @@ def test_export_folder_has_exactly_the_promised_files(built):
     epoch = result.result.epoch
     assert sorted(os.listdir(out)) == sorted([
         f"{spec.name}-symbol.json", f"{spec.name}-{epoch:04d}.params", f"{spec.name}.onnx",
-        "manifest.json"])
+        "manifest.json", "train_log.jsonl", "curves.png"])
 
 
 def test_manifest_hashes_match_the_files(built):

@@ -126,6 +126,12 @@ class Reader:
             out.append(self.read("str", item, p, {"choices": meta.get("choices")}))
         return out
 
+    def _read_int_list(self, value: Any, path: Path, meta: Mapping[str, Any]) -> List[int]:
+        if (not isinstance(value, list) or not value
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+            raise self.fail(path, f"expected a list of positive integers, received {describe(value)}")
+        return list(value)
+
     def _read_name_list(self, value: Any, path: Path, meta: Mapping[str, Any]) -> List[str]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:

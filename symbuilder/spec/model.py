@@ -26,7 +26,7 @@ HEAD_DEFAULT_METRICS = {"SoftmaxOutput": ["acc", "ce"], "LinearRegressionOutput"
                         "LogisticRegressionOutput": ["mse"], "MAERegressionOutput": ["mae"]}
 CONTEXT_RE = re.compile(r"^(cpu|gpu)\((\d+)\)$")
 KVSTORES = ("local", "device", "dist_sync", "dist_async", "dist_device_sync", "nccl")
-FORMATS = ("checkpoint", "onnx")
+FORMATS = ("checkpoint", "onnx", "triton")
 LAYER_KEYS = ("op", "name", "inputs", "params")
 
 
@@ -187,6 +187,52 @@ class DataSpec:
 
 
 @dataclasses.dataclass
+class SchedulerSpec:
+    """A learning-rate schedule, stated in epochs (converted to MXNet's update counts)."""
+    name: str = field("str", "factor: times `factor` every `step_epochs`; multifactor: times "
+                      "`factor` at each of `epochs`; poly: polynomial decay to `final_lr`; "
+                      "cosine: cosine decay to `final_lr`",
+                      choices=("factor", "multifactor", "poly", "cosine"), example="cosine")
+    step_epochs: Optional[int] = field("int", "factor: epochs between decays", None, minimum=1)
+    epochs: Optional[List[int]] = field("int_list", "multifactor: the epochs after which the "
+                                        "rate is multiplied by factor", None)
+    factor: float = field("float", "factor, multifactor: the multiplier", 0.1, minimum=0.0,
+                          maximum=1.0, exclusive_minimum=True)
+    power: float = field("float", "poly: the polynomial's power", 2.0, minimum=0.0,
+                         exclusive_minimum=True)
+    final_lr: float = field("float", "poly, cosine: the rate at the last epoch", 0.0, minimum=0.0)
+    warmup_epochs: int = field("int", "epochs of linear warm-up from warmup_begin_lr", 0,
+                               minimum=0)
+    warmup_begin_lr: float = field("float", "the rate warm-up starts from", 0.0, minimum=0.0)
+
+    @classmethod
+    def parse(cls, reader: Reader, value: Any, path: Path) -> "SchedulerSpec":
+        sched = reader.fields_of(cls, value, path, extra_ok=False)[0]
+        if sched.name == "factor" and sched.step_epochs is None:
+            raise reader.fail(path, "missing required key 'step_epochs' (factor: epochs "
+                                    "between decays)")
+        if sched.name == "multifactor" and sched.epochs is None:
+            raise reader.fail(path, "missing required key 'epochs' (multifactor: the epochs "
+                                    "after which the rate is multiplied by factor)")
+        if sched.epochs is not None and sorted(set(sched.epochs)) != sched.epochs:
+            raise reader.fail(path + ("epochs",), "expected strictly increasing epochs, "
+                                                  f"received {sched.epochs}")
+        return sched
+
+
+@dataclasses.dataclass
+class EarlyStoppingSpec:
+    """Stop when a validation metric stops improving; the best epoch is exported."""
+    metric: str = field("str", "a validation metric: one of train.eval_metric, by its spec "
+                        "name (acc) or its reported name (accuracy)", example="accuracy")
+    patience: int = field("int", "epochs without improvement before stopping", 5, minimum=1)
+    mode: str = field("str", "max, min, or auto (max for accuracy-like metrics, min otherwise)",
+                      "auto", choices=("auto", "max", "min"))
+    min_delta: float = field("float", "the smallest change that counts as an improvement",
+                             0.0, minimum=0.0)
+
+
+@dataclasses.dataclass
 class TrainSpec:
     """How Module.fit trains the network."""
     epochs: int = field("int", "training epochs", 10, minimum=1)
@@ -203,6 +249,12 @@ class TrainSpec:
     context: List[str] = field("str_list", "devices: [cpu(0)] or [gpu(0), gpu(1)]",
                                default_factory=lambda: ["cpu(0)"])
     kvstore: str = field("str", "MXNet kvstore", "local", choices=KVSTORES)
+    checkpoint_every: int = field("int", "write a resumable checkpoint (params and optimizer "
+                                  "state) every N epochs; 0 = never", 1, minimum=0)
+    lr_scheduler: Optional[SchedulerSpec] = field(SchedulerSpec, "learning-rate schedule",
+                                                  None)
+    early_stopping: Optional[EarlyStoppingSpec] = field(EarlyStoppingSpec, "early stopping on "
+                                                        "a validation metric", None)
 
     @classmethod
     def parse(cls, reader: Reader, value: Any, path: Path) -> "TrainSpec":
@@ -239,7 +291,8 @@ class VerifySpec:
 class ExportSpec:
     """What `symbuilder build` writes into export/<name>/."""
     formats: List[str] = field("str_list", "checkpoint = <name>-symbol.json + "
-                               "<name>-NNNN.params; onnx = <name>.onnx",
+                               "<name>-NNNN.params; onnx = <name>.onnx; triton = a Triton "
+                               "model repository triton/<name>/ (config.pbtxt, 1/model.onnx)",
                                default_factory=lambda: ["checkpoint", "onnx"], choices=FORMATS)
     onnx: OnnxSpec = field(OnnxSpec, "ONNX options", default_factory=OnnxSpec)
     verify: VerifySpec = field(VerifySpec, "parity check", default_factory=VerifySpec)

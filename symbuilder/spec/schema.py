@@ -19,10 +19,12 @@ _JSON_TYPES = {
     "str_list": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "name_list": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "mapping": {"type": "object"},
+    "int_list": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
 }
 _TYPE_TEXT = {"str": "string", "name": "name", "bool": "boolean", "int": "integer",
               "float": "number", "shape": "list of integers", "str_list": "string or list",
-              "name_list": "name or list", "mapping": "mapping"}
+              "name_list": "name or list", "mapping": "mapping",
+              "int_list": "list of integers"}
 
 
 def _declared(cls: type) -> List[dataclasses.Field]:
