@@ -13,11 +13,12 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Iterator, List, Mapping
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def publish(staging: str, target: str) -> None:
     """Move the finished `staging` folder to `target`, replacing any previous export whole."""
     if os.path.lexists(target) and not os.path.isdir(target):
         raise ExportError(f"{target} exists and is not a folder; not replacing it")
+    _fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
     if not os.path.exists(target):
         os.rename(staging, target)
         return
@@ -69,12 +71,74 @@ def publish(staging: str, target: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(target: str, *, max_age: float = 3600.0) -> List[str]:
+    """Remove staging folders of `target` left by a killed export; returns what it removed.
+
+    A staging folder is `.<name>.tmp-<pid>-<random>`: it is stale when that process is gone
+    (SIGKILL, power loss), so a live export of the same target is never touched. Folders
+    without a pid (older symbuilder) count as stale after `max_age` seconds. One case is
+    restored, not removed: `<staging>.old` is the previous export moved aside by the two-rename
+    fallback of `publish`; when the kill came before the new export took its place (`target`
+    missing), it goes back to `target`.
+    """
+    parent = os.path.dirname(os.path.abspath(target)) or "."
+    prefix = f".{os.path.basename(target)}.tmp-"
+    removed = []
+    try:
+        names = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(parent, name)
+        match = re.match(r"(\d+)-", name[len(prefix):])
+        if match:
+            if _alive(int(match.group(1))):
+                continue
+        else:
+            try:
+                if time.time() - os.lstat(path).st_mtime < max_age:
+                    continue
+            except FileNotFoundError:
+                continue
+        if name.endswith(".old") and not os.path.lexists(target):
+            os.rename(path, target)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 @contextlib.contextmanager
 def staging_dir(target: str) -> Iterator[str]:
-    """A temporary folder beside `target`, removed unless it was published."""
+    """A temporary folder beside `target`, removed unless it was published. Stale staging
+    folders of earlier, killed exports to the same target are cleaned up first."""
     parent = os.path.dirname(os.path.abspath(target)) or "."
     os.makedirs(parent, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    clean_stale_staging(target)
+    path = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-",
+                            dir=parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)  # mkdtemp makes 0700; an export is an ordinary folder
@@ -100,14 +164,18 @@ def versions() -> Dict[str, str]:
 
 
 def file_table(folder: str) -> Dict[str, Dict[str, Any]]:
-    """sha256 and size of every file in `folder` except the manifest."""
+    """sha256 and size of every file under `folder` (relative '/'-separated paths, subfolders
+    such as triton/ included) except the manifest."""
     table = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if name == MANIFEST or not os.path.isfile(path):
-            continue
-        table[name] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
-    return table
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if rel == MANIFEST or not os.path.isfile(path):
+                continue
+            table[rel] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    return dict(sorted(table.items()))
 
 
 def write_manifest(folder: str, manifest: Mapping[str, Any]) -> None:

@@ -1,0 +1,601 @@
+"""Serving-side use of checkpoints and export folders: any Module checkpoint to a verified ONNX
+file, the parity suite every export runs, Triton layouts, CSV prediction, export verification.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from . import exporting
+from .errors import DataError, ExportError, UsageError
+
+DEFAULT_SEED = 0
+DEFAULT_RANDOM_SAMPLES = 64
+TRITON_MAX_BATCH = 64  # max_batch_size written into config.pbtxt for a dynamic batch axis
+_INPUT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.:-]*)=(\d+(?:,\d+)*)$")
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints and --input
+
+
+def parse_input(text: str) -> Tuple[str, Tuple[int, ...]]:
+    """'data=1,3,32,32' -> ('data', (1, 3, 32, 32)); UsageError otherwise."""
+    match = _INPUT_RE.match(text.replace(" ", ""))
+    if not match or any(int(d) <= 0 for d in match.group(2).split(",")):
+        raise UsageError(f"--input {text!r}: expected NAME=D0,D1,... with positive dims, batch "
+                         "axis first, e.g. data=1,3,32,32")
+    return match.group(1), tuple(int(d) for d in match.group(2).split(","))
+
+
+def checkpoint_files(prefix: str, epoch: int) -> Tuple[str, str]:
+    return f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
+
+
+def load_checkpoint(prefix: str, epoch: int):
+    """(symbol, arg_params, aux_params) of a Module checkpoint; a UsageError naming the file
+    that is missing or unreadable."""
+    import mxnet as mx
+    symbol_file, params_file = checkpoint_files(prefix, epoch)
+    for path in (symbol_file, params_file):
+        if not os.path.isfile(path):
+            others = _sibling_params(prefix) if path == params_file else []
+            hint = f" (epochs present: {', '.join(others)})" if others else ""
+            raise UsageError(f"no such checkpoint file{hint}", file=path)
+    try:
+        symbol = mx.sym.load(symbol_file)
+    except mx.base.MXNetError as e:
+        from .errors import mxnet_message
+        raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
+                         file=symbol_file) from None
+    try:
+        saved = mx.nd.load(params_file)
+    except mx.base.MXNetError as e:
+        from .errors import mxnet_message
+        raise UsageError(f"not a readable MXNet params file: {mxnet_message(e)}",
+                         file=params_file) from None
+    arg_params, aux_params = {}, {}
+    for key, value in (saved.items() if isinstance(saved, dict) else []):
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+    if not arg_params and not aux_params:
+        raise UsageError("no arg:/aux: parameters in this file (not written by "
+                         "Module.save_checkpoint?)", file=params_file)
+    return symbol, arg_params, aux_params
+
+
+def _sibling_params(prefix: str) -> List[str]:
+    folder = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    pattern = re.compile(re.escape(base) + r"-(\d{4})\.params$")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(m.group(1) for m in map(pattern.match, names) if m)
+
+
+# --------------------------------------------------------------------------------------------
+# Parity: held-out samples plus random ones, ORT with all optimisations and none, batch 1 and N
+
+
+def feature_range(samples: np.ndarray) -> Dict[str, List[Any]]:
+    """Per-feature (per element of one sample) min and max over the samples."""
+    samples = np.asarray(samples, dtype=np.float64)
+    return {"low": samples.min(axis=0).tolist(), "high": samples.max(axis=0).tolist()}
+
+
+def random_inputs(shapes: Mapping[str, Sequence[int]], n: int, *, seed: int = DEFAULT_SEED,
+                  ranges: Optional[Mapping[str, Mapping[str, Any]]] = None
+                  ) -> Dict[str, np.ndarray]:
+    """`n` random samples per input (float32): uniform over the per-feature [low, high] of
+    `ranges[name]` when given, standard normal otherwise. Same seed, same samples."""
+    rng = np.random.RandomState(seed)
+    out = {}
+    for name in sorted(shapes):
+        sample_shape = tuple(int(d) for d in shapes[name])
+        rnge = (ranges or {}).get(name)
+        if rnge is not None:
+            low = np.asarray(rnge["low"], dtype=np.float64).reshape(sample_shape)
+            high = np.asarray(rnge["high"], dtype=np.float64).reshape(sample_shape)
+            values = low + (high - low) * rng.random_sample((n,) + sample_shape)
+        else:
+            values = rng.standard_normal((n,) + sample_shape)
+        out[name] = values.astype(np.float32)
+    return out
+
+
+def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                 atol: float, held_out: Optional[Mapping[str, np.ndarray]] = None,
+                 sample_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 random_samples: int = DEFAULT_RANDOM_SAMPLES, seed: int = DEFAULT_SEED,
+                 ranges: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """ONNX Runtime (all graph optimisations, and none) against MXNet at batch 1 and the full
+    batch, on the held-out samples and on random samples; the figures, as the manifest keeps
+    them. Random samples are drawn uniformly over the held-out samples' per-feature range
+    (or over `ranges`, or standard normal when neither is known)."""
+    from .verify import verify_parity
+    model_bytes = _model_bytes(model)
+    held_out = {k: np.ascontiguousarray(v) for k, v in (held_out or {}).items()}
+    if ranges is None and held_out:
+        ranges = {k: feature_range(v) for k, v in held_out.items()}
+    if sample_shapes is None:
+        sample_shapes = {k: v.shape[1:] for k, v in held_out.items()}
+    checks: Dict[str, Dict[str, Any]] = {}
+    details: List[Dict[str, Any]] = []
+    sets = []
+    if held_out:
+        sets.append(("held_out", held_out))
+    if random_samples > 0:
+        sets.append(("random", random_inputs(sample_shapes, random_samples, seed=seed,
+                                             ranges=ranges)))
+    if not sets:
+        raise ValueError("parity_suite needs held-out samples or random_samples > 0")
+    for label, inputs in sets:
+        report = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs, atol=atol)
+        n = min(len(v) for v in inputs.values())
+        checks[label] = {"samples": n, "max_abs": report.max_abs, "max_rel": report.max_rel,
+                         "passed": report.passed}
+        details.extend(dict(row, inputs=label) for row in report.details)
+    if "random" in checks:
+        checks["random"].update(
+            seed=seed, distribution="uniform over the per-feature [low, high] in random_range"
+            if ranges else "standard normal")
+    return {
+        "passed": all(c["passed"] for c in checks.values()),
+        "atol": atol,
+        "max_abs": max(c["max_abs"] for c in checks.values()),
+        "max_rel": max(c["max_rel"] for c in checks.values()),
+        "ort_levels": ["ORT_ENABLE_ALL", "ORT_DISABLE_ALL"],
+        "batches": sorted({d["batch"] for d in details}),
+        "inputs": checks,
+        "random_range": {k: dict(v) for k, v in ranges.items()} if ranges else None,
+        "details": details,
+    }
+
+
+def parity_or_fail(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                   atol: float, **kwargs: Any) -> Dict[str, Any]:
+    """parity_suite, raising ExportError with the figures when ONNX Runtime disagrees."""
+    figures = parity_suite(symbol, arg_params, aux_params, model, atol=atol, **kwargs)
+    if not figures["passed"]:
+        worst = max(figures["details"], key=lambda d: d["max_abs"])
+        parts = ", ".join(f"{k}: {c['max_abs']:.3g} on {c['samples']} samples"
+                          for k, c in figures["inputs"].items())
+        raise ExportError(
+            f"ONNX Runtime disagrees with MXNet: max abs difference {figures['max_abs']:.3g} > "
+            f"atol {atol:g} (max rel {figures['max_rel']:.3g}; {parts}; worst: output "
+            f"'{worst['output']}' at batch {worst['batch']}, {worst['ort_level']}, "
+            f"{worst['inputs']} inputs)")
+    return figures
+
+
+def _model_bytes(model: Any) -> bytes:
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if isinstance(model, str):
+        with open(model, "rb") as f:
+            return f.read()
+    return model.SerializeToString()
+
+
+# --------------------------------------------------------------------------------------------
+# symbuilder export PREFIX EPOCH
+
+
+def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequence[int]], *,
+                      out: Optional[str] = None, opset: int = 17, atol: float = 1e-5,
+                      dynamic_batch: bool = True, data: Optional[Mapping[str, np.ndarray]] = None,
+                      random_samples: int = 16, seed: int = DEFAULT_SEED) -> Dict[str, Any]:
+    """Translate any Module checkpoint to ONNX, verify it against MXNet, write it atomically.
+
+    `input_shapes` gives each data input's full shape, batch axis first. `data` (optional) holds
+    real samples per input; random samples are always added (uniform over the real samples'
+    per-feature range, or standard normal without data). Raises UsageError for a missing or
+    unreadable checkpoint, wrong inputs or an untranslatable graph (the user's checkpoint:
+    exit 2), ExportError when ONNX Runtime disagrees (exit 1). Returns the report.
+    """
+    from .onnx import to_onnx
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    symbol_file = checkpoint_files(prefix, epoch)[0]
+    if not input_shapes:
+        raise UsageError("give each data input's shape, e.g. --input data=1,3,32,32")
+    free = [a for a in symbol.list_arguments() if a not in arg_params]
+    for name in input_shapes:
+        if name not in free:
+            why = "a parameter" if name in arg_params else "not an input"
+            raise UsageError(f"--input {name}: {why} of {symbol_file} (its inputs: "
+                             f"{', '.join(free) or 'none'})")
+    out = out or f"{prefix}-{epoch:04d}.onnx"
+    if os.path.isdir(out):
+        raise UsageError("is a folder; --out takes the .onnx file to write", file=out)
+    params = exporting.to_numpy_params(arg_params, aux_params)
+    _check_shapes(symbol, params, input_shapes, symbol_file)
+    try:
+        model = to_onnx(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch,
+                        model_name=os.path.basename(prefix))
+    except ExportError as e:
+        # Untranslatable op, bad attribute, shapes MXNet rejects: all about the user's files.
+        raise UsageError(str(e).replace("input_shapes", "--input"), file=symbol_file) from None
+    model_bytes = model.SerializeToString()
+    held_out = None
+    if data:
+        held_out = {}
+        for name, values in data.items():
+            want = tuple(input_shapes[name][1:])
+            values = np.asarray(values, dtype=np.float32)
+            if int(np.prod(values.shape[1:])) != int(np.prod(want)):
+                raise UsageError(f"--data: {values.shape[1:]} values per sample for input "
+                                 f"'{name}', whose sample shape is {want}")
+            held_out[name] = values.reshape((len(values),) + want)
+    sample_shapes = {k: tuple(v[1:]) for k, v in input_shapes.items()}
+    figures = parity_or_fail(symbol, arg_params, aux_params, model_bytes, atol=atol,
+                             held_out=held_out, sample_shapes=sample_shapes,
+                             random_samples=random_samples, seed=seed)
+    _atomic_write(out, model_bytes)
+    return {"onnx": out, "checkpoint": {"symbol": symbol_file,
+                                        "params": checkpoint_files(prefix, epoch)[1]},
+            "inputs": {k: list(v) for k, v in input_shapes.items()},
+            "outputs": [o.name for o in model.graph.output], "opset": opset,
+            "dynamic_batch": dynamic_batch, "parity": figures}
+
+
+def _check_shapes(symbol: Any, params: Mapping[str, np.ndarray],
+                  input_shapes: Mapping[str, Sequence[int]], symbol_file: str) -> None:
+    """A UsageError naming the operator when MXNet rejects the --input shapes."""
+    import mxnet as mx
+    from .errors import mxnet_message
+    known = {k: v.shape for k, v in params.items() if k in symbol.list_arguments()}
+    known.update({k: tuple(v) for k, v in input_shapes.items()})
+    try:
+        symbol.infer_shape_partial(**known)
+    except mx.base.MXNetError as e:
+        op = re.search(r"Error in operator ([^:\s]+):", str(e))
+        where = f"operator '{op.group(1)}' rejects " if op else "MXNet rejects "
+        given = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in input_shapes.items())
+        raise UsageError(f"--input {given}: {where}the shapes: {mxnet_message(e)}",
+                         file=symbol_file) from None
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# Triton model repository
+
+
+_TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32",
+                 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64"}
+
+
+def triton_config(model: Any, name: str, *, max_batch_size: int = TRITON_MAX_BATCH) -> str:
+    """config.pbtxt for the ONNX model, read off the model's own inputs and outputs. With a
+    symbolic batch axis (dim 0 on every input and output), max_batch_size is set and dims omit
+    it; otherwise max_batch_size is 0 and dims are the full fixed shapes."""
+    import onnx
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load_from_string(_model_bytes(model))
+    values = list(model.graph.input) + list(model.graph.output)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else -1
+                     for d in v.type.tensor_type.shape.dim] for v in values}
+    batched = all(dims[v.name] and dims[v.name][0] == -1 for v in values)
+    lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"',
+             f"max_batch_size: {max_batch_size if batched else 0}"]
+    for section, entries in (("input", model.graph.input), ("output", model.graph.output)):
+        blocks = []
+        for v in entries:
+            elem = v.type.tensor_type.elem_type
+            if elem not in _TRITON_TYPES:
+                raise ExportError(f"{section} '{v.name}' has ONNX element type {elem}, which "
+                                  "the Triton layout does not map")
+            shape = dims[v.name][1:] if batched else dims[v.name]
+            blocks.append(f'  {{\n    name: "{v.name}"\n    data_type: {_TRITON_TYPES[elem]}\n'
+                          f"    dims: [ {', '.join(str(d) for d in shape)} ]\n  }}")
+        lines.append(f"{section} [\n" + ",\n".join(blocks) + "\n]")
+    return "\n".join(lines) + "\n"
+
+
+def write_triton(folder: str, name: str, model_bytes: bytes, *,
+                 max_batch_size: int = TRITON_MAX_BATCH) -> List[str]:
+    """triton/<name>/config.pbtxt and triton/<name>/1/model.onnx under `folder`; the paths
+    written, relative to `folder`."""
+    base = os.path.join(folder, "triton", name)
+    os.makedirs(os.path.join(base, "1"), exist_ok=True)
+    with open(os.path.join(base, "config.pbtxt"), "w") as f:
+        f.write(triton_config(model_bytes, name, max_batch_size=max_batch_size))
+    with open(os.path.join(base, "1", "model.onnx"), "wb") as f:
+        f.write(model_bytes)
+    return [f"triton/{name}/config.pbtxt", f"triton/{name}/1/model.onnx"]
+
+
+# --------------------------------------------------------------------------------------------
+# symbuilder predict
+
+
+@dataclasses.dataclass
+class Predictions:
+    """One row per input row: `columns` names the output columns; `values` (N, K) float32;
+    `classes` the predicted class value per row (classification only)."""
+    columns: List[str]
+    values: np.ndarray
+    classes: Optional[List[Any]] = None
+
+    def write_csv(self, stream: TextIO) -> None:
+        writer = csv.writer(stream, lineterminator="\n")
+        head = (["class"] if self.classes is not None else []) + self.columns
+        writer.writerow(head)
+        for i, row in enumerate(self.values):
+            cells = [f"{float(v):.9g}" for v in row]  # 9 digits: float32 round-trips
+            writer.writerow(([self.classes[i]] if self.classes is not None else []) + cells)
+
+
+def read_manifest(folder: str) -> Dict[str, Any]:
+    path = os.path.join(folder, exporting.MANIFEST)
+    if not os.path.isdir(folder):
+        raise UsageError("no such export folder", file=folder)
+    if not os.path.isfile(path):
+        raise UsageError(f"not an export folder: no {exporting.MANIFEST}", file=folder)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"not a readable manifest: {e}", file=path) from None
+    if not isinstance(manifest, dict):
+        raise UsageError("not a symbuilder manifest (expected a JSON object)", file=path)
+    return manifest
+
+
+def _resolve_model(target: str) -> Tuple[Optional[str], Optional[Dict[str, Any]], Optional[str]]:
+    """(export folder or None, manifest or None, onnx path or None) for a folder or an .onnx."""
+    if os.path.isdir(target):
+        manifest = read_manifest(target)
+        onnx_entry = manifest.get("onnx")
+        path = os.path.join(target, onnx_entry["file"]) if onnx_entry else None
+        return target, manifest, path
+    if not os.path.isfile(target):
+        raise UsageError("no such export folder or ONNX file", file=target)
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isfile(os.path.join(folder, exporting.MANIFEST)):
+        manifest = read_manifest(folder)
+        if (manifest.get("onnx") or {}).get("file") == os.path.basename(target):
+            return folder, manifest, target
+    return None, None, target
+
+
+def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional[str]
+              ) -> np.ndarray:
+    """The feature columns of a CSV, by name, in the model's order, as float32 (N, F).
+    Without `feature_names` every column except `label` is a feature, in file order."""
+    if not os.path.isfile(path):
+        raise DataError("no such data file", file=path)
+    with open(path, "r", newline="", encoding="utf-8-sig") as f:
+        try:
+            rows = list(csv.reader(f))
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise DataError(f"not a readable CSV file: {e}", file=path) from None
+    if not rows or not any(c.strip() for c in rows[0]):
+        raise DataError("empty CSV file; expected a header row", file=path, line=1)
+    header = [h.strip() for h in rows[0]]
+    if feature_names is None:
+        feature_names = [h for h in header if h != label]
+    missing = [n for n in feature_names if n not in header]
+    unexpected = [h for h in header if h not in feature_names and h != label]
+    if missing or unexpected:
+        from .spec.catalog_suggest import suggest_text
+        parts = []
+        if missing:
+            parts.append("missing column" + ("s " if len(missing) > 1 else " ") +
+                         ", ".join(f"'{m}'{suggest_text(m, unexpected)}" for m in missing[:8]) +
+                         (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            parts.append("unexpected column" + ("s " if len(unexpected) > 1 else " ") +
+                         ", ".join(f"'{u}'" for u in unexpected[:8]) +
+                         (" ..." if len(unexpected) > 8 else ""))
+        raise DataError("; ".join(parts) + f" (the model takes {len(feature_names)} features"
+                        f"{', and ignores ' + repr(label) if label else ''})", file=path, line=1)
+    index = [header.index(n) for n in feature_names]
+    out = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"expected {len(header)} fields as in the header, found {len(row)}",
+                            file=path, line=lineno)
+        vals = []
+        for i in index:
+            text = row[i].strip()
+            try:
+                v = float(text)
+            except ValueError:
+                what = "empty value" if text == "" else f"not a number: {text!r}"
+                raise DataError(f"column '{header[i]}': {what}", file=path, line=lineno) from None
+            if not np.isfinite(v):
+                raise DataError(f"column '{header[i]}': not a finite number: {text}", file=path,
+                                line=lineno)
+            vals.append(v)
+        out.append(vals)
+    if not out:
+        raise DataError("no data rows", file=path)
+    return np.asarray(out, dtype=np.float32)
+
+
+def predict(target: str, csv_path: str, *, checkpoint: bool = False,
+            batch_size: int = 1024) -> Predictions:
+    """Run an export (folder, or its .onnx; or the checkpoint with `checkpoint=True`) on the
+    CSV's rows. Columns are matched to the manifest's feature names; the label column, if
+    present, is ignored. A bare .onnx without a manifest takes every column in file order."""
+    folder, manifest, onnx_path = _resolve_model(target)
+    manifest = manifest or {}
+    label = manifest.get("label")
+    inputs = manifest.get("inputs") or []
+    rows = read_rows(csv_path, manifest.get("feature_names"), label)
+    fixed_batch = None
+    if checkpoint:
+        if not folder or not manifest.get("checkpoint"):
+            raise UsageError("--checkpoint needs an export folder with a checkpoint", file=target)
+        import mxnet as mx
+        from .verify import mxnet_forward
+        ckpt = manifest["checkpoint"]
+        symbol, arg_params, aux_params = mx.model.load_checkpoint(
+            os.path.join(folder, ckpt["symbol"][: -len("-symbol.json")]), int(manifest["epoch"]))
+        input_name = inputs[0]["name"]
+        sample_shape = tuple(inputs[0]["shape"][1:])
+        run = lambda x: mxnet_forward(symbol, arg_params, aux_params, {input_name: x})[0]  # noqa
+        output_name = symbol.list_outputs()[0]
+    else:
+        if onnx_path is None:
+            raise UsageError("this export has no ONNX model; use --checkpoint", file=target)
+        from .verify import onnx_forward, _session
+        session = _session(onnx_path, True)
+        spec = session.get_inputs()[0]
+        input_name = spec.name
+        fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        sample_shape = tuple(inputs[0]["shape"][1:]) if inputs else tuple(spec.shape[1:])
+        if fixed_batch:
+            batch_size = fixed_batch
+        run = lambda x: onnx_forward(onnx_path, {input_name: x})[0]  # noqa: E731
+        output_name = session.get_outputs()[0].name
+    per_sample = int(np.prod(sample_shape)) if sample_shape else 1
+    if any(not isinstance(d, int) for d in sample_shape) or rows.shape[1] != per_sample:
+        raise DataError(f"{rows.shape[1]} feature columns, but the model's input '{input_name}' "
+                        f"takes samples of shape {list(sample_shape)}", file=csv_path, line=1)
+    x = rows.reshape((len(rows),) + tuple(sample_shape))
+    parts = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        n = len(chunk)
+        if fixed_batch and n < fixed_batch:  # a fixed-batch ONNX model: pad the last chunk
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed_batch - n, axis=0)])
+        parts.append(np.asarray(run(np.ascontiguousarray(chunk)))[:n])
+    values = np.concatenate(parts).reshape(len(x), -1).astype(np.float32)
+    classes = manifest.get("classes")
+    meaning = ((manifest.get("outputs") or [{}])[0]).get("meaning", "")
+    if classes and values.shape[1] == len(classes):
+        return Predictions([f"p_{c}" for c in classes], values,
+                           [classes[i] for i in values.argmax(axis=1)])
+    base = label or output_name
+    if meaning.startswith("sigmoid"):
+        base = f"p_{base}"
+    columns = [base] if values.shape[1] == 1 else [f"{base}_{i}" for i in range(values.shape[1])]
+    return Predictions(columns, values)
+
+
+# --------------------------------------------------------------------------------------------
+# symbuilder verify EXPORT_DIR
+
+
+def listed_files(folder: str) -> List[str]:
+    """Every file under `folder` (relative, '/'-separated) except the manifest."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+            if rel != exporting.MANIFEST:
+                found.append(rel)
+    return found
+
+
+def load_samples(path: str, manifest: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """Real samples from .npy, .npz (array X) or .csv; a CSV's columns are matched by the
+    manifest's feature names (its label column ignored), or all taken in file order."""
+    from .sources import read_table
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext in ("npy", "npz"):
+        return np.asarray(read_table(path, ext, label=None).features)
+    manifest = manifest or {}
+    return read_rows(path, manifest.get("feature_names"), manifest.get("label"))
+
+
+def verify_export(folder: str, *, data: Optional[Any] = None,
+                  random_samples: int = DEFAULT_RANDOM_SAMPLES) -> Dict[str, Any]:
+    """Check every file of an export folder against the manifest's sha256 and size, then re-run
+    the parity check (ONNX vs checkpoint) on random samples drawn as the build drew them, plus
+    `data` (an array, or a file for load_samples) when given. Returns {"passed", "problems", "files", "parity"}; UsageError when the
+    folder is not an export."""
+    manifest = read_manifest(folder)
+    listed = manifest.get("files") or {}
+    present = set(listed_files(folder))
+    problems: List[str] = []
+    ok = []
+    for name in sorted(listed):
+        path = os.path.join(folder, name)
+        if name not in present:
+            problems.append(f"{name}: missing")
+            continue
+        entry = listed[name]
+        if os.path.getsize(path) != entry.get("bytes") or \
+                exporting.sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{name}: changed (sha256 differs from the manifest)")
+            continue
+        ok.append(name)
+    for name in sorted(present - set(listed)):
+        problems.append(f"{name}: not in the manifest")
+    report: Dict[str, Any] = {"folder": folder, "files": ok, "problems": problems,
+                              "parity": None}
+    if problems:
+        report["passed"] = False
+        return report
+    ckpt, onnx_entry = manifest.get("checkpoint"), manifest.get("onnx")
+    models = []
+    if onnx_entry:
+        models.append(onnx_entry["file"])
+    models += [n for n in ok if n.startswith("triton/") and n.endswith("/model.onnx")]
+    if ckpt and models:
+        import mxnet as mx
+        prefix = os.path.join(folder, ckpt["symbol"][: -len("-symbol.json")])
+        symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(manifest["epoch"]))
+        recorded = manifest.get("parity") or {}
+        inputs = manifest.get("inputs") or []
+        shapes = {i["name"]: tuple(i["shape"][1:]) for i in inputs}
+        held_out = None
+        if isinstance(data, str):
+            data = load_samples(data, manifest)
+        if data is not None:
+            name = inputs[0]["name"]
+            held_out = {name: np.asarray(data, np.float32).reshape((len(data),) + shapes[name])}
+        random_info = (recorded.get("inputs") or {}).get("random") or {}
+        parity = {}
+        for model_file in models:
+            parity[model_file] = parity_suite(
+                symbol, arg_params, aux_params, os.path.join(folder, model_file),
+                atol=float(recorded.get("atol", 1e-5)), held_out=held_out, sample_shapes=shapes,
+                random_samples=random_samples, seed=int(random_info.get("seed", DEFAULT_SEED)),
+                ranges=recorded.get("random_range"))
+            if not parity[model_file]["passed"]:
+                p = parity[model_file]
+                problems.append(f"{model_file}: ONNX Runtime disagrees with the checkpoint: max "
+                                f"abs difference {p['max_abs']:.3g} > atol {p['atol']:g}")
+        report["parity"] = parity
+    report["passed"] = not problems
+    return report
