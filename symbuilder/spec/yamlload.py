@@ -143,6 +143,11 @@ def _collect_marks(node: Any, data: Any, path: Path, marks: Dict[Path, Tuple[int
             _collect_marks(item_node, item, path + (i,), marks)
 
 
+def _line_col(text: str, position: int) -> Tuple[int, int]:
+    """1-based line and column of a character offset."""
+    return text.count("\n", 0, position) + 1, position - (text.rfind("\n", 0, position) + 1) + 1
+
+
 def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
     """Parse one YAML document safely; return its data and the locations of its keys.
 
@@ -157,7 +162,12 @@ def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
             raise SpecError(f"not UTF-8 text (byte {e.start})", file=source) from None
     if len(text) > MAX_BYTES:
         raise SpecError(f"spec is {len(text)} characters; the limit is {MAX_BYTES}", file=source)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # PyYAML's Reader refuses control characters right here
+    except yaml.reader.ReaderError as e:
+        line, column = _line_col(text, e.position)
+        raise SpecError(f"character U+{e.character:04X} is not allowed in YAML text",
+                        file=source, line=line, column=column) from None
     try:
         node = loader.get_single_node()
         if node is None:

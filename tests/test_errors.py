@@ -1,0 +1,21 @@
+"""Every class of user mistake, pinned to the exact line a user sees; and regressions for
+the holes tests/test_spec_fuzz.py found (each one used to escape as a stack trace)."""
+import pytest
+
+from symbuilder.errors import SpecError
+from symbuilder.spec.model import loads_spec
+
+
+def error_of(text, **kwargs) -> str:
+    with pytest.raises(SpecError) as info:
+        loads_spec(text, source="s.yaml", **kwargs)
+    return str(info.value)
+
+
+# --- regressions found by the fuzzer ------------------------------------------------------
+
+def test_control_characters_in_the_text_are_located():
+    # PyYAML's Reader raised its own ReaderError before the loader's try block.
+    assert error_of("\x00") == "s.yaml:1:1: character U+0000 is not allowed in YAML text"
+    assert error_of("name: a\nb: x\x07y\n") == \
+        "s.yaml:2:5: character U+0007 is not allowed in YAML text"
