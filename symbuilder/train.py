@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import random
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -132,15 +132,20 @@ def lr_scheduler(spec: Spec, batches_per_epoch: int) -> Optional[mx.lr_scheduler
                                            final_lr=sched.final_lr, **warmup)
 
 
-def _optimizer(spec: Spec, batches_per_epoch: int) -> mx.optimizer.Optimizer:
+def _optimizer(spec: Spec, batches_per_epoch: int) -> Tuple[str, Dict[str, Any]]:
+    """The optimizer as a name and parameters, for Module.init_optimizer.
+
+    Passed by name on purpose: Module then creates it with `sym=` and `param_idx2name=`,
+    which is how the symbol's __lr_mult__/__wd_mult__ (the input layer's freeze, and any
+    layer's params: lr_mult) and MXNet's no-weight-decay-on-biases default reach it, and it
+    sets rescale_grad = 1/(bound batch size x dist workers). An Optimizer object created
+    here without `sym` silently ignores every multiplier (measured: lr_mult=0 beta/gamma
+    moved under sgd in stats: running)."""
     params = dict(spec.train.optimizer_params)
     scheduler = lr_scheduler(spec, batches_per_epoch)
     if scheduler is not None:
         params["lr_scheduler"] = scheduler
-    # Module.init_optimizer sets rescale_grad = 1/batch_size only for string optimizers;
-    # an Optimizer object must carry it itself.
-    params.setdefault("rescale_grad", 1.0 / spec.train.batch_size)
-    return mx.optimizer.create(spec.train.optimizer.lower(), **params)
+    return spec.train.optimizer.lower(), params
 
 
 def current_lr(module: mx.mod.Module) -> Optional[float]:
@@ -257,8 +262,9 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
                           names.moving_var: mx.nd.array(stats.var, dtype="float32")}
         module.init_params(initializer=_global_initializer(spec), aux_params=aux_params,
                            allow_missing=True)
-    module.init_optimizer(kvstore=spec.train.kvstore,
-                          optimizer=_optimizer(spec, batches_per_epoch))
+    opt_name, opt_params = _optimizer(spec, batches_per_epoch)
+    module.init_optimizer(kvstore=spec.train.kvstore, optimizer=opt_name,
+                          optimizer_params=opt_params)
     if state.epoch > 0:
         store.load_optimizer(module, state.epoch)
 
