@@ -105,6 +105,11 @@ def _check_training(spec: Spec) -> None:
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise spec.error(("train", "optimizer_params"),
                          f"{train.optimizer} does not accept these parameters: {text}") from None
+    if name == "groupadagrad" and float(train.optimizer_params.get("wd", 0.0) or 0.0) != 0.0:
+        # MXNet asserts wd == 0 inside its first update; say so before training.
+        raise spec.error(("train", "optimizer_params"),
+                         f"'{train.optimizer}' does not support weight decay (MXNet asserts wd "
+                         "== 0); remove wd, or use adagrad")
     norm = spec.input.normalize
     if norm is not None and norm.freeze and norm.stats == "running" and name in LR_MULT_UNSAFE:
         raise spec.error(("train", "optimizer"),
