@@ -257,7 +257,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"interrupted; the previous export (if any) is unchanged{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return EXIT_OK
+        # The reader went away (`| head`): whatever was running did not finish. Exit as a
+        # shell reports SIGPIPE, and keep Python from complaining about the closed stream.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def run() -> None:

@@ -342,9 +342,9 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
 
 def _keep_best(holder: Dict[str, Dict[str, mx.nd.NDArray]], arg_params: Dict,
                aux_params: Dict) -> None:
-    # get_params() hands fresh CPU copies to the callback: keeping references is enough.
-    holder["arg"] = dict(arg_params)
-    holder["aux"] = dict(aux_params)
+    # Module.get_params() returns the same NDArrays every epoch, synced in place: copy.
+    holder["arg"] = {k: v.copy() for k, v in arg_params.items()}
+    holder["aux"] = {k: v.copy() for k, v in aux_params.items()}
 
 
 def _channel_name(spec: Spec, data: SplitData, channel: int) -> str:

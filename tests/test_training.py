@@ -1,0 +1,249 @@
+"""Training a user can watch, interrupt and trust: resume after SIGKILL, the divergence
+guard, early stopping, LR schedules, reproducibility, the curves PNG and the progress bar.
+
+Every comparison is against an independent computation: a second, uninterrupted run; the
+schedule's formula written out here; MXNet's own predict on the exported checkpoint.
+"""
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from symbuilder.cli import main
+from symbuilder.data import load_data
+from symbuilder.progress import ProgressReporter
+from symbuilder.spec.model import load_spec
+from symbuilder.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
+EXE = os.path.join(os.path.dirname(sys.executable), "symbuilder")
+
+MLP = """\
+    name: mlp
+    input: {shape: [30]}
+    layers:
+      - {op: FullyConnected, name: fc1, num_hidden: 32}
+      - {op: Activation, name: relu1, act_type: relu}
+      - {op: Dropout, name: drop, p: 0.3}
+      - {op: FullyConnected, name: fc2, num_hidden: 2}
+    output: {op: SoftmaxOutput, name: softmax}
+    data: {train: {path: bc.csv, label: benign}}
+    train:
+      epochs: 12
+      batch_size: 16
+      optimizer: adam
+      optimizer_params: {learning_rate: 0.002}
+      lr_scheduler: {name: cosine, warmup_epochs: 2}
+      seed: 3
+    """
+
+
+def write_spec(folder, body=MLP, name="spec.yaml"):
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(DATA, os.path.join(folder, "bc.csv"))
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(body))
+    return path
+
+
+def params_of(folder, name, epoch):
+    return {k: v.asnumpy() for k, v in mx.nd.load(os.path.join(folder, f"{name}-{epoch:04d}.params")).items()}
+
+
+def state_epoch(run_dir):
+    try:
+        with open(os.path.join(run_dir, "state.json")) as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    spec = write_spec(tmp_path)
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    subprocess.run([EXE, "build", spec, "--out", str(whole), "-q"], check=True, timeout=300)
+    proc = subprocess.Popen([EXE, "build", spec, "--out", str(broken), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / ".broken.run"
+    deadline = time.time() + 120
+    while state_epoch(run_dir) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = state_epoch(run_dir)
+    assert 5 <= killed_at < 12, "the build was not killed mid-training"
+    assert not broken.exists()
+    resumed = subprocess.run([EXE, "build", spec, "--out", str(broken), "--resume"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from epoch {killed_at}" in resumed.stderr
+    epochs_run = [l for l in resumed.stderr.splitlines() if l.startswith("epoch ")]
+    assert len(epochs_run) == 12 - killed_at  # only the missing epochs were trained
+    a, b = params_of(whole, "mlp", 12), params_of(broken, "mlp", 12)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    log = [json.loads(l) for l in open(broken / "train_log.jsonl")]
+    assert [e["epoch"] for e in log] == list(range(1, 13))
+    assert not run_dir.exists()  # the run folder goes once the export is published
+
+
+def test_resume_refuses_a_changed_spec(tmp_path, capsys):
+    spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 2"))
+    out = tmp_path / "out"
+    run_dir = tmp_path / ".out.run"
+    run_dir.mkdir()
+    (run_dir / "state.json").write_text(json.dumps({"epoch": 1, "fingerprint": "other"}))
+    assert main(["build", spec, "--out", str(out), "--resume", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"{spec}: the spec changed since the interrupted run in {run_dir} (only "
+                   "train.epochs and export may change); build without --resume to start over")
+
+
+DIVERGE = """\
+    name: diverge
+    input: {shape: [30]}
+    layers:
+      - {op: FullyConnected, name: fc1, num_hidden: 16}
+      - {op: FullyConnected, name: fc2, num_hidden: 1}
+    output: {op: LinearRegressionOutput, name: reg}
+    data: {train: {path: bc.csv, label: mean_radius}}
+    train:
+      epochs: 8
+      optimizer: sgd
+      optimizer_params: {learning_rate: 0.2}
+      # The rate ramps up linearly: epoch 1 stays below the stability limit (~0.025),
+      # epoch 2 crosses it.
+      lr_scheduler: {name: poly, power: 1, warmup_epochs: 8}
+      seed: 1
+    """
+
+
+def test_divergence_names_epoch_and_batch_exits_1_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    spec = write_spec(tmp_path, DIVERGE)
+    out = tmp_path / "out"
+    assert main(["build", spec, "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    run_dir = tmp_path / ".out.run"
+    assert err[0].startswith("symbuilder: failed: training diverged in epoch 2, batch ")
+    assert err[0].endswith(f"lower the learning rate; the last good checkpoint (epoch 1) is in {run_dir}")
+    assert not out.exists()
+    params = params_of(run_dir, "diverge", 1)
+    assert all(np.isfinite(v).all() for v in params.values())
+    assert state_epoch(run_dir) == 1
+
+
+@pytest.mark.slow
+def test_early_stopping_exports_the_best_epoch(tmp_path):
+    body = MLP.replace("epochs: 12", "epochs: 40").replace(
+        "lr_scheduler: {name: cosine, warmup_epochs: 2}",
+        "early_stopping: {metric: ce, patience: 3}").replace("0.002", "0.02")
+    spec = load_spec(write_spec(tmp_path, body))
+    from symbuilder.pipeline import build
+    result = build(spec, out_dir=str(tmp_path / "out"))
+    history = result.result.history
+    losses = [h["val"]["cross-entropy"] for h in history]
+    best = int(np.argmin(losses)) + 1
+    m = result.manifest
+    assert m["stopped_early"] and m["epoch"] == best and m["epochs_trained"] == best + 3
+    assert len(history) < 40
+    # Independent: the exported checkpoint, run by MXNet, reproduces the best epoch's loss.
+    data = load_data(spec)
+    module = mx.mod.Module.load(str(tmp_path / "out" / "mlp"), best, label_names=["softmax_label"])
+    it = mx.io.NDArrayIter(data.val.features, data.val.labels, batch_size=len(data.val),
+                           label_name="softmax_label")
+    module.bind(it.provide_data, it.provide_label, for_training=False)
+    probs = module.predict(it).asnumpy()
+    ce = -np.log(probs[np.arange(len(probs)), data.val.labels.astype(int)] + 1e-12).mean()
+    assert ce == pytest.approx(losses[best - 1], rel=1e-5)
+
+
+def test_lr_schedules_follow_their_formulas(tmp_path):
+    body = MLP.replace("epochs: 12", "epochs: 6").replace(
+        "lr_scheduler: {name: cosine, warmup_epochs: 2}",
+        "lr_scheduler: {name: multifactor, epochs: [2, 4], factor: 0.5}").replace("0.002", "0.1")
+    spec = load_spec(write_spec(tmp_path, body))
+    data = load_data(spec)
+    result = train(spec, data)
+    # MXNet's MultiFactorScheduler lowers the rate once the update count EXCEEDS a step:
+    # at the end of epoch e it has made e*B updates, so epoch 2's last rate is still 0.1.
+    expected = [0.1 * 0.5 ** sum(e > m for m in (2, 4)) for e in range(1, 7)]
+    assert [h["lr"] for h in result.history] == pytest.approx(expected)
+
+    cosine = load_spec(write_spec(tmp_path / "c", MLP.replace("epochs: 12", "epochs: 5")))
+    lrs = [h["lr"] for h in train(cosine, load_data(cosine)).history]
+    batches = -(-len(data.train) // 16)
+    total, warm = 5 * batches, 2 * batches
+    formula = [0.002 * (e * batches / warm) if e * batches < warm else
+               0.002 * (1 + np.cos(np.pi * (e * batches - warm) / (total - warm))) / 2
+               for e in range(1, 6)]
+    assert lrs == pytest.approx(formula, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_same_spec_and_seed_give_bit_identical_parameters(tmp_path):
+    spec = load_spec(write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 4")))
+    data = load_data(spec)
+    first = train(spec, data)
+    second = train(spec, data)
+    for key, value in first.arg_params.items():
+        assert np.array_equal(value.asnumpy(), second.arg_params[key].asnumpy()), key
+    other = train(load_spec(write_spec(tmp_path / "o", MLP.replace("epochs: 12", "epochs: 4")
+                                       .replace("seed: 3", "seed: 4"))), data)
+    assert not np.array_equal(first.arg_params["fc1_weight"].asnumpy(),
+                              other.arg_params["fc1_weight"].asnumpy())
+
+
+def test_curves_png_is_drawn_and_not_blank(tmp_path):
+    from matplotlib.image import imread
+    spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 3"))
+    assert main(["build", spec, "--out", str(tmp_path / "out"), "-q"]) == 0
+    image = imread(str(tmp_path / "out" / "curves.png"))
+    height, width = image.shape[:2]
+    assert width >= 600 and height >= 250
+    pixels = image[..., :3].reshape(-1, 3)
+    assert pixels.std() > 0.05  # not a flat image
+    distinct = np.unique((pixels * 255).astype(np.uint8), axis=0)
+    assert len(distinct) > 50  # lines, text and axes in several colours
+    log = [json.loads(l) for l in open(tmp_path / "out" / "train_log.jsonl")]
+    assert [e["epoch"] for e in log] == [1, 2, 3]
+    assert set(log[0]) >= {"epoch", "train", "val", "lr", "seconds"}
+
+
+def test_progress_bar_draws_on_a_terminal_and_plain_lines_elsewhere():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    lines = []
+    stream = Tty()
+    reporter = ProgressReporter(lines.append, total_epochs=2, batches_per_epoch=3,
+                                batch_size=10, stream=stream)
+    metric = types.SimpleNamespace(get=lambda: (["accuracy"], [0.5]))
+    for nbatch in range(3):
+        reporter.batch_done(types.SimpleNamespace(epoch=0, nbatch=nbatch, eval_metric=metric))
+    assert "\repoch 1/2 [" in stream.getvalue() and "3/3" in stream.getvalue()
+    assert "accuracy=0.5000" in stream.getvalue()
+    reporter.epoch_done({"epoch": 1, "train": {"accuracy": 0.5}, "val": {"accuracy": 0.6},
+                         "lr": 0.1, "seconds": 1.0, "samples_per_sec": 30.0})
+    assert lines == ["epoch 1/2  train accuracy=0.5000  val accuracy=0.6000  lr=0.1  1.00s  30 samples/s"]
+
+    plain = io.StringIO()
+    quiet = ProgressReporter(lines.append, total_epochs=2, batches_per_epoch=3, batch_size=10,
+                             stream=plain)
+    quiet.batch_done(types.SimpleNamespace(epoch=0, nbatch=2, eval_metric=metric))
+    assert plain.getvalue() == ""
