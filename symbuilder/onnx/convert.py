@@ -169,10 +169,15 @@ def to_onnx(
 
     parts = GraphParts()
     parts.tensor_names.update(tensor_name.values())
+    # Outputs per node, counted once: a scan of tensor_name per node was quadratic in the
+    # graph size (2.5 s of a 3,000-layer export).
+    n_outputs: Dict[int, int] = {}
+    for j, i in tensor_name:
+        n_outputs[j] = max(n_outputs.get(j, 1), i + 1)
     for nid, node in enumerate(nodes):
         if node["op"] == "null":
             continue
-        n_out = 1 + max([i for (j, i) in tensor_name if j == nid], default=0)
+        n_out = n_outputs.get(nid, 1)
         inputs = [name_of(int(src[0]), int(src[1])) for src in node["inputs"]]
         outputs = [name_of(nid, i) for i in range(n_out)]
         ctx = OpContext(
@@ -206,7 +211,8 @@ def to_onnx(
         info = infos.get(name, unknown)
         onnx_outputs.append(_value_info(name, info.dtype, info, batch, dynamic_batch))
     initializers = [numpy_helper.from_array(np.ascontiguousarray(params[n]), n) for n in used_params]
-    initializers += [t for n, t in parts.initializers.items() if n in _consumed(kept_nodes)]
+    consumed = _consumed(kept_nodes)  # once, not per initializer (that was quadratic)
+    initializers += [t for n, t in parts.initializers.items() if n in consumed]
 
     onnx_graph = helper.make_graph(kept_nodes, model_name, onnx_inputs, onnx_outputs, initializer=initializers)
     opset_ids = [helper.make_opsetid("", opset)]
