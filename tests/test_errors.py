@@ -19,3 +19,13 @@ def test_control_characters_in_the_text_are_located():
     assert error_of("\x00") == "s.yaml:1:1: character U+0000 is not allowed in YAML text"
     assert error_of("name: a\nb: x\x07y\n") == \
         "s.yaml:2:5: character U+0007 is not allowed in YAML text"
+
+
+def test_deep_nesting_is_a_located_error_not_a_recursion_error():
+    # The composer recursed per level (RecursionError without a line); aliases nested in
+    # aliases got past it and crashed the location walk outside every try block.
+    assert error_of("a: " + "[" * 3000 + "]" * 3000) == \
+        "s.yaml:1:67: nested more than 64 levels deep"
+    chain = "\n".join(f"a{i}: &a{i} " + "[" * 60 + (f"*a{i - 1}" if i else "1") + "]" * 60
+                      for i in range(30))
+    assert error_of(chain) == "s.yaml:29:14: nested more than 64 levels deep (through aliases)"

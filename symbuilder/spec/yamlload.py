@@ -18,6 +18,7 @@ Path = Tuple[Union[str, int], ...]
 MAX_BYTES = 1 << 20  # a hand-written spec is a few KB; a megabyte is already suspicious
 MAX_ALIASES = 100
 MAX_NODES = 100_000  # nodes after alias expansion
+MAX_DEPTH = 64  # a spec nests about six deep; the composer and every walk recurse per level
 
 # YAML 1.2 core-schema floats, which YAML 1.1 (PyYAML) misses: 1e-3, 1E5, .5e-2, -2e+4.
 _FLOAT_1_2 = re.compile(
@@ -69,6 +70,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.alias_count = 0
+        self.depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -76,7 +78,14 @@ class _Loader(yaml.SafeLoader):
             if self.alias_count > MAX_ALIASES:
                 mark = self.peek_event().start_mark
                 raise _LocatedYAMLError(f"more than {MAX_ALIASES} aliases", mark)
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _LocatedYAMLError(f"nested more than {MAX_DEPTH} levels deep",
+                                        self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         self.flatten_mapping(node)
@@ -108,20 +117,23 @@ class _LocatedYAMLError(Exception):
 
 def _count_nodes(node: Any, budget: list) -> None:
     """Walk the composed graph with alias expansion, failing once past MAX_NODES."""
-    stack = [node]
+    stack = [(node, 1)]
     while stack:
-        current = stack.pop()
+        current, depth = stack.pop()
         budget[0] += 1
         if budget[0] > MAX_NODES:
             raise _LocatedYAMLError(
                 f"the document expands to more than {MAX_NODES} nodes (alias bomb?)",
                 current.start_mark)
+        if depth > MAX_DEPTH:  # aliases nested in aliases: deeper than the text shows
+            raise _LocatedYAMLError(f"nested more than {MAX_DEPTH} levels deep (through "
+                                    "aliases)", current.start_mark)
         if isinstance(current, yaml.MappingNode):
             for k, v in current.value:
-                stack.append(k)
-                stack.append(v)
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
         elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
+            stack.extend((v, depth + 1) for v in current.value)
 
 
 def _collect_marks(node: Any, data: Any, path: Path, marks: Dict[Path, Tuple[int, int]]) -> None:
