@@ -29,3 +29,9 @@ def test_deep_nesting_is_a_located_error_not_a_recursion_error():
     chain = "\n".join(f"a{i}: &a{i} " + "[" * 60 + (f"*a{i - 1}" if i else "1") + "]" * 60
                       for i in range(30))
     assert error_of(chain) == "s.yaml:29:14: nested more than 64 levels deep (through aliases)"
+
+
+def test_non_utf8_bytes_are_located():
+    with pytest.raises(SpecError) as info:
+        loads_spec(b"name: a\nb: caf\xe9\n", source="s.yaml")
+    assert str(info.value) == "s.yaml:2:7: not UTF-8 text (byte 14: 0xe9)"

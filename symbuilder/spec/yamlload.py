@@ -171,7 +171,10 @@ def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise SpecError(f"not UTF-8 text (byte {e.start})", file=source) from None
+            line = text.count(b"\n", 0, e.start) + 1
+            column = e.start - (text.rfind(b"\n", 0, e.start) + 1) + 1
+            raise SpecError(f"not UTF-8 text (byte {e.start}: {text[e.start]:#04x})",
+                            file=source, line=line, column=column) from None
     if len(text) > MAX_BYTES:
         raise SpecError(f"spec is {len(text)} characters; the limit is {MAX_BYTES}", file=source)
     try:
