@@ -114,6 +114,13 @@ class Reader:
                 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
             raise self.fail(path, "expected a list of positive integers (one sample, no batch "
                                   f"axis), received {describe(value)}")
+        size = 1
+        for v in value:
+            size *= v
+        if size >= 2 ** 31:
+            # MXNet 1.9.1's pip wheels index tensors with 32-bit integers (USE_INT64_TENSOR_SIZE=0)
+            raise self.fail(path, f"a sample of shape {list(value)} has {size} elements; MXNet's "
+                                  "pip builds allow fewer than 2^31 per tensor")
         return tuple(value)
 
     def _read_str_list(self, value: Any, path: Path, meta: Mapping[str, Any]) -> List[str]:
