@@ -1,0 +1,462 @@
+"""Training on MXNet's own parameter server (ps-lite KVStore): the worker side of a
+`dist_*` kvstore, and `launch`, which runs a scheduler, servers and workers on this host.
+
+Worker side (`worker_from_env`, `WorkerContext`), what symbuilder decides:
+
+* Sharding: every worker loads the whole file and makes the same seeded train/val split;
+  each epoch, every worker draws the same seeded permutation of the training split and
+  keeps rows `rank::num_workers` of it, padded cyclically so that every worker gets
+  ceil(n / num_workers) rows and runs the same number of batches (dist_sync deadlocks
+  otherwise). The union of the shards is the whole training split, every epoch.
+* `train.batch_size` is per worker; the gradient of one update is summed over
+  batch_size x num_workers samples, so rescale_grad is 1 / (batch_size x num_workers)
+  for the *_sync kvstores (the servers sum the workers' gradients).
+* dist_sync / dist_device_sync: the servers only sum gradients; every worker applies the
+  same optimizer update to the same summed gradient (MXNET_UPDATE_ON_KVSTORE=0), so the
+  workers' parameters are bit-identical, the optimizer state is local (rank 0 checkpoints
+  it and a resume restores it), and the kvstore is free to average other arrays.
+  dist_async: MXNet only supports updates on the servers, so the workers pull the final
+  weights from the servers after training; running statistics, early stopping and
+  --resume are refused there (no way to average or agree through an updating server).
+* Statistics: `dataset` mode computes the exact statistics of the WHOLE training split on
+  every worker (every worker reads the file anyway to make the split; the computation is
+  deterministic, so every worker holds the same bits without any exchange and without a
+  merge-order rounding question). `running` mode: MXNet never synchronises aux states,
+  so at every epoch end the moving mean/var are summed through the kvstore under
+  dedicated keys, divided by num_workers and written back into every worker's Module:
+  checkpoints, validation and the export all see the same averaged statistics.
+* Validation runs on every worker on the whole validation split (same parameters, same
+  statistics, so the same figures); an early stop wanted by any worker stops all of them
+  (a flag summed through the kvstore), so no worker is left waiting in a push.
+* Only rank 0 writes checkpoints and the export.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .errors import RunError, UsageError
+
+DIST_KVSTORES = ("dist_sync", "dist_async", "dist_device_sync")
+DMLC_VARS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
+             "DMLC_NUM_WORKER")
+AUX_KEY = "__symbuilder_aux__:"
+STOP_KEY = "__symbuilder_stop__"
+# Test hook: each worker saves its final parameters (and, in running mode, its own last
+# moving statistics before averaging) into this folder.
+DUMP_ENV = "SYMBUILDER_DIST_DUMP"
+
+
+def is_dist(kvstore: str) -> bool:
+    return kvstore in DIST_KVSTORES
+
+
+def _is_sync(kvstore: str) -> bool:
+    return "_sync" in kvstore
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """One worker of a dist_* job: its kvstore, rank and the job's size."""
+    kvstore: Any
+    kind: str
+    rank: int
+    num_workers: int
+    _aux_names: List[str] = dataclasses.field(default_factory=list)
+    _stop_ready: bool = False
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def sync(self) -> bool:
+        return _is_sync(self.kind)
+
+    @property
+    def shard(self) -> Tuple[int, int]:
+        return (self.rank, self.num_workers)
+
+    def rows(self, n: int) -> int:
+        """Training rows this worker sees per epoch (data.shard_order)."""
+        from .data import shard_rows
+        return shard_rows(n, self.num_workers)
+
+    @contextlib.contextmanager
+    def optimizer_env(self) -> Iterator[None]:
+        """Around Module.init_optimizer: in the *_sync modes the servers only sum gradients
+        and every worker updates (MXNET_UPDATE_ON_KVSTORE=0, read by Module there).
+        Module sets rescale_grad = 1 / (batch_size x num_workers) itself for *_sync
+        kvstores, since the servers add the workers' gradients."""
+        old = os.environ.get("MXNET_UPDATE_ON_KVSTORE")
+        os.environ["MXNET_UPDATE_ON_KVSTORE"] = "0" if self.sync else "1"
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("MXNET_UPDATE_ON_KVSTORE", None)
+            else:
+                os.environ["MXNET_UPDATE_ON_KVSTORE"] = old
+
+    def init_keys(self, module: Any, *, fixed: Sequence[str] = ()) -> None:
+        """Create symbuilder's own keys, after Module created the parameters' keys: one per
+        aux state that changes (every BatchNorm's moving statistics but the `fixed` ones)
+        and the stop flag. Collective: every worker calls it with the same names."""
+        import mxnet as mx
+        if not self.sync:
+            return
+        _, aux = module.get_params()
+        self._aux_names = sorted(k for k in aux if k not in set(fixed))
+        for name in self._aux_names:
+            self.kvstore.init(AUX_KEY + name, mx.nd.zeros(aux[name].shape, dtype="float32"))
+        self.kvstore.init(STOP_KEY, mx.nd.zeros((1,), dtype="float32"))
+        self._stop_ready = True
+
+    def average_aux(self, module: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Average the registered aux arrays over the workers and write the average back
+        into the Module; returns (local aux before averaging, aux after)."""
+        import mxnet as mx
+        arg, aux = module.get_params()  # aux averaged over local devices
+        if not self._aux_names:
+            return aux, aux
+        # Module.get_params() hands out its own NDArrays, which set_params below overwrites
+        # in place: keep a copy of the local values.
+        local = {k: v.copy() for k, v in aux.items()}
+        averaged = dict(aux)
+        for name in self._aux_names:
+            out = mx.nd.zeros(aux[name].shape, dtype="float32")
+            self.kvstore.push(AUX_KEY + name, aux[name])
+            self.kvstore.pull(AUX_KEY + name, out=out)
+            averaged[name] = out / self.num_workers
+        module.set_params(arg, averaged, allow_missing=False, force_init=True)
+        return local, averaged
+
+    def any(self, flag: bool) -> bool:
+        """True on every worker if any worker passed True (dist_sync: a summed flag)."""
+        import mxnet as mx
+        if not self._stop_ready:
+            return flag
+        out = mx.nd.zeros((1,), dtype="float32")
+        self.kvstore.push(STOP_KEY, mx.nd.array([1.0 if flag else 0.0], dtype="float32"))
+        self.kvstore.pull(STOP_KEY, out=out)
+        return float(out.asnumpy()[0]) > 0
+
+    def finish(self, module: Any) -> None:
+        """After training: dist_async workers each hold the weights of their last pull;
+        wait for every worker's last push, then pull the servers' final weights."""
+        if self.sync or not getattr(module, "_update_on_kvstore", False):
+            return
+        self.kvstore._barrier()
+        group = module._exec_group
+        for idx, name in enumerate(group.param_names):
+            self.kvstore.pull(name, out=group.param_arrays[idx], priority=-idx)
+        module._params_dirty = True
+
+    def dump(self, arg: Dict[str, Any], aux: Dict[str, Any],
+             local_aux: Optional[Dict[str, Any]] = None) -> None:
+        """Test hook (SYMBUILDER_DIST_DUMP): this worker's final parameters."""
+        folder = os.environ.get(DUMP_ENV)
+        if not folder:
+            return
+        import mxnet as mx
+        os.makedirs(folder, exist_ok=True)
+        saved = {f"arg:{k}": v for k, v in arg.items()}
+        saved.update({f"aux:{k}": v for k, v in aux.items()})
+        mx.nd.save(os.path.join(folder, f"worker-{self.rank}.params"), saved)
+        if local_aux is not None:
+            mx.nd.save(os.path.join(folder, f"worker-{self.rank}-local-aux.params"),
+                       dict(local_aux))
+
+
+def check_env(spec: Any, *, resume: bool = False,
+              environ: Optional[Dict[str, str]] = None) -> bool:
+    """True if this process is a worker of a dist_* job (then `join` it after loading the
+    data). A dist_* kvstore without the DMLC_* variables (or the variables with a non-dist
+    kvstore) is a user mistake: one located line, exit 2."""
+    env = os.environ if environ is None else environ
+    kind = spec.train.kvstore
+    role = env.get("DMLC_ROLE")
+    if not is_dist(kind):
+        if role:
+            raise spec.error(("train", "kvstore"), f"DMLC_ROLE={role} is set (a distributed "
+                             f"job), but train.kvstore is '{kind}'; use dist_sync, "
+                             "dist_async or dist_device_sync, e.g. --set "
+                             "train.kvstore=dist_sync")
+        return False
+    missing = [v for v in DMLC_VARS if not env.get(v)]
+    if missing:
+        raise spec.error(("train", "kvstore"), f"'{kind}' needs the parameter server's "
+                         f"environment ({', '.join(missing)} not set): run "
+                         "`symbuilder launch --workers N --servers M SPEC`, or set the "
+                         "DMLC_* variables by hand (README, 'Distributed training')")
+    if role != "worker":
+        raise spec.error(("train", "kvstore"), f"DMLC_ROLE={role}: `symbuilder build` runs "
+                         "the workers; a scheduler or server is `python -c 'import mxnet'` "
+                         "with the same variables")
+    if kind == "dist_async":
+        running = [i for i, item in enumerate(spec.all_inputs)
+                   if item.normalize is not None and item.normalize.stats == "running"]
+        if running:
+            raise spec.error(spec.input_path(running[0]) + ("normalize", "stats"), "stats: running needs "
+                             "dist_sync: under dist_async the servers apply every push as an "
+                             "update, so the workers' moving statistics cannot be averaged; "
+                             "use stats: dataset or kvstore: dist_sync")
+        if spec.train.early_stopping is not None:
+            raise spec.error(("train", "early_stopping"), "early stopping needs dist_sync: "
+                             "under dist_async the workers' parameters differ at every "
+                             "epoch end, so they cannot agree when to stop")
+        if resume:
+            raise UsageError("--resume needs dist_sync: under dist_async the optimizer state "
+                             "lives on the servers and is not checkpointed")
+    return True
+
+
+def join(spec: Any, *, progress: Any = None) -> WorkerContext:
+    """Create the job's kvstore: connects to the scheduler and waits until every worker
+    and server has registered."""
+    env = os.environ
+    kind = spec.train.kvstore
+    import mxnet as mx
+    try:
+        kv = mx.kv.create(kind)
+    except mx.base.MXNetError as e:
+        from .errors import mxnet_message
+        raise RunError(f"could not join the parameter server at "
+                       f"{env.get('DMLC_PS_ROOT_URI')}:{env.get('DMLC_PS_ROOT_PORT')}: "
+                       f"{mxnet_message(e)}") from None
+    worker = WorkerContext(kvstore=kv, kind=kind, rank=int(kv.rank),
+                           num_workers=int(kv.num_workers))
+    if progress:
+        progress(f"worker rank {worker.rank} of {worker.num_workers} ({kind}); "
+                 + ("writes the checkpoints and the export" if worker.chief else
+                    "rank 0 writes the checkpoints and the export"))
+    return worker
+
+
+def exit_failed_worker(code: int) -> None:
+    """End a failed dist worker at once. A normal exit would run the kvstore's destructor,
+    whose barrier waits for workers that are themselves waiting for this one's pushes."""
+    if code != 0 and os.environ.get("DMLC_ROLE") == "worker":
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # pragma: no cover - a closed pipe
+                pass
+        os._exit(code)
+
+
+# --------------------------------------------------------------------------- launching
+
+# Every process a launch starts carries this variable (value: a token unique to the
+# launch), so a leftover process can be found by scanning /proc/*/environ.
+LAUNCH_ENV = "SYMBUILDER_LAUNCH"
+_PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(RunError):
+    """A launched job failed: a process died, or the job ran out of time."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclasses.dataclass
+class _Proc:
+    role: str
+    index: int
+    popen: subprocess.Popen
+    reader: Optional[threading.Thread] = None
+
+    @property
+    def label(self) -> str:
+        return self.role if self.role == "scheduler" else f"{self.role} {self.index}"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
+    """`count` distinct ports free on `host` now (held open together, then released),
+    ascending."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return sorted(s.getsockname()[1] for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _child_setup(parent: int) -> Any:
+    """preexec_fn: die with the launcher (even on SIGKILL), and refuse to run if the
+    launcher is already gone. The child also gets its own session (start_new_session),
+    so a Ctrl-C reaches the launcher only, which then stops every process in order."""
+    def setup() -> None:
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except Exception:  # pragma: no cover - not Linux: the launcher's cleanup still runs
+            pass
+        if os.getppid() != parent:
+            os._exit(1)
+    return setup
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # pragma: no cover
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
+           timeout: Optional[float] = None, python: Optional[str] = None,
+           out: Optional[IO[str]] = None, grace: float = 30.0,
+           environ: Optional[Dict[str, str]] = None) -> None:
+    """Run a dist job on this host: a scheduler, `servers` servers and `workers` workers
+    (`python -m symbuilder build *build_args`), all on 127.0.0.1.
+
+    Every output line is written to `out` prefixed with its process (`[worker 0] ...`).
+    Worker i is kvstore rank i: ps-lite ranks the nodes of one host by port, and worker
+    i gets the i-th lowest port. Returns when every worker exited 0 (the scheduler and
+    servers end by themselves then; after `grace` seconds they are stopped). Raises
+    LaunchError, after stopping every other process, when any process dies (non-zero exit
+    or a signal) or `timeout` seconds pass; on KeyboardInterrupt or SIGTERM everything is
+    stopped too. Nothing outlives the launch: each process runs in its own session (its
+    group is killed, grandchildren included) and gets SIGKILL if the launcher dies.
+    """
+    if workers < 1 or servers < 1:
+        raise UsageError("launch needs at least one worker and one server")
+    out = out or sys.stdout
+    python = python or sys.executable
+    base = dict(os.environ if environ is None else environ)
+    ports = free_ports(1 + servers + workers)
+    root, server_ports, worker_ports = ports[0], ports[1:1 + servers], ports[1 + servers:]
+    token = f"{os.getpid()}-{time.time_ns()}"
+    base.update({"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(root),
+                 "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers),
+                 "DMLC_NODE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", LAUNCH_ENV: token})
+    base.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+    base.pop("PORT", None)
+    plan: List[Tuple[str, int, List[str], Optional[int]]] = [
+        ("scheduler", 0, [python, "-c", "import mxnet"], None)]
+    plan += [("server", i, [python, "-c", "import mxnet"], p) for i, p in enumerate(server_ports)]
+    plan += [("worker", i, [python, "-m", "symbuilder", "build", *build_args], p)
+             for i, p in enumerate(worker_ports)]
+    lock = threading.Lock()
+    procs: List[_Proc] = []
+
+    def emit(label: str, line: str) -> None:
+        with lock:
+            try:
+                out.write(f"[{label}] {line}\n")
+                out.flush()
+            except (BrokenPipeError, ValueError):  # pragma: no cover - reader went away
+                pass
+
+    def pump(proc: _Proc) -> None:
+        for raw in iter(proc.popen.stdout.readline, b""):
+            emit(proc.label, raw.decode("utf-8", "replace").rstrip("\r\n"))
+        proc.popen.stdout.close()
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt()
+
+    old_term = signal.signal(signal.SIGTERM, on_sigterm) \
+        if threading.current_thread() is threading.main_thread() else None
+    started = time.monotonic()
+    try:
+        for role, index, cmd, port in plan:
+            env = dict(base, DMLC_ROLE=role)
+            if port is not None:
+                env["PORT"] = str(port)
+            popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True,
+                                     preexec_fn=_child_setup(os.getpid()))
+            procs.append(_Proc(role, index, popen))
+        for proc in procs:
+            proc.reader = threading.Thread(target=pump, args=(proc,), daemon=True)
+            proc.reader.start()
+        emit("launch", f"scheduler at 127.0.0.1:{root}; started " + ", ".join(
+            f"{p.label} (pid {p.popen.pid})" for p in procs))
+        workers_done_at: Optional[float] = None
+        while True:
+            codes = [(p, p.popen.poll()) for p in procs]
+            dead = next(((p, c) for p, c in codes if c is not None and c != 0), None)
+            if dead:
+                proc, code = dead
+                others = _stop(procs, exclude=proc)
+                worker_mistake = proc.role == "worker" and code == 2
+                raise LaunchError(
+                    f"{proc.label} (pid {proc.popen.pid}) {_describe_exit(code)}"
+                    + (" (a mistake in the spec, the data or the command line; see its "
+                       "output above)" if worker_mistake else "")
+                    + (f"; stopped {others}" if others else ""),
+                    exit_code=2 if worker_mistake else 1)
+            if all(c == 0 for p, c in codes if p.role == "worker"):
+                if all(c is not None for _, c in codes):
+                    break
+                workers_done_at = workers_done_at or time.monotonic()
+                if time.monotonic() - workers_done_at > grace:
+                    others = _stop(procs)
+                    emit("launch", f"the workers finished; stopped {others}, which did not "
+                         f"end within {grace:g} s")
+                    break
+            if timeout is not None and time.monotonic() - started > timeout:
+                others = _stop(procs)
+                raise LaunchError(f"timed out after {timeout:g} s (--timeout); stopped {others}")
+            time.sleep(0.05)
+    finally:
+        _stop(procs)
+        for proc in procs:
+            if proc.reader is not None:
+                proc.reader.join(timeout=5)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _stop(procs: Sequence[_Proc], *, exclude: Optional[_Proc] = None,
+          patience: float = 5.0) -> str:
+    """Stop every process group still running: SIGTERM, then SIGKILL after `patience`
+    seconds; reap them all. Returns which were running, for the message."""
+    # Only groups whose leader is alive (not yet reaped): a reaped leader's pid, which is
+    # the group's id, could belong to someone else's process by now.
+    running = [p for p in procs if p.popen.poll() is None]
+    for proc in running:
+        _signal_group(proc.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + patience
+    for proc in running:
+        try:
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.popen.pid, signal.SIGKILL)
+    for proc in running:
+        try:
+            proc.popen.wait(timeout=patience)
+        except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
+            pass
+    running = [p for p in running if p is not exclude]
+    if not running:
+        return ""
+    return "the other " + (f"{len(running)} processes" if len(running) > 1 else "process") \
+        + " (" + ", ".join(p.label for p in running) + ")"
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

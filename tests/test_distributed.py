@@ -1,0 +1,268 @@
+"""Distributed training on MXNet's parameter server (symbuilder.distributed).
+
+The slow tests run real jobs through `symbuilder launch` on loopback (a scheduler, one
+server, two workers) and compare against independent computations: numpy float64
+statistics of the whole training split, each worker's own parameters (saved through the
+SYMBUILDER_DIST_DUMP test hook), and a /proc scan for leftover processes.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from symbuilder.data import load_data, shard_order, shard_rows
+from symbuilder.distributed import DUMP_ENV, LAUNCH_ENV, check_env, free_ports
+from symbuilder.errors import SpecError
+from symbuilder.spec.model import load_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLP = os.path.join(ROOT, "specs", "breast_cancer_mlp.yaml")
+CNN = os.path.join(ROOT, "specs", "digits_cnn.yaml")
+DMLC = {"DMLC_ROLE": "worker", "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": "9",
+        "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": "2"}
+
+
+# ----------------------------------------------------------------- fast: sharding, checks
+
+@pytest.mark.parametrize("n,workers", [(455, 2), (455, 3), (33, 2), (5, 4), (1, 3), (64, 1)])
+def test_shards_cover_every_row_with_equal_lengths(n, workers):
+    order = np.random.RandomState(n).permutation(n)
+    shards = [shard_order(order, r, workers) for r in range(workers)]
+    per = -(-n // workers)
+    assert shard_rows(n, workers) == per
+    assert all(len(s) == per for s in shards)           # same batch count on every worker
+    joined = np.concatenate(shards)
+    assert set(joined.tolist()) == set(range(n))        # the union is the whole split
+    assert len(joined) - n == per * workers - n < workers  # at most W-1 rows twice
+    if workers > 1 and n >= workers:
+        # disjoint apart from the padding repeats, and each follows the epoch's order
+        assert len(set(shards[0].tolist()) & set(shards[1].tolist())) <= workers - 1
+        assert shards[0].tolist() == [int(order[i % n]) for i in range(0, per * workers, workers)]
+
+
+def test_dist_kvstore_without_dmlc_environment_is_a_located_mistake():
+    spec = load_spec(MLP, overrides=["train.kvstore=dist_sync"])
+    with pytest.raises(SpecError) as e:
+        check_env(spec, environ={})
+    assert e.value.path == "train.kvstore" and e.value.line
+    assert "symbuilder launch" in str(e.value) and "DMLC_PS_ROOT_URI" in str(e.value)
+    assert check_env(spec, environ=DMLC) is True
+    assert check_env(load_spec(MLP), environ={}) is False
+
+
+def test_dmlc_environment_with_a_local_kvstore_is_a_mistake():
+    with pytest.raises(SpecError, match="DMLC_ROLE=worker is set"):
+        check_env(load_spec(MLP), environ=DMLC)
+
+
+def test_dist_async_refuses_running_statistics():
+    spec = load_spec(MLP, overrides=["train.kvstore=dist_async", "input.normalize.stats=running"])
+    with pytest.raises(SpecError, match="stats: running needs dist_sync") as e:
+        check_env(spec, environ=DMLC)
+    assert e.value.path == "input.normalize.stats"
+
+
+def _cli(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "symbuilder", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_cli_build_with_dist_kvstore_outside_a_launch_exits_2_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
+    run = _cli("build", MLP, "--set", "train.kvstore=dist_sync", "--out", str(tmp_path / "o"),
+               env=env)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr
+    assert re.match(r".*breast_cancer_mlp\.yaml:\d+:\d+: train\.kvstore: 'dist_sync' needs", lines[0])
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_launch_with_a_local_kvstore_exits_2_before_starting_anything(tmp_path):
+    run = _cli("launch", "--workers", "2", MLP, "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and run.stdout == ""
+    assert "train.kvstore: launch runs a parameter-server job" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = free_ports(5)
+    assert len(set(ports)) == 5 and ports == sorted(ports)
+
+
+# ------------------------------------------------------------------ slow: real jobs
+
+def _launch(tmp_path, spec, *extra, dump=True, timeout=100):
+    env = dict(os.environ)
+    if dump:
+        env[DUMP_ENV] = str(tmp_path / "dump")
+    out = tmp_path / "export"
+    run = _cli("launch", "--workers", "2", "--servers", "1", "--timeout", str(timeout - 10),
+               spec, "--out", str(out), *extra, env=env, timeout=timeout)
+    return run, str(out)
+
+
+def _load_params(path):
+    import mxnet as mx
+    return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
+
+
+def _assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_two_workers_dataset_mode_same_params_and_whole_split_statistics(tmp_path):
+    # The digits CNN has a BatchNorm inside (bn2): its aux states are averaged too.
+    run, out = _launch(tmp_path, CNN, "--set", "train.kvstore=dist_sync", "--epochs", "2")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    for rank in (0, 1):
+        assert f"[worker {rank}] worker rank {rank} of 2 (dist_sync)" in run.stdout
+        assert f"[worker {rank}] epoch 2/2" in run.stdout
+    w0 = _load_params(tmp_path / "dump" / "worker-0.params")
+    w1 = _load_params(tmp_path / "dump" / "worker-1.params")
+    _assert_same(w0, w1)                                  # bit-identical arg and aux
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    exported = _load_params(os.path.join(out, f"digits_cnn-{manifest['epoch']:04d}.params"))
+    _assert_same(exported, w0)                            # rank 0 exported what all held
+
+    # Independent: numpy float64 over the WHOLE training split (per channel: all pixels).
+    data = load_data(load_spec(CNN))
+    x = data.train.features.astype(np.float64)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    report = manifest["input_normalization"]
+    report = report.get("data", report)
+    np.testing.assert_allclose(report["exact_mean"], mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(report["exact_var"], var, rtol=1e-12, atol=0)
+    assert report["count"] == x.shape[0] * 64
+    np.testing.assert_array_max_ulp(exported["aux:data_bn_moving_mean"]
+                                    if "aux:data_bn_moving_mean" in exported else
+                                    _aux(exported, "moving_mean"), mean.astype(np.float32), 1)
+    np.testing.assert_array_max_ulp(_aux(exported, "moving_var"), var.astype(np.float32), 1)
+    # ... and not a worker's shard: a shard's statistics differ.
+    order = np.random.RandomState(42 * 1_000_003).permutation(len(x))
+    shard = x[shard_order(order, 0, 2)]
+    assert not np.allclose(shard.mean(axis=(0, 2, 3)), mean, rtol=1e-6, atol=0)
+    # Only rank 0 wrote: one export, no run folder left behind.
+    assert sorted(os.listdir(tmp_path)) == ["dump", "export"]
+
+
+def _aux(params, suffix):
+    """The input layer's aux state (its name is derived from the input's)."""
+    from symbuilder.builder import InputLayerNames
+    names = InputLayerNames.for_input("data")
+    return params["aux:" + getattr(names, suffix)]
+
+
+@pytest.mark.slow
+def test_two_workers_running_mode_average_their_moving_statistics(tmp_path):
+    run, out = _launch(tmp_path, MLP, "--set", "train.kvstore=dist_sync",
+                       "--set", "input.normalize.stats=running", "--epochs", "3")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    dump = tmp_path / "dump"
+    w0, w1 = (_load_params(dump / f"worker-{r}.params") for r in (0, 1))
+    l0, l1 = (_load_params(dump / f"worker-{r}-local-aux.params") for r in (0, 1))
+    _assert_same(w0, w1)
+    # Each worker's own moving statistics differed (different shards) ...
+    assert not np.array_equal(l0[_aux_key("moving_mean")], l1[_aux_key("moving_mean")])
+    # ... and every worker ended with their float32 average.
+    for key in (_aux_key("moving_mean"), _aux_key("moving_var")):
+        want = (l0[key].astype(np.float32) + l1[key].astype(np.float32)) / np.float32(2)
+        np.testing.assert_allclose(w0["aux:" + key], want, rtol=1e-6, atol=0)
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    exported = _load_params(os.path.join(out, f"breast_cancer_mlp-{manifest['epoch']:04d}.params"))
+    _assert_same(exported, w0)
+
+
+def _aux_key(suffix):
+    from symbuilder.builder import InputLayerNames
+    return getattr(InputLayerNames.for_input("data"), suffix)
+
+
+def _launch_processes(launcher_pid):
+    """Every live process carrying this launch's marker variable (a /proc scan)."""
+    marker = f"{LAUNCH_ENV}={launcher_pid}-".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read():
+                    with open(f"/proc/{entry}/stat") as s:
+                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_killing_a_worker_ends_the_job_with_a_clear_error_and_no_leftovers(tmp_path):
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "symbuilder", "launch", "--workers", "2", "--timeout", "80",
+         MLP, "--set", "train.kvstore=dist_sync", "--epochs", "2000",
+         "--out", str(tmp_path / "export")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True)
+    try:
+        victim, lines = None, []
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"worker 1 \(pid (\d+)\)", line)
+            if m:
+                victim = int(m.group(1))
+            if re.match(r"\[worker 1\] epoch +2/", line):  # epoch numbers are right-aligned
+                break
+        assert victim, "".join(lines)
+        assert len(_launch_processes(proc.pid)) == 4     # the scan sees the whole job
+        os.kill(victim, signal.SIGKILL)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1
+    message = err.strip().splitlines()[-1]
+    assert message == (f"symbuilder: failed: worker 1 (pid {victim}) was killed by SIGKILL; "
+                       "stopped the other 3 processes (scheduler, server 0, worker 0)")
+    assert "Traceback" not in err
+    assert _launch_processes(proc.pid) == []
+    assert not (tmp_path / "export").exists()           # no export from a failed job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kvstore", ["device", "local"])
+def test_two_devices_on_one_host_train_and_export(tmp_path, kvstore):
+    import mxnet as mx
+    from symbuilder.pipeline import build
+    spec = load_spec(MLP, overrides=["train.context=[cpu(0), cpu(1)]",
+                                     f"train.kvstore={kvstore}", "train.epochs=3"])
+    captured = {}
+    real_init = mx.mod.Module.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        captured.setdefault("contexts", self._context)
+    mx.mod.Module.__init__ = spy
+    try:
+        result = build(spec, out_dir=str(tmp_path / "export"))
+    finally:
+        mx.mod.Module.__init__ = real_init
+    assert captured["contexts"] == [mx.cpu(0), mx.cpu(1)]
+    assert result.manifest["metrics"]["val"]["accuracy"] > 0.9
+    assert result.manifest["parity"]["max_abs"] <= 1e-5
+    assert os.path.exists(tmp_path / "export" / "breast_cancer_mlp.onnx")
