@@ -34,7 +34,7 @@ class InputLayerNames:
 def layer_names(spec: Spec) -> List[str]:
     """The node name of every layer: its own, or a generated `<op><k>` unique in the spec."""
     taken = {layer.name for layer in spec.layers if layer.name}
-    taken.add(spec.input.name)
+    taken.update(i.name for i in spec.all_inputs)
     counts: Dict[str, int] = {}
     names = []
     for layer in spec.layers:
@@ -108,11 +108,16 @@ def _layer_attrs(spec: Spec, index: int) -> Dict[str, str]:
         raise spec.error(where, e.message) from None
 
 
-def build_layers(spec: Spec, start: mx.sym.Symbol) -> mx.sym.Symbol:
-    """The layer DAG on top of `start` (the normalized input). Returns the last layer."""
+def build_inputs(spec: Spec) -> Dict[str, mx.sym.Symbol]:
+    """Each data input, normalized by its own input layer, by input name."""
+    return {item.name: build_input(item) for item in spec.all_inputs}
+
+
+def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol]) -> mx.sym.Symbol:
+    """The layer DAG on top of the normalized inputs. Returns the last layer."""
     names = layer_names(spec)
-    produced: Dict[str, mx.sym.Symbol] = {spec.input.name: start}
-    previous = start
+    produced: Dict[str, mx.sym.Symbol] = dict(starts)
+    previous = next(iter(starts.values())) if len(starts) == 1 else None
     for i, (layer, name) in enumerate(zip(spec.layers, names)):
         op_fn = getattr(mx.sym, layer.op, None)
         if op_fn is None or layer.op.startswith("__"):
@@ -120,6 +125,10 @@ def build_layers(spec: Spec, start: mx.sym.Symbol) -> mx.sym.Symbol:
             raise spec.error(("layers", i, "op"), f"unknown MXNet operator '{layer.op}'"
                              f"{suggest_text(layer.op, [n for n in dir(mx.sym) if n[:1].isupper()])}")
         if layer.inputs is None:
+            if previous is None:
+                raise spec.error(("layers", i), f"missing required key 'inputs': with several "
+                                 f"inputs ({', '.join(starts)}), the first layer names the ones "
+                                 "it reads")
             inputs = [previous]
         else:
             inputs = []
@@ -170,7 +179,7 @@ def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
 
     This is the function a legacy pipeline calls to get the symbol for its own Module code.
     """
-    symbol = build_head(spec, build_layers(spec, build_input(spec.input)))
+    symbol = build_head(spec, build_layers(spec, build_inputs(spec)))
     if check_shapes:
         _check_optimizer_shapes(spec, symbol, infer_shapes(spec, symbol))
     return symbol
@@ -185,13 +194,17 @@ def _check_optimizer_shapes(spec: Spec, symbol: mx.sym.Symbol,
     if spec.train.optimizer.lower() != "groupadagrad":
         return
     from .train import fixed_param_names
-    skip = {spec.input.name, spec.output.label_name, *fixed_param_names(spec)}
-    names = InputLayerNames.for_input(spec.input.name)
+    skip = {spec.output.label_name, *fixed_param_names(spec)}
+    skip.update(item.name for item in spec.all_inputs)
+    input_layer_params = set()
+    for item in spec.all_inputs:
+        names = InputLayerNames.for_input(item.name)
+        input_layer_params.update((names.gamma, names.beta))
     for name in symbol.list_arguments():
         shape = tuple(shapes.get(name, ()))
         if name in skip or len(shape) == 2:
             continue
-        if name in (names.gamma, names.beta):
+        if name in input_layer_params:
             fix = ("use stats: dataset with freeze: true, which takes the input layer out of "
                    "training (lr_mult=0 alone does not)")
         elif name.endswith("_bias"):
@@ -205,14 +218,15 @@ def _check_optimizer_shapes(spec: Spec, symbol: mx.sym.Symbol,
 
 
 def data_shapes(spec: Spec, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:
-    return {spec.input.name: (batch_size,) + tuple(spec.input.shape)}
+    """Every data input's full shape, batch axis first."""
+    return {item.name: (batch_size,) + tuple(item.shape) for item in spec.all_inputs}
 
 
 def infer_shapes(spec: Spec, symbol: mx.sym.Symbol, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:
     """Shapes of every argument, aux state and output; a located error at the failing layer."""
     shapes = data_shapes(spec, batch_size)
     try:
-        arg_shapes, out_shapes, aux_shapes = symbol.infer_shape(**shapes)
+        arg_shapes, out_shapes, aux_shapes = _infer_shape(symbol, shapes)
         if arg_shapes is None or any(s is None or 0 in s for s in arg_shapes):
             raise mx.base.MXNetError("shapes could not be fully inferred")
     except mx.base.MXNetError:
@@ -224,56 +238,66 @@ def infer_shapes(spec: Spec, symbol: mx.sym.Symbol, batch_size: int = 1) -> Dict
     return result
 
 
+def _infer_shape(symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, ...]]) -> Tuple[Any, Any, Any]:
+    """symbol.infer_shape, with MXNet's one non-MXNetError failure turned into one."""
+    try:
+        return symbol.infer_shape(**shapes)
+    except mx.base.MXNetError:
+        raise
+    except Exception as e:  # MXNet raises a bare Exception for tensors beyond 2^31 elements
+        if "2^31" not in str(e):
+            raise
+        raise mx.base.MXNetError("a tensor would have 2^31 elements or more, beyond what MXNet's "
+                                 "pip builds allow (32-bit tensor sizes)") from None
+
+
 def _locate_shape_error(spec: Spec, batch_size: int) -> None:
     """Rebuild layer by layer to find the first layer whose shapes fail; raise there.
 
     Only runs after a failure, so the quadratic cost never touches a valid spec.
     """
     shapes = data_shapes(spec, batch_size)
-    start = build_input(spec.input)
+    starts = build_inputs(spec)
     names = layer_names(spec)
     for i in range(len(spec.layers)):
         partial = dataclasses.replace(spec, layers=spec.layers[: i + 1])
-        node = build_layers(partial, start)
-        received = _input_shapes_of(partial, start, i, shapes)
+        node = build_layers(partial, starts)
+        received = _input_shapes_of(partial, starts, i, shapes)
         try:
-            _, out_shapes, _ = node.infer_shape(**shapes)
+            _, out_shapes, _ = _infer_shape(node, shapes)
             if out_shapes is None or any(0 in s for s in out_shapes):
                 raise mx.base.MXNetError("output shape could not be inferred")
         except mx.base.MXNetError as e:
             raise spec.error(("layers", i), f"{spec.layers[i].op} '{names[i]}' cannot take input "
                              f"shape {received}: {mxnet_message(e)}") from None
-    body = build_layers(spec, start)
+    body = build_layers(spec, starts)
     _, out, _ = body.infer_shape(**shapes)
     label = f" (label shape follows the data: {out[0]})" if out else ""
     raise spec.error(("output",), f"{spec.output.op} cannot take input shape {out[0] if out else '?'}"
                      f"{label}")
 
 
-def _input_shapes_of(spec: Spec, start: mx.sym.Symbol, index: int,
+def _input_shapes_of(spec: Spec, starts: Dict[str, mx.sym.Symbol], index: int,
                      shapes: Dict[str, Tuple[int, ...]]) -> str:
     """The shapes the layer at `index` receives, as text, for error messages."""
     layer = spec.layers[index]
+    names = layer_names(spec)
+
+    def shape_of(ref: str) -> Tuple[int, ...]:
+        if ref in starts:
+            node = starts[ref]
+        else:
+            k = names.index(ref)
+            node = build_layers(dataclasses.replace(spec, layers=spec.layers[:k + 1]), starts)
+        _, out, _ = node.infer_shape_partial(**shapes)
+        return tuple(out[0])
+
     try:
-        if index == 0 or layer.inputs is None:
-            if index == 0:
-                _, out, _ = start.infer_shape(**shapes)
-            else:
-                prev = build_layers(dataclasses.replace(spec, layers=spec.layers[:index]), start)
-                _, out, _ = prev.infer_shape(**shapes)
-            return str(tuple(out[0]))
-        names = layer_names(spec)
-        received = []
-        for ref in layer.inputs:
-            if ref == spec.input.name:
-                _, out, _ = start.infer_shape(**shapes)
-            else:
-                k = names.index(ref)
-                prev = build_layers(dataclasses.replace(spec, layers=spec.layers[:k + 1]), start)
-                _, out, _ = prev.infer_shape(**shapes)
-            received.append(tuple(out[0]))
-        return ", ".join(map(str, received))
-    except Exception:
+        if layer.inputs is None:
+            ref = names[index - 1] if index > 0 else next(iter(starts))
+            return str(shape_of(ref))
+        return ", ".join(str(shape_of(ref)) for ref in layer.inputs)
+    except Exception:  # the message is best effort; the located error is what matters
         return "?"
 
 

@@ -48,6 +48,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _say
     out = build(spec, out_dir=args.out, epochs=args.epochs, progress=progress,
                 verbose=args.verbose, resume=args.resume, bar=False if args.quiet else None)
+    if out.rank:  # a dist worker other than rank 0: rank 0 exports
+        print(f"worker {out.rank}: trained {out.result.epochs_trained} epochs; rank 0 writes "
+              f"{out.out_dir}")
+        return EXIT_OK
     metrics = out.manifest["metrics"]["val"]
     parity = out.manifest.get("parity")
     figures = "  ".join(f"val {k}={v:.4f}" for k, v in metrics.items())
@@ -155,7 +159,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _build_argv(args: argparse.Namespace) -> List[str]:
+    """The `symbuilder build` arguments of a launch's workers."""
+    argv = [args.spec]
+    for key in args.set or []:
+        argv += ["--set", key]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.epochs:
+        argv += ["--epochs", str(args.epochs)]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--quiet", args.quiet),
+                                   ("--verbose", args.verbose)) if on]
+    return argv
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .distributed import is_dist, launch
+    spec = _load(args)
+    if not is_dist(spec.train.kvstore):
+        raise spec.error(("train", "kvstore"), f"launch runs a parameter-server job, but "
+                         f"train.kvstore is '{spec.train.kvstore}'; use dist_sync, dist_async "
+                         "or dist_device_sync (e.g. --set train.kvstore=dist_sync)")
+    launch(_build_argv(args), workers=args.workers, servers=args.servers,
+           timeout=args.timeout)
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "launch": cmd_launch,
     "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
     "export": cmd_export, "predict": cmd_predict, "verify": cmd_verify,
 }
@@ -182,6 +213,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted build from "
                    "its last complete checkpoint (export/.<name>.run/)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
+    p.add_argument("--verbose", "-v", action="store_true", help="show MXNet's own logging")
+
+    text = ("run a distributed build on this host: a scheduler, M parameter servers and N "
+            "workers (each `symbuilder build SPEC ...`) on 127.0.0.1")
+    p = spec_command("launch", text)
+    p.description = (text + ". Every output line is prefixed with its process; if any "
+                     "process dies, the others are stopped and the launch fails. train.kvstore "
+                     "must be dist_sync, dist_async or dist_device_sync.")
+    p.add_argument("--workers", type=_positive_int, required=True, metavar="N",
+                   help="worker processes (worker i is kvstore rank i)")
+    p.add_argument("--servers", type=_positive_int, default=1, metavar="M",
+                   help="parameter-server processes (default 1)")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="stop everything and fail after this long")
+    p.add_argument("--out", metavar="DIR", help="export folder (default export/<name>)")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted build")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
     p.add_argument("--verbose", "-v", action="store_true", help="show MXNet's own logging")
 
@@ -265,7 +314,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    from .distributed import exit_failed_worker
+    exit_failed_worker(code)  # a failed dist worker must not wait in the kvstore's barrier
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,8 @@ validation split, reshaping rows to `input.shape`, and the iterators Module.fit 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Sequence, Tuple
+import fnmatch
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -18,21 +19,33 @@ from .spec.model import SourceSpec, Spec
 
 @dataclasses.dataclass
 class Dataset:
-    """Features shaped (N, *input.shape) float32 and encoded labels (N,)."""
-    features: np.ndarray
+    """Each input's features shaped (N, *shape) float32, by input name, and encoded labels (N,)."""
+    inputs: Dict[str, np.ndarray]
     labels: np.ndarray
     source: str
 
+    @property
+    def features(self) -> np.ndarray:
+        """The features of a single-input network."""
+        if len(self.inputs) != 1:
+            raise ValueError(f"several inputs ({', '.join(self.inputs)}): use .inputs[name]")
+        return next(iter(self.inputs.values()))
+
+    def take(self, index: np.ndarray) -> "Dataset":
+        return Dataset({k: np.ascontiguousarray(v[index]) for k, v in self.inputs.items()},
+                       self.labels[index], self.source)
+
     def __len__(self) -> int:
-        return int(self.features.shape[0])
+        return int(self.labels.shape[0])
 
 
 @dataclasses.dataclass
 class SplitData:
     train: Dataset
     val: Dataset
-    feature_names: List[str]
-    classes: Optional[List[Any]]  # class values in index order; None for regression
+    feature_names: List[str]          # every feature column the network reads, input by input
+    classes: Optional[List[Any]]      # class values in index order; None for regression
+    columns: Dict[str, List[str]] = dataclasses.field(default_factory=dict)  # per input
 
 
 def is_classification(spec: Spec) -> bool:
@@ -51,16 +64,44 @@ def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True
     return table
 
 
-def shape_rows(spec: Spec, table: Table, key: Tuple) -> np.ndarray:
-    """Reshape a table's rows to (N, *input.shape); a located error when sizes differ."""
-    want = int(np.prod(spec.input.shape))
-    per_row = int(np.prod(table.features.shape[1:])) if table.features.ndim > 1 else 1
-    if per_row != want:
-        raise spec.error(("input", "shape"),
-                         f"input.shape {list(spec.input.shape)} needs {want} features per sample, "
-                         f"but {table.path} has {per_row} ({', '.join(table.feature_names[:5])}"
-                         f"{', ...' if len(table.feature_names) > 5 else ''})", DataError)
-    return table.features.reshape((len(table),) + tuple(spec.input.shape))
+def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
+    """Which table columns (indices) feed each input: its `columns` (names or glob patterns,
+    in the order given; each pattern's matches in file order), or every column."""
+    chosen: Dict[str, List[int]] = {}
+    for i, item in enumerate(spec.all_inputs):
+        if item.columns is None:
+            chosen[item.name] = list(range(len(feature_names)))
+            continue
+        picked: List[int] = []
+        for j, pattern in enumerate(item.columns):
+            where = spec.input_path(i) + (("columns", j) if len(item.columns) > 1 else ("columns",))
+            matches = [k for k, n in enumerate(feature_names) if fnmatch.fnmatchcase(n, pattern)]
+            if not matches:
+                from .spec.catalog_suggest import suggest_text
+                raise spec.error(where, f"no feature column matches '{pattern}'"
+                                 f"{suggest_text(pattern, feature_names)}", DataError)
+            picked += [k for k in matches if k not in picked]
+        chosen[item.name] = picked
+    return chosen
+
+
+def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]]) -> Dict[str, np.ndarray]:
+    """Each input's rows reshaped to (N, *shape); a located error when sizes differ."""
+    flat = table.features.reshape(len(table), -1)
+    out: Dict[str, np.ndarray] = {}
+    for i, item in enumerate(spec.all_inputs):
+        idx = columns[item.name]
+        want = int(np.prod(item.shape))
+        if len(idx) != want:
+            names = [table.feature_names[k] for k in idx]
+            raise spec.error(spec.input_path(i) + ("shape",),
+                             f"shape {list(item.shape)} needs {want} features per sample, but "
+                             f"{table.path} gives this input {len(idx)} ({', '.join(names[:5])}"
+                             f"{', ...' if len(names) > 5 else ''})", DataError)
+        # All columns in order: a reshape, no copy (a memory-mapped file stays on disk).
+        part = flat if idx == list(range(flat.shape[1])) else flat[:, idx]
+        out[item.name] = part.reshape((len(table),) + tuple(item.shape))
+    return out
 
 
 def encode_labels(spec: Spec, train: np.ndarray, others: Sequence[np.ndarray],
@@ -111,7 +152,8 @@ def load_data(spec: Spec) -> SplitData:
     train_key = ("data", "train")
     table = _read(spec, spec.data.train, train_key)
     check_finite(table)
-    features = shape_rows(spec, table, train_key)
+    columns = input_columns(spec, table.feature_names)
+    features = input_arrays(spec, table, columns)
     if spec.data.val is not None:
         val_key = ("data", "val")
         vtable = _read(spec, spec.data.val, val_key)
@@ -119,7 +161,7 @@ def load_data(spec: Spec) -> SplitData:
         if vtable.feature_names != table.feature_names and spec.data.val.resolved_format == "csv":
             raise spec.error(val_key, f"{spec.data.val.path} has columns "
                              f"{vtable.feature_names[:5]}... unlike the training file", DataError)
-        vfeatures = shape_rows(spec, vtable, val_key)
+        vfeatures = input_arrays(spec, vtable, columns)
         y_train, (y_val,), classes = encode_labels(spec, table.labels, [vtable.labels],
                                                    val_key + ("label",))
         train = Dataset(features, y_train, table.path)
@@ -131,15 +173,17 @@ def load_data(spec: Spec) -> SplitData:
         if len(tr) == 0 or len(va) == 0:
             raise spec.error(("data", "val_fraction"), f"splitting {len(y_all)} rows leaves "
                              f"{len(tr)} for training and {len(va)} for validation")
-        train = Dataset(np.ascontiguousarray(features[tr]), y_all[tr], table.path)
-        val = Dataset(np.ascontiguousarray(features[va]), y_all[va], table.path)
+        whole = Dataset(features, y_all, table.path)
+        train, val = whole.take(tr), whole.take(va)
+    names = {k: [table.feature_names[c] for c in v] for k, v in columns.items()}
     if classes is not None:
         n_out = _num_outputs(spec)
         if n_out is not None and len(classes) > n_out:
             raise spec.error(train_key + ("label",), f"the labels have {len(classes)} classes "
                              f"({classes[:10]}), but the network outputs {n_out} values",
                              DataError)
-    return SplitData(train, val, table.feature_names, classes)
+    used = [n for cols in names.values() for n in cols]
+    return SplitData(train, val, used, classes, names)
 
 
 def _num_outputs(spec: Spec) -> Optional[int]:
@@ -149,6 +193,21 @@ def _num_outputs(spec: Spec) -> Optional[int]:
     shapes = infer_shapes(spec, symbol)
     out = shapes.get(symbol.list_outputs()[0])
     return int(np.prod(out[1:])) if out else None
+
+
+def shard_rows(n: int, num_workers: int) -> int:
+    """Rows per worker and epoch: ceil(n / num_workers), the same on every worker."""
+    return -(-n // num_workers)
+
+
+def shard_order(order: np.ndarray, rank: int, num_workers: int) -> np.ndarray:
+    """Worker `rank`'s part of an epoch's order (the same permutation on every worker):
+    positions rank, rank + W, ... of the order repeated cyclically to ceil(n/W) x W, so
+    every worker runs the same number of batches (dist_sync needs that) and the shards
+    together cover every row, at most W - 1 rows twice."""
+    if num_workers <= 1:
+        return order
+    return np.resize(order, shard_rows(len(order), num_workers) * num_workers)[rank::num_workers]
 
 
 CHUNK_BYTES = 8 << 20  # features gathered per host-to-engine copy in ArrayIter
@@ -166,30 +225,34 @@ class ArrayIter(mx.io.DataIter):
     RNG there, which makes dropout masks a function of (seed, epoch) too.
     """
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, *, data_name: str,
+    def __init__(self, inputs: Dict[str, np.ndarray], labels: np.ndarray, *,
                  label_name: str, batch_size: int, shuffle: bool, seed: int = 0,
-                 epoch: int = 0, on_epoch_start: Optional[Any] = None) -> None:
+                 epoch: int = 0, on_epoch_start: Optional[Any] = None,
+                 shard: Optional[Tuple[int, int]] = None) -> None:
         super().__init__(batch_size)
-        self.features = features
+        self.inputs = inputs
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
         self.on_epoch_start = on_epoch_start
-        self.provide_data = [mx.io.DataDesc(data_name, (batch_size,) + features.shape[1:],
-                                            np.float32)]
+        self.shard = shard  # (rank, num_workers): this worker's rows of each epoch's order
+        self.provide_data = [mx.io.DataDesc(name, (batch_size,) + array.shape[1:], np.float32)
+                             for name, array in inputs.items()]
         self.provide_label = [mx.io.DataDesc(label_name, (batch_size,) + labels.shape[1:],
                                              np.float32)]
         self._start_epoch()
 
     def _start_epoch(self) -> None:
-        n = len(self.features)
+        n = len(self.labels)
         if self.shuffle:
             rng = np.random.RandomState((self.seed * 1_000_003 + self.epoch) % (2 ** 32))
             self._order = rng.permutation(n)
         else:
             self._order = np.arange(n)
+        if self.shard is not None:
+            self._order = shard_order(self._order, *self.shard)
         self._cursor = 0
         self._chunk_pads: List[int] = []
         self._chunk_pos = 0
@@ -218,7 +281,7 @@ class ArrayIter(mx.io.DataIter):
     def _load_chunk(self) -> None:
         """Gather the next CHUNK_BYTES of batches into one NDArray: one host-to-engine copy
         per chunk instead of per batch (each mx.nd.array call costs ~0.5 ms)."""
-        row_bytes = max(1, int(np.prod(self.features.shape[1:])) * 4)
+        row_bytes = max(1, sum(int(np.prod(a.shape[1:])) for a in self.inputs.values()) * 4)
         per_chunk = max(1, CHUNK_BYTES // (row_bytes * self.batch_size))
         parts, pads = [], []
         start = self._cursor
@@ -230,7 +293,8 @@ class ArrayIter(mx.io.DataIter):
             pads.append(pad)
             start += self.batch_size
         idx = np.concatenate(parts)
-        self._chunk_data = mx.nd.array(np.asarray(self.features[idx], dtype=np.float32))
+        self._chunk_data = [mx.nd.array(np.asarray(a[idx], dtype=np.float32))
+                            for a in self.inputs.values()]
         self._chunk_label = mx.nd.array(np.asarray(self.labels[idx], dtype=np.float32))
         self._chunk_pads = pads
         self._chunk_pos = 0
@@ -244,7 +308,8 @@ class ArrayIter(mx.io.DataIter):
         lo, hi = k * self.batch_size, (k + 1) * self.batch_size
         self._chunk_pos += 1
         self._cursor += self.batch_size
-        return mx.io.DataBatch(data=[self._chunk_data[lo:hi]], label=[self._chunk_label[lo:hi]],
+        return mx.io.DataBatch(data=[d[lo:hi] for d in self._chunk_data],
+                               label=[self._chunk_label[lo:hi]],
                                pad=self._chunk_pads[k], provide_data=self.provide_data,
                                provide_label=self.provide_label)
 
@@ -257,8 +322,10 @@ def labels_for(spec: Spec, dataset: Dataset) -> np.ndarray:
 
 
 def make_iter(spec: Spec, dataset: Dataset, *, batch_size: int, shuffle: bool, epoch: int = 0,
-              on_epoch_start: Optional[Any] = None) -> ArrayIter:
-    """The iterator Module.fit and Module.predict consume, named as the symbol's variables."""
-    return ArrayIter(dataset.features, labels_for(spec, dataset), data_name=spec.input.name,
-                     label_name=spec.output.label_name, batch_size=batch_size, shuffle=shuffle,
-                     seed=spec.train.seed, epoch=epoch, on_epoch_start=on_epoch_start)
+              on_epoch_start: Optional[Any] = None,
+              shard: Optional[Tuple[int, int]] = None) -> ArrayIter:
+    """The iterator Module.fit and Module.predict consume, named as the symbol's variables.
+    `shard=(rank, num_workers)`: a dist worker's rows of every epoch (see shard_order)."""
+    return ArrayIter(dataset.inputs, labels_for(spec, dataset), label_name=spec.output.label_name, batch_size=batch_size, shuffle=shuffle,
+                     seed=spec.train.seed, epoch=epoch, on_epoch_start=on_epoch_start,
+                     shard=shard)

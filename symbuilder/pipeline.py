@@ -24,6 +24,7 @@ class BuildResult:
     out_dir: str
     manifest: Dict[str, Any]
     result: TrainResult
+    rank: int = 0  # a dist worker's rank; only rank 0 exports (manifest is {} elsewhere)
 
 
 def default_out_dir(spec: Spec) -> str:
@@ -39,16 +40,18 @@ def run_dir_for(out_dir: str) -> str:
 def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str) -> Dict[str, Any]:
     """Write and verify the export folder for a trained result; atomic; returns the manifest."""
     formats = spec.export.formats
-    input_shape = (1,) + tuple(spec.input.shape)
-    held_out = data.val.features[: spec.export.verify.samples]
+    input_shapes = {item.name: (1,) + tuple(item.shape) for item in spec.all_inputs}
+    held_out = {name: np.ascontiguousarray(array[: spec.export.verify.samples])
+                for name, array in data.val.inputs.items()}
     manifest: Dict[str, Any] = {
         "name": spec.name,
         "created": exporting.now_iso(),
         "epoch": result.epoch,
         "epochs_trained": result.epochs_trained,
         "stopped_early": result.stopped_early,
-        "inputs": [{"name": spec.input.name, "shape": ["batch"] + list(spec.input.shape),
-                    "dtype": "float32"}],
+        "inputs": [{"name": item.name, "shape": ["batch"] + list(item.shape),
+                    "dtype": "float32", "columns": data.columns.get(item.name, [])}
+                   for item in spec.all_inputs],
         "outputs": [_output_entry(spec, result, data)],
         "label": spec.output.label_name,
         "classes": data.classes,
@@ -68,7 +71,7 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             from . import serving
             onnx_path = exporting.export_onnx(
                 staging, spec.name, result.symbol, result.arg_params, result.aux_params,
-                {spec.input.name: input_shape}, opset=spec.export.onnx.opset,
+                input_shapes, opset=spec.export.onnx.opset,
                 dynamic_batch=spec.export.onnx.dynamic_batch)
             with open(onnx_path, "rb") as f:
                 model_bytes = f.read()
@@ -77,8 +80,7 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             manifest["parity"] = serving.parity_or_fail(
                 result.symbol, result.arg_params, result.aux_params, model_bytes,
                 atol=spec.export.verify.atol,
-                held_out={spec.input.name: np.ascontiguousarray(held_out)},
-                random_samples=len(held_out))
+                held_out=held_out, random_samples=len(next(iter(held_out.values()))))
             if "onnx" in formats:
                 manifest["onnx"] = {"file": os.path.basename(onnx_path),
                                     "opset": spec.export.onnx.opset,
@@ -121,18 +123,24 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     (`export/.<name>.run/`); `resume=True` continues from its last complete checkpoint. The
     run folder is removed once the export is published.
     """
+    from . import distributed
     say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
+    dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
     data = load_data(spec)
+    worker = distributed.join(spec, progress=say) if dist else None
+    writes = worker is None or worker.chief
     run_dir = run_dir_for(out_dir)
     store = RunStore(run_dir, spec)
     if not resume:
-        if store.start_fresh():
+        if writes and store.start_fresh():
             say(f"note: discarded the interrupted run in {run_dir} (use --resume to continue one)")
     elif store.exists():
         say(f"resuming from epoch {store.last_epoch()} in {run_dir}")
     result = train(spec, data, epochs=epochs, progress=progress, verbose=verbose,
-                   run_dir=run_dir, resume=resume, bar=bar)
+                   run_dir=run_dir, resume=resume, bar=bar, worker=worker)
+    if not writes:
+        return BuildResult(out_dir, {}, result, rank=worker.rank)
     manifest = export_model(spec, result, data, out_dir)
     store.remove()
     return BuildResult(out_dir, manifest, result)

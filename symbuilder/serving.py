@@ -447,8 +447,9 @@ def label_column(manifest: Mapping[str, Any]) -> Optional[str]:
 
 def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional[str]
               ) -> np.ndarray:
-    """The feature columns of a CSV, by name, in the model's order, as float32 (N, F).
-    Without `feature_names` every column except `label` is a feature, in file order."""
+    """The feature columns of a CSV, by name, in the model's order, as float32 (N, F); a
+    located error naming missing columns. Without `feature_names` every column except `label`
+    is a feature, in file order."""
     if not os.path.isfile(path):
         raise DataError("no such data file", file=path)
     with open(path, "r", newline="", encoding="utf-8-sig") as f:
@@ -462,8 +463,10 @@ def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional
     if feature_names is None:
         feature_names = [h for h in header if h != label]
     missing = [n for n in feature_names if n not in header]
+    # Columns the model does not read are ignored (ids, a subset chosen by input.columns),
+    # but named next to missing ones: there they are usually the misspelling.
     unexpected = [h for h in header if h not in feature_names and h != label]
-    if missing or unexpected:
+    if missing:
         from .spec.catalog_suggest import suggest_text
         parts = []
         if missing:
@@ -510,8 +513,6 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
     folder, manifest, onnx_path = _resolve_model(target)
     manifest = manifest or {}
     label = label_column(manifest)
-    inputs = manifest.get("inputs") or []
-    rows = read_rows(csv_path, manifest.get("feature_names"), label)
     fixed_batch = None
     if checkpoint:
         if not folder or not manifest.get("checkpoint"):
@@ -521,36 +522,59 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
         ckpt = manifest["checkpoint"]
         symbol, arg_params, aux_params = mx.model.load_checkpoint(
             os.path.join(folder, ckpt["symbol"][: -len("-symbol.json")]), int(manifest["epoch"]))
-        input_name = inputs[0]["name"]
-        sample_shape = tuple(inputs[0]["shape"][1:])
-        run = lambda x: mxnet_forward(symbol, arg_params, aux_params, {input_name: x})[0]  # noqa
+        run = lambda feed: mxnet_forward(symbol, arg_params, aux_params, feed)[0]  # noqa: E731
         output_name = symbol.list_outputs()[0]
+        graph_inputs = [(i["name"], None) for i in manifest["inputs"]]
     else:
         if onnx_path is None:
             raise UsageError("this export has no ONNX model; use --checkpoint", file=target)
-        from .verify import onnx_forward, _session
+        from .verify import _session, onnx_forward
         session = _session(onnx_path, True)
-        spec = session.get_inputs()[0]
-        input_name = spec.name
-        fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
-        sample_shape = tuple(inputs[0]["shape"][1:]) if inputs else tuple(spec.shape[1:])
+        graph_inputs = [(i.name, i.shape) for i in session.get_inputs()]
+        first = graph_inputs[0][1]
+        fixed_batch = first[0] if first and isinstance(first[0], int) else None
         if fixed_batch:
             batch_size = fixed_batch
-        run = lambda x: onnx_forward(onnx_path, {input_name: x})[0]  # noqa: E731
+        run = lambda feed: onnx_forward(onnx_path, feed)[0]  # noqa: E731
         output_name = session.get_outputs()[0].name
-    per_sample = int(np.prod(sample_shape)) if sample_shape else 1
-    if any(not isinstance(d, int) for d in sample_shape) or rows.shape[1] != per_sample:
-        raise DataError(f"{rows.shape[1]} feature columns, but the model's input '{input_name}' "
-                        f"takes samples of shape {list(sample_shape)}", file=csv_path, line=1)
-    x = rows.reshape((len(rows),) + tuple(sample_shape))
+    # Each input's columns and sample shape: from the manifest, else (a bare ONNX file with one
+    # input) every column in file order and the graph's own shape.
+    entries = {i["name"]: i for i in manifest.get("inputs") or []}
+    plan = []
+    for name, onnx_shape in graph_inputs:
+        entry = entries.get(name, {})
+        columns = entry.get("columns") or (manifest.get("feature_names")
+                                           if len(graph_inputs) == 1 else None)
+        if manifest and columns is None:
+            raise UsageError(f"the manifest does not say which columns input '{name}' reads",
+                             file=target)
+        shape = tuple(entry["shape"][1:]) if entry else tuple(onnx_shape[1:])
+        plan.append((name, columns, shape))
+    if len(plan) == 1 and plan[0][1] is None:
+        rows = read_rows(csv_path, None, label)
+        plan = [(plan[0][0], list(range(rows.shape[1])), plan[0][2])]
+        position = {i: i for i in range(rows.shape[1])}
+    else:
+        wanted = list(dict.fromkeys(c for _, cols, _ in plan for c in cols))
+        rows = read_rows(csv_path, wanted, label)
+        position = {c: k for k, c in enumerate(wanted)}
+    feeds = {}
+    for name, columns, shape in plan:
+        per_sample = int(np.prod(shape)) if shape else 1
+        if any(not isinstance(d, int) for d in shape) or len(columns) != per_sample:
+            raise DataError(f"{len(columns)} feature columns, but the model's input '{name}' "
+                            f"takes samples of shape {list(shape)}", file=csv_path, line=1)
+        x = rows[:, [position[c] for c in columns]]
+        feeds[name] = np.ascontiguousarray(x.reshape((len(rows),) + tuple(shape)))
     parts = []
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        n = len(chunk)
+    for start in range(0, len(rows), batch_size):
+        chunk = {k: v[start:start + batch_size] for k, v in feeds.items()}
+        n = len(next(iter(chunk.values())))
         if fixed_batch and n < fixed_batch:  # a fixed-batch ONNX model: pad the last chunk
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed_batch - n, axis=0)])
-        parts.append(np.asarray(run(np.ascontiguousarray(chunk)))[:n])
-    values = np.concatenate(parts).reshape(len(x), -1).astype(np.float32)
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed_batch - n, axis=0)])
+                     for k, v in chunk.items()}
+        parts.append(np.asarray(run(chunk))[:n])
+    values = np.concatenate(parts).reshape(len(rows), -1).astype(np.float32)
     classes = manifest.get("classes")
     meaning = ((manifest.get("outputs") or [{}])[0]).get("meaning", "")
     if classes and values.shape[1] == len(classes):

@@ -40,7 +40,7 @@ class TrainResult:
     aux_params: Dict[str, mx.nd.NDArray]
     epoch: int                       # the exported epoch (1-based): the checkpoint's number
     history: List[Dict[str, Any]]    # one entry per epoch: train and val metrics, lr, seconds
-    input_stats: Optional[Dict[str, Any]]  # the input layer report (see input_layer_report)
+    input_stats: Dict[str, Dict[str, Any]]  # per input: the input layer report
     epochs_trained: int = 0
     stopped_early: bool = False
 
@@ -82,12 +82,22 @@ def seed_epoch(seed: int, epoch: int) -> None:
     random.seed(value)
 
 
-def calibrate(spec: Spec, data: SplitData) -> Optional[Any]:
-    """Exact per-channel statistics of the training split (never the validation split)."""
-    if spec.input.normalize is None:
-        return None
+def calibrate(spec: Spec, data: SplitData) -> Dict[str, Any]:
+    """Exact per-channel statistics of the training split (never the validation split), for
+    every input that has an input layer, by input name."""
     from .normalize import array_stats
-    return array_stats(data.train.features)
+    return {item.name: array_stats(data.train.inputs[item.name])
+            for item in spec.all_inputs if item.normalize is not None}
+
+
+def initial_aux_params(stats: Dict[str, Any]) -> Dict[str, mx.nd.NDArray]:
+    """The input layers' moving statistics, set to the calibrated ones (float32)."""
+    aux = {}
+    for input_name, st in stats.items():
+        names = InputLayerNames.for_input(input_name)
+        aux[names.moving_mean] = mx.nd.array(st.mean, dtype="float32")
+        aux[names.moving_var] = mx.nd.array(st.var, dtype="float32")
+    return aux
 
 
 def fixed_param_names(spec: Spec) -> List[str]:
@@ -95,11 +105,25 @@ def fixed_param_names(spec: Spec) -> List[str]:
     there, and grad_req='null' keeps them exact under optimizers that ignore lr_mult
     (adadelta, ftml, ftrl, sgld: FIELD-NOTES). Running mode needs the backward pass, which
     is what updates the moving statistics on CPU."""
-    norm = spec.input.normalize
-    if norm is None or not norm.freeze or norm.stats != "dataset":
-        return []
-    names = InputLayerNames.for_input(spec.input.name)
-    return [names.gamma, names.beta]
+    fixed = []
+    for item in spec.all_inputs:
+        norm = item.normalize
+        if norm is not None and norm.freeze and norm.stats == "dataset":
+            names = InputLayerNames.for_input(item.name)
+            fixed += [names.gamma, names.beta]
+    return fixed
+
+
+def fixed_aux_names(spec: Spec) -> List[str]:
+    """Aux states that never change: the moving statistics of dataset-mode input layers
+    (use_global_stats). A dist job leaves them out of the averaging, which keeps them
+    bit-exact."""
+    out = []
+    for item in spec.all_inputs:
+        if item.normalize is not None and item.normalize.stats == "dataset":
+            names = InputLayerNames.for_input(item.name)
+            out += [names.moving_mean, names.moving_var]
+    return out
 
 
 def evaluate(spec: Spec, module: mx.mod.Module, dataset: Any, batch_size: int) -> Dict[str, float]:
@@ -209,8 +233,12 @@ class _BestTracker:
 def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
           progress: Optional[Progress] = None, verbose: bool = False,
           run_dir: Optional[str] = None, resume: bool = False,
-          bar: Optional[bool] = None) -> TrainResult:
+          bar: Optional[bool] = None, worker: Optional[Any] = None) -> TrainResult:
     """Train the spec's network on `data` through mx.mod.Module.fit.
+
+    `worker` (a symbuilder.distributed.WorkerContext) makes this one worker of a dist_*
+    job: its shard of the training split, the job's kvstore, averaged aux states, an
+    early stop agreed by all, and checkpoints written by rank 0 only.
 
     `run_dir` holds resumable checkpoints (every train.checkpoint_every epochs, with the
     optimizer state); `resume=True` continues from its last complete checkpoint.
@@ -222,10 +250,10 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
     symbol = build_symbol(spec)
     ctx = contexts(spec)
     stats = calibrate(spec, data)
-    names = InputLayerNames.for_input(spec.input.name)
-    for c in (stats.zero_variance_channels() if stats is not None else []):
-        say(f"warning: feature '{_channel_name(spec, data, c)}' has zero variance in the "
-            f"training data; the input layer divides by sqrt(eps={spec.input.normalize.eps})")
+    for item in spec.all_inputs:
+        for c in (stats[item.name].zero_variance_channels() if item.name in stats else []):
+            say(f"warning: feature '{_channel_name(item, data, c)}' has zero variance in the "
+                f"training data; the input layer divides by sqrt(eps={item.normalize.eps})")
 
     store = RunStore(run_dir, spec) if run_dir else None
     state = store.load() if (store and resume) else RunState()
@@ -234,10 +262,12 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
     if state.epoch >= num_epoch and not state.finished_early:
         say(f"the interrupted run already completed {state.epoch} epochs")
 
-    batch_size = min(spec.train.batch_size, len(data.train))
+    rows = worker.rows(len(data.train)) if worker else len(data.train)
+    writes = worker is None or worker.chief  # only rank 0 writes checkpoints
+    batch_size = min(spec.train.batch_size, rows)
     seed = spec.train.seed
     seed_epoch(seed, state.epoch)
-    batches_per_epoch = -(-len(data.train) // batch_size)
+    batches_per_epoch = -(-rows // batch_size)
     reporter = ProgressReporter(say, total_epochs=num_epoch, batches_per_epoch=batches_per_epoch,
                                 batch_size=batch_size, bar=bar)
 
@@ -246,9 +276,10 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         reporter.start_epoch()
 
     train_iter = make_iter(spec, data.train, batch_size=batch_size, shuffle=True,
-                           epoch=state.epoch, on_epoch_start=on_epoch_start)
+                           epoch=state.epoch, on_epoch_start=on_epoch_start,
+                           shard=worker.shard if worker else None)
     logger = _quiet_logger(verbose)
-    module = mx.mod.Module(symbol, data_names=[spec.input.name],
+    module = mx.mod.Module(symbol, data_names=[item.name for item in spec.all_inputs],
                            label_names=[spec.output.label_name], context=ctx,
                            fixed_param_names=fixed_param_names(spec) or None, logger=logger)
     module.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label)
@@ -256,15 +287,19 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         arg_params, aux_params = store.load_params(state.epoch)
         module.init_params(arg_params=arg_params, aux_params=aux_params, allow_missing=False)
     else:
-        aux_params = None
-        if stats is not None:
-            aux_params = {names.moving_mean: mx.nd.array(stats.mean, dtype="float32"),
-                          names.moving_var: mx.nd.array(stats.var, dtype="float32")}
-        module.init_params(initializer=_global_initializer(spec), aux_params=aux_params,
+        module.init_params(initializer=_global_initializer(spec),
+                           aux_params=initial_aux_params(stats) or None,
                            allow_missing=True)
     opt_name, opt_params = _optimizer(spec, batches_per_epoch)
-    module.init_optimizer(kvstore=spec.train.kvstore, optimizer=opt_name,
-                          optimizer_params=opt_params)
+    kvstore = worker.kvstore if worker else spec.train.kvstore
+    if worker:
+        with worker.optimizer_env():
+            module.init_optimizer(kvstore=kvstore, optimizer=opt_name,
+                                  optimizer_params=opt_params)
+        worker.init_keys(module, fixed=fixed_aux_names(spec))
+    else:
+        module.init_optimizer(kvstore=spec.train.kvstore, optimizer=opt_name,
+                              optimizer_params=opt_params)
     if state.epoch > 0:
         store.load_optimizer(module, state.epoch)
 
@@ -275,9 +310,12 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
     best_holder: Dict[str, Dict[str, mx.nd.NDArray]] = (
         store.load_best() if (store and state.best_epoch and tracker.enabled) else {}) or {}
     stopped = {"early": False}
+    local_aux: Dict[str, Any] = {}
 
     def on_epoch_end(epoch: int, _sym: Any, arg_params: Dict, aux_params: Dict) -> None:
         seconds = reporter.epoch_seconds()
+        if worker:  # MXNet never syncs aux states: average them before anyone reads them
+            local_aux["aux"], aux_params = worker.average_aux(module)
         names_, values = metric.get_global()
         bad = metric.first_bad_batch
         if bad is not None:
@@ -299,8 +337,10 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         if is_best and tracker.enabled:
             _keep_best(best_holder, arg_params, aux_params)
         stop = tracker.should_stop(epoch + 1)
+        if worker:
+            stop = worker.any(stop)  # a worker left alone would wait forever in a push
         reporter.epoch_done(entry, best=is_best and tracker.enabled)
-        if store:
+        if store and writes:
             store.append_log(entry)
             every = spec.train.checkpoint_every
             if every and ((epoch + 1) % every == 0 or epoch + 1 == num_epoch or stop):
@@ -320,14 +360,18 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
                     warnings.simplefilter("ignore")
                 module.fit(train_iter, eval_metric=metric, epoch_end_callback=on_epoch_end,
                            batch_end_callback=reporter.batch_done, begin_epoch=begin,
-                           num_epoch=num_epoch, kvstore=spec.train.kvstore)
+                           num_epoch=num_epoch, kvstore=kvstore)
         except _StopEarly:
             pass
         except mx.base.MXNetError as e:
             raise RunError(f"training failed in MXNet: {mxnet_message(e)}") from None
         finally:
             reporter.close()
+    if worker:
+        worker.finish(module)
     arg_params, aux_params = module.get_params()
+    if worker:
+        worker.dump(arg_params, aux_params, local_aux.get("aux"))
     export_epoch = len(history) and history[-1]["epoch"]
     if tracker.enabled and best_holder:
         arg_params, aux_params = best_holder["arg"], best_holder["aux"]
@@ -347,10 +391,11 @@ def _keep_best(holder: Dict[str, Dict[str, mx.nd.NDArray]], arg_params: Dict,
     holder["aux"] = {k: v.copy() for k, v in aux_params.items()}
 
 
-def _channel_name(spec: Spec, data: SplitData, channel: int) -> str:
-    if len(spec.input.shape) == 1 and channel < len(data.feature_names):
-        return data.feature_names[channel]
-    return f"channel {channel}"
+def _channel_name(item: Any, data: SplitData, channel: int) -> str:
+    columns = data.columns.get(item.name, [])
+    if len(item.shape) == 1 and channel < len(columns):
+        return columns[channel]
+    return f"channel {channel} of input '{item.name}'"
 
 
 def _check_finite(entry: Dict[str, Any]) -> None:
@@ -362,18 +407,21 @@ def _check_finite(entry: Dict[str, Any]) -> None:
 
 
 def input_layer_report(spec: Spec, arg_params: Dict[str, mx.nd.NDArray],
-                       aux_params: Dict[str, mx.nd.NDArray], stats: Optional[Any]
-                       ) -> Optional[Dict[str, Any]]:
-    """Check every promise about the input layer; RunError if one is broken.
+                       aux_params: Dict[str, mx.nd.NDArray], stats: Dict[str, Any]
+                       ) -> Dict[str, Dict[str, Any]]:
+    """Check every promise about every input layer; RunError if one is broken. The report
+    is keyed by input name (inputs without an input layer are absent)."""
+    return {item.name: _input_layer_report(spec, item, arg_params, aux_params, stats[item.name])
+            for item in spec.all_inputs if item.normalize is not None}
 
-    Frozen: beta exactly 0 and gamma exactly 1, bit for bit. dataset mode: the moving
+
+def _input_layer_report(spec: Spec, item: Any, arg_params: Dict[str, mx.nd.NDArray],
+                        aux_params: Dict[str, mx.nd.NDArray], stats: Any) -> Dict[str, Any]:
+    """Frozen: beta exactly 0 and gamma exactly 1, bit for bit. dataset mode: the moving
     statistics are exactly the calibrated ones (as float32). running mode: they moved off
-    their start; the report gives their deviation from the exact statistics.
-    """
-    norm = spec.input.normalize
-    if norm is None:
-        return None
-    names = InputLayerNames.for_input(spec.input.name)
+    their start; the report gives their deviation from the exact statistics."""
+    norm = item.normalize
+    names = InputLayerNames.for_input(item.name)
     gamma = arg_params[names.gamma].asnumpy()
     beta = arg_params[names.beta].asnumpy()
     moving_mean = aux_params[names.moving_mean].asnumpy().astype(np.float64)
@@ -386,7 +434,7 @@ def input_layer_report(spec: Spec, arg_params: Dict[str, mx.nd.NDArray],
     if norm.freeze:
         if not (np.all(beta == 0.0) and np.all(gamma == 1.0)):
             raise RunError(
-                f"the input layer was not frozen: max |beta| = {np.abs(beta).max():.3g}, "
+                f"the input layer of '{item.name}' was not frozen: max |beta| = {np.abs(beta).max():.3g}, "
                 f"max |gamma - 1| = {np.abs(gamma - 1).max():.3g} (optimizer "
                 f"'{spec.train.optimizer}' ignores lr_mult=0)")
     else:

@@ -60,7 +60,8 @@ def test_validate_ok(tmp_path, capsys):
     (("optimizer: adam", "optimizer: adamw"),
      ":10:36: train.optimizer: unknown optimizer 'adamw' (did you mean 'adam'?)"),
     (("input: {shape: [30]}", "input: {shape: [31]}"),
-     ":2:9: input.shape: input.shape [31] needs 31 features per sample, but "),
+     ":2:9: input.shape: shape [31] needs 31 features per sample, but bc.csv gives this "
+     "input 30 (mean_radius, mean_texture, mean_perimeter, mean_area, mean_smoothness, ...)"),
     (("num_hidden: 2}", "num_hidden: 2, inputs: [fc3]}"),
      ":6:61: layers[2].inputs[0]: 'fc3' is not an earlier layer or input (did you mean 'fc1'?)"),
 ])

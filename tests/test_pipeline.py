@@ -68,56 +68,71 @@ def test_checkpoint_loads_with_mxnet_and_predicts_the_recorded_accuracy(built):
     epoch = result.result.epoch
     symbol, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), epoch)
     data = load_data(spec)
-    module = mx.mod.Module.load(_prefix(spec, out), epoch, data_names=[spec.input.name],
+    names = [item.name for item in spec.all_inputs]
+    module = mx.mod.Module.load(_prefix(spec, out), epoch, data_names=names,
                                 label_names=[spec.output.label_name], context=mx.cpu())
-    it = mx.io.NDArrayIter(data={spec.input.name: data.val.features}, batch_size=50)
+    it = mx.io.NDArrayIter(data={n: data.val.inputs[n] for n in names}, batch_size=50)
     module.bind(data_shapes=it.provide_data, for_training=False)
     probs = module.predict(it).asnumpy()
     if spec.output.op == "SoftmaxOutput":
         accuracy = float((probs.argmax(axis=1) == data.val.labels).mean())
         assert accuracy == pytest.approx(result.manifest["metrics"]["val"]["accuracy"], abs=1e-9)
-    assert set(arg_params) | set(aux_params) >= {"data_norm_gamma", "data_norm_moving_mean"}
+    for n in names:
+        assert f"{n}_norm_gamma" in arg_params and f"{n}_norm_moving_mean" in aux_params
 
 
 def test_symbol_json_carries_the_freeze_on_beta_and_gamma(built):
     spec, out, _ = built
     graph = json.load(open(_prefix(spec, out) + "-symbol.json"))
     nodes = {n["name"]: n for n in graph["nodes"]}
-    for name in ("data_norm_gamma", "data_norm_beta"):
-        attrs = nodes[name]["attrs"]
-        assert attrs["__lr_mult__"] == "0" and attrs["__wd_mult__"] == "0"
-    bn = nodes["data_norm"]["attrs"]
-    assert bn["use_global_stats"] == str(spec.input.normalize.stats == "dataset")
-    assert float(bn["eps"]) == spec.input.normalize.eps
+    for item in spec.all_inputs:
+        for name in (f"{item.name}_norm_gamma", f"{item.name}_norm_beta"):
+            attrs = nodes[name]["attrs"]
+            assert attrs["__lr_mult__"] == "0" and attrs["__wd_mult__"] == "0"
+        bn = nodes[f"{item.name}_norm"]["attrs"]
+        assert bn["use_global_stats"] == str(item.normalize.stats == "dataset")
+        assert float(bn["eps"]) == item.normalize.eps
 
 
 def test_input_layer_is_frozen_and_holds_the_exact_training_statistics(built):
     spec, out, result = built
     _, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), result.result.epoch)
-    assert np.all(arg_params["data_norm_beta"].asnumpy() == 0.0)
-    assert np.all(arg_params["data_norm_gamma"].asnumpy() == 1.0)
-    # Independent: numpy float64 two-pass statistics of the training split, per channel.
-    train = load_data(spec).train.features.astype(np.float64)
-    axes = (0,) + tuple(range(2, train.ndim))
-    np.testing.assert_allclose(aux_params["data_norm_moving_mean"].asnumpy(),
-                               train.mean(axis=axes), rtol=1e-6)
-    np.testing.assert_allclose(aux_params["data_norm_moving_var"].asnumpy(),
-                               train.var(axis=axes), rtol=1e-6)
+    train = load_data(spec).train
+    for item in spec.all_inputs:
+        n = item.name
+        assert np.all(arg_params[f"{n}_norm_beta"].asnumpy() == 0.0)
+        assert np.all(arg_params[f"{n}_norm_gamma"].asnumpy() == 1.0)
+        # Independent: numpy float64 two-pass statistics of the training split, per channel.
+        x = train.inputs[n].astype(np.float64)
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        report = result.manifest["input_normalization"][n]
+        np.testing.assert_allclose(report["exact_mean"], mean, rtol=1e-9)
+        np.testing.assert_allclose(report["exact_var"], var, rtol=1e-9)
+        moving_mean = aux_params[f"{n}_norm_moving_mean"].asnumpy()
+        moving_var = aux_params[f"{n}_norm_moving_var"].asnumpy()
+        if item.normalize.stats == "dataset":
+            np.testing.assert_allclose(moving_mean, mean, rtol=1e-6)
+            np.testing.assert_allclose(moving_var, var, rtol=1e-6)
+        else:  # running: moving averages, warm-started from the exact statistics, then moved
+            assert not np.array_equal(moving_mean, mean.astype(np.float32))
+            np.testing.assert_allclose(report["moving_mean"], moving_mean, rtol=1e-6)
 
 
 def test_onnx_passes_the_full_checker_and_matches_mxnet_in_onnx_runtime(built):
     spec, out, result = built
     model = onnx.load(os.path.join(out, f"{spec.name}.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    assert [i.name for i in model.graph.input] == [spec.input.name]  # no label input
+    names = [item.name for item in spec.all_inputs]
+    assert [i.name for i in model.graph.input] == names  # every data input, no label input
     symbol, arg_params, aux_params = mx.model.load_checkpoint(_prefix(spec, out), result.result.epoch)
-    features = load_data(spec).val.features[:40]
-    executor = symbol.simple_bind(mx.cpu(), grad_req="null", **{spec.input.name: features.shape})
+    val = load_data(spec).val
+    feed = {n: val.inputs[n][:40] for n in names}
+    executor = symbol.simple_bind(mx.cpu(), grad_req="null", **{n: x.shape for n, x in feed.items()})
     executor.copy_params_from(arg_params, aux_params, allow_extra_params=True)
-    expected = executor.forward(is_train=False, **{spec.input.name: features})[0].asnumpy()
+    expected = executor.forward(is_train=False, **feed)[0].asnumpy()
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for batch in (features[:1], features):
-        got = session.run(None, {spec.input.name: batch})[0]
-        np.testing.assert_allclose(got, expected[: len(batch)], atol=spec.export.verify.atol,
-                                   rtol=0)
+    for size in (1, 40):
+        got = session.run(None, {n: x[:size] for n, x in feed.items()})[0]
+        np.testing.assert_allclose(got, expected[:size], atol=spec.export.verify.atol, rtol=0)
     assert result.manifest["parity"]["max_abs"] <= spec.export.verify.atol

@@ -339,8 +339,9 @@ def test_build_writes_a_triton_repository_listed_in_the_manifest(built):
 def _csv_of(built, rows, *, with_label, reverse=False):
     spec, out, result = built
     names = list(result.manifest["feature_names"])
-    table = [names + (["benign"] if with_label else [])]
-    table += [[repr(float(v)) for v in row] + (["1"] if with_label else []) for row in rows]
+    table = [["row_id"] + names + (["benign"] if with_label else [])]  # row_id: not read
+    table += [[str(i)] + [repr(float(v)) for v in row] + (["1"] if with_label else [])
+              for i, row in enumerate(rows)]
     if reverse:  # columns are matched by name, not position
         table = [list(reversed(r)) for r in table]
     text = io.StringIO()

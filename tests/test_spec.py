@@ -172,7 +172,8 @@ def test_json_schema_accepts_the_specs_and_names_every_parser_key():
     from symbuilder.spec.schema import json_schema
     schema = json_schema()
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(Spec) if f.metadata}
-    assert schema["required"] == ["name", "input", "layers", "output"]
+    assert schema["required"] == ["name", "layers", "output"]
+    assert schema["oneOf"] == [{"required": ["input"]}, {"required": ["inputs"]}]
     train = schema["properties"]["train"]["properties"]
     assert train["epochs"] == {"type": "integer", "minimum": 1, "description": "training epochs",
                                "default": 10}

@@ -65,10 +65,16 @@ class InputSpec:
     name: str = field("name", "the symbol's data variable", "data")
     normalize: Optional[NormalizeSpec] = field(NormalizeSpec, "the input layer; `none` for no "
                                                "input layer", default_factory=NormalizeSpec)
+    columns: Optional[List[str]] = field("str_list", "csv: the feature columns this input "
+                                         "reads, by name or glob pattern (px*), in this order; "
+                                         "default: every column but the label", None)
 
     def dump(self) -> Any:
-        return {"name": self.name, "shape": list(self.shape),
-                "normalize": self.normalize.dump() if self.normalize else "none"}
+        out = {"name": self.name, "shape": list(self.shape),
+               "normalize": self.normalize.dump() if self.normalize else "none"}
+        if self.columns is not None:
+            out["columns"] = list(self.columns)
+        return out
 
 
 @dataclasses.dataclass
@@ -303,16 +309,31 @@ class Spec:
     """A whole spec: the network, its data, training and export."""
     name: str = field("name", "artifact prefix: <name>-symbol.json, <name>-0030.params, "
                       "<name>.onnx", example="breast_cancer_mlp")
-    input: InputSpec = field(InputSpec, "the data input and its normalization layer")
     layers: List[LayerSpec] = field(("list", LayerSpec), "the layers, in order")
     output: OutputSpec = field(OutputSpec, "the loss head")
+    input: Optional[InputSpec] = field(InputSpec, "the data input and its normalization layer "
+                                       "(or `inputs:` for several)", None)
+    inputs: Optional[List[InputSpec]] = field(("list", InputSpec), "several data inputs, each "
+                                              "with its own normalization layer and columns; "
+                                              "layers name them in `inputs:`", None)
     data: Optional[DataSpec] = field(DataSpec, "training and validation data", None)
     train: TrainSpec = field(TrainSpec, "training", default_factory=TrainSpec)
     export: ExportSpec = field(ExportSpec, "export", default_factory=ExportSpec)
+    # The document's key order (dataclass field order is constrained by defaults).
+    KEY_ORDER = ("name", "input", "inputs", "layers", "output", "data", "train", "export")
     # Not part of the document: where it came from, for paths and error locations.
     source: str = dataclasses.field(default="<spec>", compare=False)
     locations: Locations = dataclasses.field(default_factory=Locations.empty, compare=False,
                                              repr=False)
+
+    @property
+    def all_inputs(self) -> List[InputSpec]:
+        """The network's data inputs, whether the spec said `input:` or `inputs:`."""
+        return [self.input] if self.input is not None else list(self.inputs or [])
+
+    def input_path(self, index: int) -> Path:
+        """The key path of input `index`: ('input',) or ('inputs', i)."""
+        return ("input",) if self.input is not None else ("inputs", index)
 
     @property
     def base_dir(self) -> str:
@@ -333,9 +354,9 @@ class Spec:
 
     def to_dict(self) -> Dict[str, Any]:
         out = {}
-        for f in dataclasses.fields(self):
-            if f.metadata and getattr(self, f.name) is not None:
-                out[f.name] = dump_section(getattr(self, f.name))
+        for name in self.KEY_ORDER:
+            if getattr(self, name) is not None:
+                out[name] = dump_section(getattr(self, name))
         return out
 
 
@@ -343,6 +364,22 @@ def parse_spec(data: Any, locations: Locations) -> Spec:
     """Typed Spec from located YAML data (structure only; see semantics.check_spec)."""
     reader = Reader(locations)
     spec, _ = reader.fields_of(Spec, data, (), extra_ok=False)
+    if (spec.input is None) == (spec.inputs is None):
+        raise reader.fail((), "give either input (one data input) or inputs (a list), not "
+                              "both" if spec.input is not None else "missing required key "
+                              "'input' (the data input and its normalization layer)")
+    if spec.inputs is not None:
+        if not spec.inputs:
+            raise reader.fail(("inputs",), "expected at least one input")
+        seen: Dict[str, int] = {}
+        for i, item in enumerate(spec.inputs):
+            if item.name in seen:
+                raise reader.fail(("inputs", i, "name"), f"duplicate input name '{item.name}' "
+                                                         f"(also inputs[{seen[item.name]}])")
+            seen[item.name] = i
+            if len(spec.inputs) > 1 and item.columns is None:
+                raise reader.fail(("inputs", i), "missing required key 'columns' (with several "
+                                                 "inputs, each names the csv columns it reads)")
     spec.source = locations.source
     spec.locations = locations
     return spec

@@ -28,7 +28,9 @@ _TYPE_TEXT = {"str": "string", "name": "name", "bool": "boolean", "int": "intege
 
 
 def _declared(cls: type) -> List[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata]
+    fields = [f for f in dataclasses.fields(cls) if f.metadata]
+    order = getattr(cls, "KEY_ORDER", None)
+    return sorted(fields, key=lambda f: order.index(f.name)) if order else fields
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -78,6 +80,7 @@ def section_schema(cls: type) -> Dict[str, Any]:
         "description": (cls.__doc__ or "").strip(),
         "properties": {f.name: _field_schema(f) for f in fields},
         "required": [f.name for f in fields if _default(f) is REQUIRED],
+        **({"oneOf": [{"required": ["input"]}, {"required": ["inputs"]}]} if cls is Spec else {}),
     }
     if cls is LayerSpec or cls is OutputSpec:
         schema["additionalProperties"] = True  # MXNet attributes, validated against MXNet

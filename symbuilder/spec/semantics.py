@@ -31,9 +31,11 @@ def check_spec(spec: Spec) -> None:
 
 def _check_layers(spec: Spec) -> None:
     from ..builder import InputLayerNames, layer_names
-    reserved = {spec.input.name: "the input", spec.output.name: "the output head"}
-    if spec.input.normalize is not None:
-        reserved[InputLayerNames.for_input(spec.input.name).node] = "the input layer"
+    reserved = {spec.output.name: "the output head"}
+    for item in spec.all_inputs:
+        reserved[item.name] = f"the input '{item.name}'"
+        if item.normalize is not None:
+            reserved[InputLayerNames.for_input(item.name).node] = f"the input layer of '{item.name}'"
     names = layer_names(spec)
     seen: Dict[str, int] = {}
     for i, (layer, name) in enumerate(zip(spec.layers, names)):
@@ -66,7 +68,7 @@ def _check_layers(spec: Spec) -> None:
             if pspec.init is not None:
                 _check_initializer(spec, pspec.init, where + ("params", pname, "init"))
         if layer.inputs is not None:
-            known = set(names[:i]) | {spec.input.name}
+            known = set(names[:i]) | {item.name for item in spec.all_inputs}
             for j, ref in enumerate(layer.inputs):
                 if ref in known:
                     continue
@@ -110,8 +112,9 @@ def _check_training(spec: Spec) -> None:
         raise spec.error(("train", "optimizer_params"),
                          f"'{train.optimizer}' does not support weight decay (MXNet asserts wd "
                          "== 0); remove wd, or use adagrad")
-    norm = spec.input.normalize
-    if norm is not None and norm.freeze and norm.stats == "running" and name in LR_MULT_UNSAFE:
+    running = [i.normalize for i in spec.all_inputs
+               if i.normalize is not None and i.normalize.freeze and i.normalize.stats == "running"]
+    if running and name in LR_MULT_UNSAFE:
         raise spec.error(("train", "optimizer"),
                          f"'{train.optimizer}' cannot keep the input layer frozen in stats: "
                          f"running mode: it {LR_MULT_UNSAFE[name]}; use stats: dataset (every "
