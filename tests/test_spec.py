@@ -184,3 +184,42 @@ def test_json_schema_accepts_the_specs_and_names_every_parser_key():
         props = schema["properties"][section].get("properties")
         if isinstance(body, dict) and props is not None:
             assert set(body) <= set(props), section
+
+
+GRAPH = textwrap.dedent("""\
+    name: tiny
+    input: {shape: [4]}
+    layers:
+      - {op: FullyConnected, name: fc1, num_hidden: 8}
+      - {op: FullyConnected, name: fc2, num_hidden: 2}
+    output: {op: SoftmaxOutput}
+    """)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (("name: fc1,", "name: fc1, inputs: [fc2],"),  # a forward reference
+     "s.yaml:4:46: layers[0].inputs[0]: 'fc2' names this layer or a later one; inputs must "
+     "come earlier (no cycles)"),
+    (("name: fc2,", "name: fc2, inputs: [fc2],"),  # a self loop
+     "s.yaml:5:46: layers[1].inputs[0]: 'fc2' names this layer or a later one; inputs must "
+     "come earlier (no cycles)"),
+    (("name: fc1,", "name: 'a/b',"),  # would become a file name outside the folder
+     "s.yaml:4:26: layers[0].name: expected a name of letters, digits, '_', '-' or '.' "
+     "starting with a letter or '_' (it names files), received 'a/b' (string)"),
+    (("name: fc1,", 'name: "fc\\x01",'),  # a control character
+     "s.yaml:4:26: layers[0].name: expected a name of letters, digits, '_', '-' or '.' "
+     "starting with a letter or '_' (it names files), received 'fc\\x01' (string)"),
+    (("num_hidden: 8}", "num_hidden: 8, params: {wieght: {lr_mult: 0}}}"),
+     "s.yaml:4:61: layers[0].params.wieght: FullyConnected has no parameter 'wieght' (did you "
+     "mean 'weight'?); it has: weight, bias"),
+    (("num_hidden: 8}", "num_hidden: 8, params: {weight: {lr_mult: -1}}}"),
+     "s.yaml:4:70: layers[0].params.weight.lr_mult: expected a number >= 0.0, received -1 "
+     "(integer)"),
+    (("num_hidden: 8}", "num_hidden: '8x'}"),
+     "s.yaml:4:37: layers[0].num_hidden: expected int, received '8x' (str)"),
+])
+def test_graph_errors_are_pinned_to_the_exact_message(edit, expected):
+    from symbuilder.builder import build_symbol
+    with pytest.raises(SpecError) as info:
+        build_symbol(loads_spec(GRAPH.replace(*edit), source="s.yaml"))
+    assert str(info.value) == expected
