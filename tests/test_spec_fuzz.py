@@ -30,7 +30,7 @@ from symbuilder.spec.yamlload import load_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASES = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml"))) + [
-    os.path.join(ROOT, "..", "shared", "spec-example.yaml")]
+    os.path.join(ROOT, "tests", "contract", "spec-example.yaml")]
 BASE_DATA = [load_yaml(open(p, "rb").read(), source=p)[0] for p in BASES]
 
 _FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
