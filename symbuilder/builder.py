@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import mxnet as mx
 
-from .errors import SpecError, mxnet_message
-from .spec.model import InputSpec, LayerSpec, Spec
+from .errors import mxnet_message
+from .spec.model import InputSpec, Spec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,25 +1,13 @@
 """The command line: exit codes, one-line located errors, nothing written on a mistake."""
 import os
-import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
+from helpers import write_spec
 from symbuilder.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
-
-
-def write_spec(folder, body: str, name: str = "spec.yaml") -> str:
-    os.makedirs(folder, exist_ok=True)
-    shutil.copy(DATA, os.path.join(folder, "bc.csv"))
-    path = os.path.join(folder, name)
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(body))
-    return path
 
 
 GOOD = """\

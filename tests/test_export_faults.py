@@ -10,10 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
+
+from helpers import write_spec
 
 from symbuilder import exporting
 from symbuilder.serving import read_manifest, verify_export
@@ -111,8 +112,7 @@ def first_export(tmp_path_factory):
     from symbuilder.pipeline import build
     from symbuilder.spec.model import load_spec
     folder = tmp_path_factory.mktemp("faults")
-    shutil.copy(DATA, folder / "bc.csv")
-    (folder / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    write_spec(folder, SPEC)
     out = str(folder / "exports" / "faulty")
     result = build(load_spec(str(folder / "spec.yaml")), out_dir=out)
     assert result.result.epoch != NEW_EPOCH

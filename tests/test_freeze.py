@@ -8,7 +8,6 @@ needed by forcing each refused optimizer past validation and watching the freeze
 """
 import json
 import os
-import shutil
 import textwrap
 
 import mxnet as mx

@@ -5,21 +5,17 @@ the csv module; ONNX Runtime against MXNet's executor on the same rows.
 """
 import csv
 import json
-import os
-import shutil
-import textwrap
 
 import mxnet as mx
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from helpers import DATA, write_spec
 from symbuilder import load_spec
 from symbuilder.cli import main
 from symbuilder.data import load_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
 
 SPEC = """\
     name: two_inputs
@@ -43,15 +39,6 @@ SPEC = """\
     """
 
 
-def write(folder, body):
-    os.makedirs(folder, exist_ok=True)
-    shutil.copy(DATA, os.path.join(folder, "bc.csv"))
-    path = os.path.join(folder, "spec.yaml")
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(body))
-    return path
-
-
 def header():
     with open(DATA, newline="") as f:
         return next(csv.reader(f))
@@ -64,7 +51,7 @@ def column_values(names):
 
 
 def test_columns_are_chosen_by_name_and_glob_in_the_order_given(tmp_path):
-    spec = load_spec(write(tmp_path, SPEC))
+    spec = load_spec(write_spec(tmp_path, SPEC))
     data = load_data(spec)
     names = header()
     means = [n for n in names if n.startswith("mean_")]
@@ -88,7 +75,7 @@ def test_columns_are_chosen_by_name_and_glob_in_the_order_given(tmp_path):
      "shape [11] needs 11 features per sample, but bc.csv gives this input 10 (mean_radius"),
 ])
 def test_data_mistakes_are_located_at_the_input(tmp_path, capsys, edit, where, message):
-    path = write(tmp_path, SPEC.replace(*edit))
+    path = write_spec(tmp_path, SPEC.replace(*edit))
     assert main(["validate", path]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -107,7 +94,7 @@ def test_data_mistakes_are_located_at_the_input(tmp_path, capsys, edit, where, m
 ])
 def test_structure_mistakes_are_one_located_line_exit_2(tmp_path, capsys, body, fragment):
     out = tmp_path / "out"
-    path = write(tmp_path, body)
+    path = write_spec(tmp_path, body)
     assert main(["build", path, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(path + ":"), err
@@ -117,7 +104,7 @@ def test_structure_mistakes_are_one_located_line_exit_2(tmp_path, capsys, body, 
 
 @pytest.mark.slow
 def test_two_inputs_train_export_to_onnx_and_predict(tmp_path, capsys):
-    path = write(tmp_path / "spec", SPEC)
+    path = write_spec(tmp_path / "spec", SPEC)
     out = tmp_path / "out"
     assert main(["build", path, "--out", str(out), "-q"]) == 0
     manifest = json.load(open(out / "manifest.json"))

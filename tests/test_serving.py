@@ -11,13 +11,14 @@ import json
 import os
 import re
 import shutil
-import textwrap
 
 import mxnet as mx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+from helpers import write_spec
 
 from symbuilder import serving
 from symbuilder.cli import main
@@ -284,8 +285,7 @@ def built(tmp_path_factory):
     from symbuilder.pipeline import build
     from symbuilder.spec.model import load_spec
     folder = tmp_path_factory.mktemp("srv")
-    shutil.copy(DATA, folder / "bc.csv")
-    (folder / "spec.yaml").write_text(textwrap.dedent(SPEC))
+    write_spec(folder, SPEC)
     spec = load_spec(str(folder / "spec.yaml"))
     out = str(folder / "export" / "srv_mlp")
     result = build(spec, out_dir=out)

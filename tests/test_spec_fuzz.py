@@ -11,12 +11,10 @@ attributes.
 import collections
 import copy
 import glob
-import math
 import os
 import re
 import tempfile
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -7,11 +7,9 @@ schedule's formula written out here; MXNet's own predict on the exported checkpo
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import types
 
@@ -19,14 +17,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import helpers
+
 from symbuilder.cli import main
 from symbuilder.data import load_data
 from symbuilder.progress import ProgressReporter
 from symbuilder.spec.model import load_spec
 from symbuilder.train import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
 EXE = os.path.join(os.path.dirname(sys.executable), "symbuilder")
 
 MLP = """\
@@ -50,12 +48,7 @@ MLP = """\
 
 
 def write_spec(folder, body=MLP, name="spec.yaml"):
-    os.makedirs(folder, exist_ok=True)
-    shutil.copy(DATA, os.path.join(folder, "bc.csv"))
-    path = os.path.join(folder, name)
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(body))
-    return path
+    return helpers.write_spec(folder, body, name)
 
 
 def params_of(folder, name, epoch):
