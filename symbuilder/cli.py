@@ -185,10 +185,26 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    from .bench import run_bench
+    spec = _load(args)
+    report = run_bench(spec, repeats=args.repeats, epochs=args.epochs,
+                       inference_repeats=args.inference_repeats,
+                       say=None if args.quiet else _say, gluon=not args.no_gluon,
+                       torch=not args.no_torch)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.markdown())
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": cmd_launch,
     "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
     "export": cmd_export, "predict": cmd_predict, "verify": cmd_verify,
+    "bench": cmd_bench,
 }
 
 
@@ -239,6 +255,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
     spec_command("summary", "print the layers with output shapes and parameter counts")
+
+    text = ("measure symbuilder's training on this spec against a hand-written Module.fit "
+            "loop, a Gluon twin and PyTorch (where installed), and ONNX Runtime against MXNet "
+            "for inference; print a markdown table")
+    p = spec_command("bench", text)
+    p.description = (text + ". One process, contenders interleaved after a warm-up, medians "
+                     "over --repeats runs of --epochs epochs each; progress goes to stderr.")
+    p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
+                   help="timed runs per contender (default 3)")
+    p.add_argument("--epochs", type=_positive_int, default=3, metavar="N",
+                   help="epochs per timed run (default 3)")
+    p.add_argument("--inference-repeats", type=_positive_int, default=5, metavar="N",
+                   help="inference rounds (default 5)")
+    p.add_argument("--no-gluon", action="store_true", help="leave out the Gluon twin")
+    p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch twin")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec format",
                        description="print the JSON Schema of the spec format (for editors' "
