@@ -2,18 +2,49 @@
 
 Adding a format is one decorated function here; the spec's `format:` choices and the tests
 follow the registry. Readers raise located DataErrors (file:line: column 'x': ...).
+
+Data larger than memory. Text formats (csv, libsvm) are parsed in blocks of BLOCK_CELLS
+cells, never as a whole list of rows. A small file's blocks are collected in memory; a file
+larger than STREAM_BYTES (or any file with `stream: true`) is converted once, block by block,
+into a float32 .npy in the cache folder the caller names (`ReadOptions.cache_dir`; the
+build's is `export/.<name>.data/`) and memory-mapped from there. The cache entry is keyed by
+the file (absolute path, size, mtime) and the reading options, so a second build reads the
+.npy directly and a changed file is converted again. Both paths run the same parser, so a
+streamed file gives the same Table and the same located errors as an in-memory one. A
+float32 .npy (or an uncompressed .npz member) is memory-mapped in place; other dtypes above
+the threshold are converted into the cache in chunks. Labels (one value a row) stay in memory.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import json
 import math
 import os
-from typing import Callable, Dict, List, Optional
+import shutil
+import struct
+import uuid
+import zipfile
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from .errors import DataError
+
+STREAM_BYTES = 256 << 20   # files above this are streamed into the cache (unless stream: false)
+BLOCK_CELLS = 1 << 16      # cells per parsed block: bounds a text reader's transient memory
+CACHE_VERSION = 1          # bump when the cache layout or a parser's output changes
+_NPY_HEADER = 256          # fixed header size of the .npy files written here (64-aligned)
+
+
+@dataclasses.dataclass
+class ReadOptions:
+    """How a file is read, beyond its format and label."""
+    cache_dir: Optional[str] = None   # where streamed conversions go; None: always in memory
+    stream: Optional[bool] = None     # True: stream (needs cache_dir); False: never; None: by size
+    n_features: Optional[int] = None  # libsvm: dense width (default: the largest index seen)
+    zero_based: bool = False          # libsvm: feature indices count from 0 (default: from 1)
 
 
 @dataclasses.dataclass
@@ -24,9 +55,18 @@ class Table:
     feature_names: List[str]
     path: str
     first_data_line: int = 1  # file line of row 0, so errors can name lines (csv: 2)
+    # What the rows are (the file's path, size and mtime, and the reading options), for
+    # cache keys of arrays derived from them; None when unknown.
+    identity: Optional[str] = None
+    finite_checked: bool = False  # the reader already located every non-finite value
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    @property
+    def on_disk(self) -> bool:
+        """The features are memory-mapped from a file (never loaded whole)."""
+        return is_memmapped(self.features)
 
 
 Reader = Callable[..., Table]
@@ -44,7 +84,7 @@ def register_source(fmt: str) -> Callable[[Reader], Reader]:
 
 
 def read_table(path: str, fmt: str, *, label: Optional[str], features: Optional[str] = None,
-               shown_path: Optional[str] = None) -> Table:
+               shown_path: Optional[str] = None, options: Optional[ReadOptions] = None) -> Table:
     """Read `path` with the reader registered for `fmt`. `label=None`: no label (predict)."""
     shown = shown_path or path
     if not os.path.exists(path):
@@ -56,55 +96,313 @@ def read_table(path: str, fmt: str, *, label: Optional[str], features: Optional[
     except KeyError:
         raise DataError(f"unknown data format '{fmt}'; known: {', '.join(SOURCES)}",
                         file=shown) from None
-    table = reader(path, label=label, features=features, shown=shown)
+    table = reader(path, label=label, features=features, shown=shown,
+                   options=options or ReadOptions())
     if len(table) == 0:
         raise DataError("no data rows", file=shown)
     return table
 
 
+def is_memmapped(array: np.ndarray) -> bool:
+    """`array` is (a view of) an np.memmap."""
+    node = array
+    while isinstance(node, np.ndarray):
+        if isinstance(node, np.memmap):
+            return True
+        node = node.base
+    return False
+
+
+def file_identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _streams(path: str, options: ReadOptions) -> bool:
+    if options.cache_dir is None or options.stream is False:
+        return False
+    return options.stream is True or os.path.getsize(path) > STREAM_BYTES
+
+
+# -- text formats: parsed in blocks, collected in memory or streamed into the cache ---------
+
+Blocks = Iterator[Tuple[np.ndarray, Optional[np.ndarray]]]  # (float32 rows, label strings)
+
+
+@dataclasses.dataclass
+class _Parsed:
+    """What a text parser learns besides its rows (filled in while its blocks are read)."""
+    names: List[str] = dataclasses.field(default_factory=list)
+    first_data_line: int = 1
+
+
+def _text_table(path: str, fmt: str, shown: str, options: ReadOptions, key: Dict,
+                parse: Callable[[_Parsed], Blocks]) -> Table:
+    """Run `parse` into memory, or, when streaming, into (or out of) the cache."""
+    identity = _cache_key(path, fmt, key)
+    if not _streams(path, options):
+        info = _Parsed()
+        blocks, label_blocks = [], []
+        for rows, labels in parse(info):
+            blocks.append(rows)
+            if labels is not None:
+                label_blocks.append(labels)
+        width = len(info.names)
+        features = np.concatenate(blocks) if blocks else np.empty((0, width), np.float32)
+        labels = _labels_from_blocks(label_blocks) if label_blocks else None
+        return Table(features, labels, info.names, shown,
+                     first_data_line=info.first_data_line, identity=identity, finite_checked=True)
+    return _cached_table(path, shown, options.cache_dir, identity, parse)
+
+
+def _cache_key(path: str, fmt: str, key: Dict) -> str:
+    text = json.dumps({"v": CACHE_VERSION, "fmt": fmt, "file": file_identity(path), **key},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_entry(cache_dir: str, path: str, identity: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
+    return os.path.join(cache_dir, "sources", f"{stem}-{identity[:16]}")
+
+
+def _cached_table(path: str, shown: str, cache_dir: str, identity: str,
+                  parse: Callable[[_Parsed], Blocks]) -> Table:
+    entry = cache_entry(cache_dir, path, identity)
+    if not os.path.exists(os.path.join(entry, "meta.json")):
+        _convert(path, shown, entry, identity, parse)
+    return _load_entry(entry, shown, identity)
+
+
+def _convert(path: str, shown: str, entry: str, identity: str,
+             parse: Callable[[_Parsed], Blocks]) -> None:
+    """Stream the parser's blocks into a float32 .npy; publish the entry atomically."""
+    tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    try:
+        info = _Parsed()
+        label_blocks: List[np.ndarray] = []
+        with NpyWriter(os.path.join(tmp, "features.npy")) as out:
+            for rows, labels in parse(info):
+                out.write(rows)
+                if labels is not None:
+                    label_blocks.append(labels)
+            out.finish_shape((len(info.names),))
+            rows_total = out.rows
+        if rows_total == 0:
+            raise DataError("no data rows", file=shown)
+        meta = {"version": CACHE_VERSION, "source": os.path.abspath(path), "identity": identity,
+                "rows": rows_total, "feature_names": info.names,
+                "first_data_line": info.first_data_line, "labels": None}
+        if label_blocks:
+            labels = _labels_from_blocks(label_blocks)
+            meta["labels"] = "str" if labels.dtype == object else str(labels.dtype)
+            np.save(os.path.join(tmp, "labels.npy"),
+                    labels.astype(str) if labels.dtype == object else labels)
+        _write_json(os.path.join(tmp, "meta.json"), meta)
+        _publish(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
+
+
+def _publish(tmp: str, entry: str) -> None:
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process published the same entry first: theirs is as good
+        if not os.path.exists(os.path.join(entry, "meta.json")):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drop_stale_entries(folder: str, source: str, keep: str) -> None:
+    """Earlier conversions of the same file (it changed since): no longer needed."""
+    for name in os.listdir(folder):
+        other = os.path.join(folder, name)
+        if other == keep or ".tmp-" in name:
+            continue
+        try:
+            with open(os.path.join(other, "meta.json")) as f:
+                if json.load(f).get("source") == source:
+                    shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
+def _load_entry(entry: str, shown: str, identity: str) -> Table:
+    with open(os.path.join(entry, "meta.json")) as f:
+        meta = json.load(f)
+    features = np.load(os.path.join(entry, "features.npy"), mmap_mode="r", allow_pickle=False)
+    labels = None
+    if meta["labels"] is not None:
+        labels = np.load(os.path.join(entry, "labels.npy"), allow_pickle=False)
+        if meta["labels"] == "str":
+            labels = labels.astype(object)
+    return Table(features, labels, list(meta["feature_names"]), shown,
+                 first_data_line=int(meta["first_data_line"]), identity=identity,
+                 finite_checked=True)
+
+
+def _write_json(path: str, data: Dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def npy_header(shape: Tuple[int, ...], dtype: str = "<f4") -> bytes:
+    """A .npy (version 1.0) header of exactly _NPY_HEADER bytes, so it can be rewritten in
+    place once the row count is known."""
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, tuple(shape))
+    body = text.ljust(_NPY_HEADER - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
+
+
+class NpyWriter:
+    """Writes float32 rows to a .npy file front to back (plain writes: the pages go to the
+    page cache, not this process's resident memory); the shape is written at the end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rows = 0
+        self.row_shape: Optional[Tuple[int, ...]] = None
+        self._f = open(path, "wb")
+        self._f.write(npy_header((0,)))
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if self.row_shape is None:
+            self.row_shape = tuple(rows.shape[1:])
+        self._f.write(memoryview(rows).cast("B"))
+        self.rows += int(rows.shape[0])
+
+    def finish_shape(self, row_shape: Tuple[int, ...]) -> None:
+        shape = (self.rows,) + tuple(self.row_shape if self.row_shape is not None else row_shape)
+        self._f.flush()
+        self._f.seek(0)
+        self._f.write(npy_header(shape))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+
+def _labels_from_blocks(blocks: List[np.ndarray]) -> np.ndarray:
+    """`_numeric_if_possible` over the concatenated label strings, a block at a time."""
+    numbers = []
+    try:
+        for block in blocks:
+            numbers.append(np.array([float(x) for x in block.tolist()], dtype=np.float64))
+    except ValueError:
+        return np.concatenate(blocks).astype(object) if blocks else np.array([], dtype=object)
+    values = np.concatenate(numbers) if numbers else np.array([], dtype=np.float64)
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values
+
+
+# -- csv --------------------------------------------------------------------------------
+
 @register_source("csv")
-def read_csv(path: str, *, label: Optional[str], features: Optional[str], shown: str) -> Table:
+def read_csv(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+             options: Optional[ReadOptions] = None) -> Table:
     """A CSV file with a header row; `label` names the label column, every other column is a
     feature in file order. Non-numeric, empty, NaN or infinite feature cells are errors that
     name the line and the column."""
+    options = options or ReadOptions()
+    return _text_table(path, "csv", shown, options, {"label": label},
+                       lambda info: _csv_blocks(path, label, shown, info))
+
+
+def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed) -> Blocks:
+    """The CSV's rows in blocks. Errors come in the order a whole-file read finds them: an
+    unreadable file, the header, the first row with a wrong field count, the first bad
+    feature cell, the first empty label; so the rows are all read before one is raised."""
     with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        try:
-            rows = list(csv.reader(f))
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"not a readable CSV file: {e}", file=shown) from None
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DataError("empty CSV file; expected a header row", file=shown, line=1)
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    lines = [i + 2 for i, r in enumerate(rows[1:]) if any(cell.strip() for cell in r)]
-    if label is not None and label not in header:
-        from .spec.catalog_suggest import suggest_text
-        raise DataError(f"no label column '{label}'{suggest_text(label, header)}; columns: "
-                        f"{', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
-                        file=shown, line=1)
-    for row, line in zip(body, lines):
-        if len(row) != len(header):
-            raise DataError(f"expected {len(header)} fields as in the header, found {len(row)}",
-                            file=shown, line=line)
-    label_index = header.index(label) if label is not None else None
-    feature_idx = [i for i in range(len(header)) if i != label_index]
-    names = [header[i] for i in feature_idx]
-    cells = np.array(body, dtype=object).reshape(len(body), len(header)) if body else \
-        np.empty((0, len(header)), dtype=object)
+        records = _csv_records(csv.reader(f), shown)
+        first = next(records, None)
+        if first is None or not any(cell.strip() for cell in first):
+            _drain(records)
+            raise DataError("empty CSV file; expected a header row", file=shown, line=1)
+        header = [h.strip() for h in first]
+        if label is not None and label not in header:
+            _drain(records)
+            from .spec.catalog_suggest import suggest_text
+            raise DataError(f"no label column '{label}'{suggest_text(label, header)}; columns: "
+                            f"{', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
+                            file=shown, line=1)
+        label_index = header.index(label) if label is not None else None
+        feature_idx = [i for i in range(len(header)) if i != label_index]
+        info.names = [header[i] for i in feature_idx]
+        info.first_data_line = 2
+        block_rows = max(1, BLOCK_CELLS // len(header))
+        errors: Dict[str, DataError] = {}
+        body: List[List[str]] = []
+        lines: List[int] = []
+        for i, row in enumerate(records):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                errors.setdefault("count", DataError(
+                    f"expected {len(header)} fields as in the header, found {len(row)}",
+                    file=shown, line=i + 2))
+            if errors.get("count") or errors.get("cell"):
+                continue  # only the file's readability and field counts can still matter
+            body.append(row)
+            lines.append(i + 2)
+            if len(body) == block_rows:
+                yield from _csv_block(body, lines, header, label_index, feature_idx, shown,
+                                      errors)
+                body, lines = [], []
+        if body and not (errors.get("count") or errors.get("cell")):
+            yield from _csv_block(body, lines, header, label_index, feature_idx, shown, errors)
+        for kind in ("count", "cell", "label"):
+            if kind in errors:
+                raise errors[kind]
+
+
+def _csv_records(reader: Iterator[List[str]], shown: str) -> Iterator[List[str]]:
+    try:
+        yield from reader
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"not a readable CSV file: {e}", file=shown) from None
+
+
+def _drain(records: Iterator[List[str]]) -> None:
+    for _ in records:
+        pass
+
+
+def _csv_block(body: List[List[str]], lines: List[int], header: List[str],
+               label_index: Optional[int], feature_idx: List[int], shown: str,
+               errors: Dict[str, DataError]) -> Blocks:
+    cells = np.array(body, dtype=object).reshape(len(body), len(header))
     try:
         values = cells[:, feature_idx].astype(np.float64)
     except ValueError:
         values = None
     if values is None or not np.isfinite(values).all():
-        _raise_first_bad_cell(cells, feature_idx, header, lines, shown)
+        try:
+            _raise_first_bad_cell(cells, feature_idx, header, lines, shown)
+        except DataError as e:
+            errors["cell"] = e
+            return
     labels = None
     if label_index is not None:
         raw = [c.strip() for c in cells[:, label_index]]
-        for text, line in zip(raw, lines):
-            if text == "":
-                raise DataError(f"column '{label}': empty label", file=shown, line=line)
-        labels = _numeric_if_possible(raw)
-    return Table(values.astype(np.float32), labels, names, shown, first_data_line=2)
+        if "label" not in errors:
+            for text, line in zip(raw, lines):
+                if text == "":
+                    errors["label"] = DataError(f"column '{header[label_index]}': empty label",
+                                                file=shown, line=line)
+                    break
+        labels = np.array(raw, dtype=str)
+    yield values.astype(np.float32), labels
 
 
 def _raise_first_bad_cell(cells: np.ndarray, feature_idx: List[int], header: List[str],
@@ -123,19 +421,159 @@ def _raise_first_bad_cell(cells: np.ndarray, feature_idx: List[int], header: Lis
 
 
 def _numeric_if_possible(raw: List[str]) -> np.ndarray:
-    try:
-        values = np.array([float(x) for x in raw], dtype=np.float64)
-    except ValueError:
-        return np.array(raw, dtype=object)
-    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-        return values.astype(np.int64)
-    return values
+    return _labels_from_blocks([np.array(raw, dtype=str)])
 
+
+# -- libsvm -----------------------------------------------------------------------------
+
+@register_source("libsvm")
+def read_libsvm(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+                options: Optional[ReadOptions] = None) -> Table:
+    """A LibSVM/svmlight text file: `label index:value index:value ...` a line, indices
+    counting from 1 (LibSVM's convention; `zero_based: true` for files that count from 0),
+    absent indices are 0. `# ...` comments and blank lines are skipped. The dense width is
+    the input's size when the spec gives it (one input without `columns`), else the largest
+    index. Features are named x<index> as the file numbers them."""
+    options = options or ReadOptions()
+    base = 0 if options.zero_based else 1
+    width = options.n_features
+    key = {"zero_based": bool(options.zero_based), "n_features": width}
+    if width is None:
+        if not _streams(path, options):
+            return _libsvm_in_memory(path, shown, base, options, key)
+        # Streaming needs the width before the first row is written: one pass to find it.
+        high = -1
+        for cols, _rows, _vals, _n, _labels in _libsvm_sparse(path, shown, base, None):
+            high = max(high, int(cols.max()) if cols.size else -1)
+        width = high + 1
+
+    def dense(info: _Parsed) -> Blocks:
+        info.names = [f"x{i + base}" for i in range(width)]
+        info.first_data_line = 1
+        for cols, rows, vals, n, labels in _libsvm_sparse(path, shown, base, width):
+            block = np.zeros((n, width), dtype=np.float32)
+            block[rows, cols] = vals
+            yield block, labels
+    return _text_table(path, "libsvm", shown, options, key, dense)
+
+
+def _libsvm_in_memory(path: str, shown: str, base: int, options: ReadOptions,
+                      key: Dict) -> Table:
+    """Width unknown: keep the sparse blocks, densify once the largest index is known."""
+    parts = list(_libsvm_sparse(path, shown, base, None))
+    width = max([int(p[0].max()) + 1 for p in parts if p[0].size] or [0])
+
+    def dense(info: _Parsed) -> Blocks:
+        info.names = [f"x{i + base}" for i in range(width)]
+        for cols, rows, vals, n, labels in parts:
+            block = np.zeros((n, width), dtype=np.float32)
+            block[rows, cols] = vals
+            yield block, labels
+    return _text_table(path, "libsvm", shown, options, key, dense)
+
+
+def _libsvm_sparse(path: str, shown: str, base: int, width: Optional[int]
+                   ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]]:
+    """(columns, rows within the block, float32 values, rows in the block, label strings)
+    per block; the first mistake in the file raises a DataError at its line."""
+    try:
+        f = open(path, "r", encoding="utf-8")
+        with f:
+            labels: List[str] = []
+            lines: List[int] = []
+            row_of: List[int] = []
+            keys: List[str] = []
+            values: List[str] = []
+            for lineno, text in enumerate(f, 1):
+                parts = text.split("#", 1)[0].split()
+                if not parts:
+                    continue
+                if ":" in parts[0]:
+                    raise DataError(f"expected the label first, found {parts[0]!r}",
+                                    file=shown, line=lineno)
+                row = len(labels)
+                labels.append(parts[0])
+                lines.append(lineno)
+                for token in parts[1:]:
+                    k, sep, v = token.partition(":")
+                    if k == "qid":
+                        raise DataError("qid (a ranking query id) is not supported",
+                                        file=shown, line=lineno)
+                    if not sep or not k or not v:
+                        raise DataError(f"expected index:value, found {token!r}", file=shown,
+                                        line=lineno)
+                    row_of.append(row)
+                    keys.append(k)
+                    values.append(v)
+                if len(keys) + len(labels) >= BLOCK_CELLS:
+                    yield _libsvm_block(labels, lines, row_of, keys, values, shown, base, width)
+                    labels, lines, row_of, keys, values = [], [], [], [], []
+            if labels:
+                yield _libsvm_block(labels, lines, row_of, keys, values, shown, base, width)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not a readable LibSVM file: {e}", file=shown) from None
+
+
+def _libsvm_block(labels: List[str], lines: List[int], row_of: List[int], keys: List[str],
+                  values: List[str], shown: str, base: int, width: Optional[int]
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    rows = np.array(row_of, dtype=np.int64)
+    try:
+        index = np.array(keys, dtype=str).astype(np.int64) if keys else np.zeros(0, np.int64)
+    except ValueError:
+        for r, k in zip(row_of, keys):
+            try:
+                int(k)
+            except ValueError:
+                raise DataError(f"feature index {k!r} is not an integer", file=shown,
+                                line=lines[r]) from None
+        index = np.array([int(k) for k in keys], dtype=np.int64)  # numpy stricter than int()
+    cols = index - base
+    bad = np.flatnonzero((cols < 0) | ((cols >= width) if width is not None else False))
+    if bad.size:
+        j = int(bad[0])
+        if cols[j] < 0:
+            hint = " (zero_based: true reads a file that counts from 0)" if base == 1 else ""
+            message = f"feature index {index[j]}: indices count from {base}{hint}"
+        else:
+            message = (f"feature index {index[j]} is beyond the {width} features the input's "
+                       f"shape gives")
+        raise DataError(message, file=shown, line=lines[row_of[j]])
+    try:
+        vals = np.array(values, dtype=str).astype(np.float64) if values else np.zeros(0)
+    except ValueError:
+        vals = None
+    if vals is None or not np.isfinite(vals).all():
+        for r, k, v in zip(row_of, keys, values):
+            try:
+                number = float(v)
+            except ValueError:
+                raise DataError(f"column 'x{int(k)}': not a number: {v!r}", file=shown,
+                                line=lines[r]) from None
+            if not math.isfinite(number):
+                raise DataError(f"column 'x{int(k)}': not a finite number: {v}", file=shown,
+                                line=lines[r])
+        vals = np.array([float(v) for v in values], dtype=np.float64)  # numpy stricter
+    if rows.size:
+        order = np.lexsort((cols, rows))
+        same = (rows[order][1:] == rows[order][:-1]) & (cols[order][1:] == cols[order][:-1])
+        if same.any():
+            j = int(order[int(np.flatnonzero(same)[0])])
+            raise DataError(f"feature index {index[j]} appears twice", file=shown,
+                            line=lines[row_of[j]])
+    return cols, rows, vals.astype(np.float32), len(labels), np.array(labels, dtype=str)
+
+
+# -- arrays -----------------------------------------------------------------------------
 
 @register_source("npz")
-def read_npz(path: str, *, label: Optional[str], features: Optional[str], shown: str) -> Table:
+def read_npz(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+             options: Optional[ReadOptions] = None) -> Table:
     """An .npz archive with a feature array (default `X`, any shape (N, ...)) and a label
-    array (default `y`, shape (N,))."""
+    array (default `y`, shape (N,)). A float32 feature array stored uncompressed (np.savez)
+    is memory-mapped in place; a compressed one is loaded, or streamed into the cache above
+    the threshold."""
+    options = options or ReadOptions()
     x_key = features or "X"
     try:
         archive = np.load(path, allow_pickle=False)
@@ -144,7 +582,6 @@ def read_npz(path: str, *, label: Optional[str], features: Optional[str], shown:
     with archive:
         if x_key not in archive.files:
             raise DataError(f"no array '{x_key}' (arrays: {', '.join(archive.files)})", file=shown)
-        x = archive[x_key]
         y = None
         if label is not None or "y" in archive.files:
             y_key = label or "y"
@@ -152,11 +589,99 @@ def read_npz(path: str, *, label: Optional[str], features: Optional[str], shown:
                 raise DataError(f"no label array '{y_key}' (arrays: {', '.join(archive.files)})",
                                 file=shown)
             y = archive[y_key]
-    return _array_table(x, y, shown)
+        x = _npz_memmap(path, x_key)
+        identity = _cache_key(path, "npz", {"features": x_key})
+        if x is None:
+            if _streams(path, options):
+                x = _npz_to_cache(path, x_key, shown, options, identity)
+            if x is None:
+                x = archive[x_key]
+    return _array_table(x, y, shown, identity, options=options, path=path)
+
+
+def _npz_memmap(path: str, key: str) -> Optional[np.ndarray]:
+    """The archive member `key` memory-mapped, if it is stored uncompressed; else None."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            member = z.getinfo(key + ".npy")
+            if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:
+                return None
+        with open(path, "rb") as f:
+            f.seek(member.header_offset)
+            local = f.read(30)
+            if local[:4] != b"PK\x03\x04":
+                return None
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = member.header_offset + 30 + name_len + extra_len
+            f.seek(start)
+            shape, fortran, dtype = _npy_header_of(f)
+            offset = f.tell()
+        if dtype.hasobject or offset + dtype.itemsize * int(np.prod(shape)) > \
+                start + member.file_size:
+            return None
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, struct.error):
+        return None
+
+
+def _npy_header_of(f: object) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
+def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
+                  identity: str) -> Optional[np.ndarray]:
+    """A compressed member decompressed in chunks into a float32 .npy in the cache; None
+    when it cannot be (Fortran order, not numbers)."""
+    entry = cache_entry(options.cache_dir, path, identity)
+    target = os.path.join(entry, "features.npy")
+    if not os.path.exists(target):
+        tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.makedirs(tmp)
+        try:
+            with zipfile.ZipFile(path) as z, z.open(key + ".npy") as member:
+                shape, fortran, dtype = _npy_header_of(member)
+                if dtype.hasobject or fortran or dtype.kind not in "fiub" or not shape:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return None  # loaded (or refused) the ordinary way
+                row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+                step = max(1, (32 << 20) // max(1, row * dtype.itemsize))
+                with NpyWriter(os.path.join(tmp, "features.npy")) as out:
+                    for start in range(0, shape[0], step):
+                        n = min(step, shape[0] - start)
+                        raw = _read_exact(member, n * row * dtype.itemsize)
+                        out.write(np.frombuffer(raw, dtype=dtype).reshape((n,) + shape[1:]))
+                    out.finish_shape(tuple(shape[1:]))
+            _write_json(os.path.join(tmp, "meta.json"), {
+                "version": CACHE_VERSION, "source": os.path.abspath(path),
+                "identity": identity, "rows": int(shape[0]), "array": key})
+            _publish(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
+    return np.load(target, mmap_mode="r", allow_pickle=False)
+
+
+def _read_exact(stream: object, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)  # type: ignore[attr-defined]
+        if not chunk:
+            raise ValueError("truncated array in the archive")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 @register_source("npy")
-def read_npy(path: str, *, label: Optional[str], features: Optional[str], shown: str) -> Table:
+def read_npy(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+             options: Optional[ReadOptions] = None) -> Table:
     """A .npy feature array, memory-mapped; `label` is the path of a .npy label array
     (relative to the feature file's folder)."""
     try:
@@ -169,10 +694,13 @@ def read_npy(path: str, *, label: Optional[str], features: Optional[str], shown:
         if not os.path.exists(label_path):
             raise DataError(f"no such label file '{label}'", file=shown)
         y = np.load(label_path, allow_pickle=False)
-    return _array_table(x, y, shown)
+    identity = _cache_key(path, "npy", {"label": label})
+    return _array_table(x, y, shown, identity, options=options, path=path)
 
 
-def _array_table(x: np.ndarray, y: Optional[np.ndarray], shown: str) -> Table:
+def _array_table(x: np.ndarray, y: Optional[np.ndarray], shown: str,
+                 identity: Optional[str] = None, *, options: Optional[ReadOptions] = None,
+                 path: Optional[str] = None) -> Table:
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"feature array has shape {x.shape}; expected (N, ...)", file=shown)
     if x.dtype.kind not in "fiub":
@@ -183,19 +711,54 @@ def _array_table(x: np.ndarray, y: Optional[np.ndarray], shown: str) -> Table:
             raise DataError(f"label array has shape {y.shape}; expected ({x.shape[0]},)", file=shown)
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
-    x2 = x.reshape(x.shape[0], -1)
-    names = [f"x{i}" for i in range(x2.shape[1])]
-    features = x if isinstance(x, np.memmap) and x.dtype == np.float32 else x.astype(np.float32)
-    return Table(features, y, names, shown, first_data_line=0)
+    names = [f"x{i}" for i in range(int(np.prod(x.shape[1:])))]
+    if is_memmapped(x) and x.dtype == np.float32 and x.flags.c_contiguous:
+        features = x
+    elif is_memmapped(x) and options is not None and path is not None and \
+            _streams(path, options):
+        features = _array_to_cache(x, path, options, identity or _cache_key(path, "?", {}))
+    else:
+        features = x.astype(np.float32)
+    return Table(features, y, names, shown, first_data_line=0, identity=identity)
+
+
+def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: str) -> np.ndarray:
+    """A memory-mapped array of another dtype (or Fortran order) converted to float32 in
+    chunks into the cache."""
+    entry = cache_entry(options.cache_dir, path, identity)
+    target = os.path.join(entry, "features.npy")
+    if not os.path.exists(target):
+        tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.makedirs(tmp)
+        try:
+            row = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
+            step = max(1, (32 << 20) // row)
+            with NpyWriter(os.path.join(tmp, "features.npy")) as out:
+                for start in range(0, x.shape[0], step):
+                    out.write(np.asarray(x[start:start + step], dtype=np.float32))
+                out.finish_shape(tuple(x.shape[1:]))
+            _write_json(os.path.join(tmp, "meta.json"), {
+                "version": CACHE_VERSION, "source": os.path.abspath(path),
+                "identity": identity, "rows": int(x.shape[0])})
+            _publish(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
+    return np.load(target, mmap_mode="r", allow_pickle=False)
 
 
 def check_finite(table: Table) -> None:
-    """A located DataError at the first NaN/inf feature value (row and column named)."""
+    """A located DataError at the first NaN/inf feature value (row and column named). A
+    memory-mapped table is read a block at a time and its pages released behind."""
+    if table.finite_checked:
+        return
     flat = table.features.reshape(len(table), -1)
     step = 65536
     for start in range(0, len(table), step):
         block = np.asarray(flat[start:start + step])
         bad = ~np.isfinite(block)
+        release_pages(block)
         if bad.any():
             r, c = np.argwhere(bad)[0]
             row = start + int(r)
@@ -203,4 +766,19 @@ def check_finite(table: Table) -> None:
             rowtext = "" if table.first_data_line else f"row {row}, "
             raise DataError(f"{rowtext}column '{table.feature_names[c]}': not a finite number: "
                             f"{block[r, c]}", file=table.path, **where)
+    table.finite_checked = True
 
+
+def release_pages(chunk: np.ndarray) -> None:
+    """Drop this process's mapping of the pages behind `chunk`, a view of a shared np.memmap
+    (see normalize._release_pages): resident memory stays bounded while a file larger than
+    RAM is read; the data stays in the page cache. A no-op for anything else."""
+    from .normalize import _release_pages, _shared_mapping
+    import mmap
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    mapping = _shared_mapping(chunk)
+    if mapping is None:
+        return
+    base = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    _release_pages(mapping, base, chunk)

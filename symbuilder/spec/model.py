@@ -152,21 +152,33 @@ class OutputSpec:
 @dataclasses.dataclass
 class SourceSpec:
     """A data file. Relative paths are relative to the spec's folder."""
-    path: str = field("str", "the file: csv with a header row, npz with arrays X and y, or a "
-                      "memory-mapped npy",
+    path: str = field("str", "the file: csv with a header row, npz with arrays X and y, a "
+                      "memory-mapped npy, or libsvm (label index:value ...)",
                       example="data/breast_cancer.csv")
-    format: Optional[str] = field("str", "csv, npz or npy; default: from the file extension",
+    format: Optional[str] = field("str", "csv, npz, npy or libsvm; default: from the file "
+                                  "extension (.svm and .libsvm are libsvm)",
                                   None, choices=DATA_FORMATS)
     label: Optional[str] = field("str", "csv: the label column's name (every other column is a "
                                  "feature, in file order); npz: the label array's name "
-                                 "(default y); npy: the label .npy file", None)
+                                 "(default y); npy: the label .npy file; libsvm: unused (the "
+                                 "first value of each line)", None)
     features: Optional[str] = field("str", "npz: the feature array's name (default X)", None)
+    stream: Optional[bool] = field("bool", "true: convert the file once into a memory-mapped "
+                                   "float32 cache beside the export (export/.<name>.data/) "
+                                   "and split it on disk, for data larger than memory; false: "
+                                   "read it into memory; default: stream files over 256 MB",
+                                   None)
+    zero_based: Optional[bool] = field("bool", "libsvm: feature indices count from 0 "
+                                       "(default: from 1, LibSVM's convention)", None)
+
+    EXTENSIONS = {"svm": "libsvm", "svmlight": "libsvm"}
 
     @property
     def resolved_format(self) -> str:
         if self.format:
             return self.format
         ext = os.path.splitext(self.path)[1].lower().lstrip(".")
+        ext = self.EXTENSIONS.get(ext, ext)
         return ext if ext in DATA_FORMATS else "csv"
 
 
