@@ -181,40 +181,8 @@ def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
     """
     symbol = build_head(spec, build_layers(spec, build_inputs(spec)))
     if check_shapes:
-        _check_optimizer_shapes(spec, symbol, infer_shapes(spec, symbol))
+        infer_shapes(spec, symbol)
     return symbol
-
-
-def _check_optimizer_shapes(spec: Spec, symbol: mx.sym.Symbol,
-                            shapes: Dict[str, Tuple[int, ...]]) -> None:
-    """groupadagrad (MXNet contrib) keeps one learning rate per row and asserts, mid-training,
-    that every parameter it updates is 2-D. Refuse such a spec here, where `validate` sees it
-    before any data is read. lr_mult=0 does not help: a parameter with a gradient is still
-    updated; only the Module's fixed_param_names (stats: dataset) take one out."""
-    if spec.train.optimizer.lower() != "groupadagrad":
-        return
-    from .train import fixed_param_names
-    skip = {spec.output.label_name, *fixed_param_names(spec)}
-    skip.update(item.name for item in spec.all_inputs)
-    input_layer_params = set()
-    for item in spec.all_inputs:
-        names = InputLayerNames.for_input(item.name)
-        input_layer_params.update((names.gamma, names.beta))
-    for name in symbol.list_arguments():
-        shape = tuple(shapes.get(name, ()))
-        if name in skip or len(shape) == 2:
-            continue
-        if name in input_layer_params:
-            fix = ("use stats: dataset with freeze: true, which takes the input layer out of "
-                   "training (lr_mult=0 alone does not)")
-        elif name.endswith("_bias"):
-            fix = "set no_bias: true on that layer"
-        else:
-            fix = "use only FullyConnected (no_bias: true) and Embedding layers"
-        raise spec.error(("train", "optimizer"),
-                         f"'{spec.train.optimizer}' updates only 2-D parameters (one learning "
-                         f"rate per row; MXNet asserts on any other shape), but it would update "
-                         f"'{name}' of shape {shape}: {fix}, or use adagrad")
 
 
 def data_shapes(spec: Spec, batch_size: int = 1) -> Dict[str, Tuple[int, ...]]:

@@ -12,7 +12,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import exporting
+from .builder import build_symbol
 from .checkpoints import RunStore
+from .checks import check_static
 from .curves import plot_curves
 from .data import SplitData, load_data
 from .spec.model import Spec
@@ -127,6 +129,7 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
+    check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
     data = load_data(spec)
     worker = distributed.join(spec, progress=say) if dist else None
     writes = worker is None or worker.chief

@@ -52,6 +52,10 @@ def test_validate_ok(tmp_path, capsys):
      "input 30 (mean_radius, mean_texture, mean_perimeter, mean_area, mean_smoothness, ...)"),
     (("num_hidden: 2}", "num_hidden: 2, inputs: [fc3]}"),
      ":6:61: layers[2].inputs[0]: 'fc3' is not an earlier layer or input (did you mean 'fc1'?)"),
+    # Refused before training: no epoch is spent on a model that could never be exported.
+    (("op: Activation, name: relu1, act_type: relu", "op: arcsinh, name: relu1"),
+     ":5:6: layers[1].op: no ONNX translation for MXNet op 'arcsinh' (node 'relu1'); "
+     "symbuilder translates: Activation, "),
 ])
 def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, change, expected):
     spec = write_spec(tmp_path, GOOD.replace(*change))
@@ -61,7 +65,7 @@ def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, change,
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert expected in lines[0], lines[0]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "epoch" not in err + out
     assert not out_dir.exists() and not any(p.name.startswith(".export") for p in tmp_path.iterdir())
 
 
