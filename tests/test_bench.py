@@ -1,0 +1,231 @@
+"""`symbuilder bench` and the benchmark's fairness: fast checks only, no timing assertions.
+
+The comparison is only worth something if the contenders do identical work: the
+hand-written Module.fit must train the same symbol to the same parameters as symbuilder,
+and the Gluon and PyTorch twins must compute what the MXNet symbol computes.
+"""
+import json
+import os
+import warnings
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from helpers import DATA, write_spec
+from symbuilder import bench
+from symbuilder.builder import build_symbol
+from symbuilder.cli import main
+from symbuilder.data import load_data
+from symbuilder.spec.model import load_spec, loads_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TWO_INPUTS = """\
+    name: tiny_two
+    inputs:
+      - {name: means, shape: [10], columns: ["mean_*"]}
+      - {name: worst, shape: [10], columns: ["worst_*"], normalize: {stats: running, momentum: 0.9}}
+    layers:
+      - {op: FullyConnected, name: a, num_hidden: 8, inputs: [means]}
+      - {op: FullyConnected, name: b, num_hidden: 8, inputs: [worst]}
+      - {op: Concat, name: ab, dim: 1, inputs: [a, b]}
+      - {op: Activation, name: r, act_type: relu}
+      - {op: FullyConnected, name: out, num_hidden: 2}
+    output: {op: SoftmaxOutput, name: softmax}
+    data: {train: {path: bc.csv, format: csv, label: benign}, val_fraction: 0.2}
+    train: {epochs: 1, batch_size: 64, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
+"""
+
+
+def test_cli_bench_prints_a_table_whose_rows_are_the_contenders(tmp_path, capsys):
+    path = write_spec(tmp_path, TWO_INPUTS)  # two inputs: every contender handles them
+    code = main(["bench", path, "--repeats", "1", "--epochs", "1", "--inference-repeats", "1",
+                 "--no-torch", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split("|")[1].strip() for line in out.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    assert rows[:9] == ["training", bench.HAND_WRITTEN, bench.SB_TRAINING, bench.HAND_WRITTEN_VAL,
+                        bench.HAND_WRITTEN_EXTRAS, bench.SB_AS_BUILT, bench.GLUON,
+                        "inference", "ONNX Runtime (export)"]
+    assert "MXNet Module forward" in rows
+    assert "tiny_two: 456 training samples" in out
+
+
+def test_cli_bench_json(tmp_path, capsys):
+    path = write_spec(tmp_path, TWO_INPUTS)
+    assert main(["bench", path, "--repeats", "1", "--epochs", "1", "--inference-repeats", "1",
+                 "--no-torch", "--no-gluon", "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in report["training"]][:2] == [bench.HAND_WRITTEN, bench.SB_TRAINING]
+    assert all(f["whole_run"] > 0 and f["epoch_loop"] > 0 for f in report["training"])
+
+
+def test_cli_bench_refuses_a_dist_kvstore_in_one_line(tmp_path, capsys):
+    path = write_spec(tmp_path, TWO_INPUTS)
+    code = main(["bench", path, "--set", "train.kvstore=dist_sync"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "kvstore" in err and "Traceback" not in err
+
+
+FULL_BATCH = """\
+    name: fair
+    input: {name: data, shape: [30], normalize: {stats: dataset, eps: 0.001}}
+    layers:
+      - {op: FullyConnected, name: fc1, num_hidden: 16}
+      - {op: Activation, name: relu1, act_type: tanh}
+      - {op: FullyConnected, name: fc2, num_hidden: 2,
+         params: {bias: {lr_mult: 2.0, wd_mult: 0.0}}}
+    output: {op: SoftmaxOutput, name: softmax}
+    data: {train: {path: bc.csv, format: csv, label: benign}, val_fraction: 0.5}
+    train:
+      epochs: 3
+      batch_size: 1000
+      optimizer: sgd
+      optimizer_params: {learning_rate: 0.1, momentum: 0.9, wd: 0.01}
+      initializer: {name: xavier, magnitude: 2.0}
+      seed: 0
+"""
+
+
+def _params(contender):
+    arg, aux = contender.last["arg_params"], contender.last["aux_params"]
+    return {k: v.asnumpy() for k, v in {**arg, **aux}.items()}
+
+
+def test_hand_written_contender_trains_the_same_symbol_to_the_same_parameters(tmp_path):
+    # One full batch per epoch and seed 0 (mx.random.seed(0) in both: the same initial
+    # draws); no dropout. Only the order of the rows inside the batch differs. (val_fraction
+    # 0.5: symbuilder's ArrayIter pads a batch from one pass over the order, so a batch
+    # more than twice the validation rows fails there.)
+    spec = load_spec(write_spec(tmp_path, FULL_BATCH))
+    data = load_data(spec)
+    mine = bench.symbuilder_contender(spec, data, as_built=False)
+    theirs = bench.hand_written_contender(spec, data)
+    mine.run(3)
+    theirs.run(3)
+    a, b = _params(mine), _params(theirs)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    # The input layer's statistics are numpy's, in both.
+    x = data.train.features.astype(np.float64)
+    np.testing.assert_allclose(b["data_norm_moving_mean"], x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(b["data_norm_moving_var"], x.var(0), rtol=1e-5)
+    # Training moved the weights, and a different learning rate gives other weights: the
+    # comparison above can fail.
+    other = bench.hand_written_contender(loads_spec(
+        open(spec.source).read().replace("learning_rate: 0.1", "learning_rate: 0.05"),
+        source=spec.source), data)
+    other.run(3)
+    assert not np.allclose(_params(other)["fc1_weight"], b["fc1_weight"], rtol=1e-4, atol=1e-6)
+
+
+def _random_params(spec, symbol, seed=3):
+    """Module-initialised weights plus random BatchNorm statistics and gammas."""
+    names = [i.name for i in spec.all_inputs]
+    mod = mx.mod.Module(symbol, data_names=names, label_names=[spec.output.label_name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mod.bind(data_shapes=[(i.name, (4,) + tuple(i.shape)) for i in spec.all_inputs],
+                 for_training=False)
+    mx.random.seed(seed)
+    mod.init_params(mx.init.Xavier(magnitude=2.0))
+    arg, aux = mod.get_params()
+    rng = np.random.RandomState(seed)
+    for key, value in list(aux.items()):
+        shape = value.shape
+        aux[key] = mx.nd.array(rng.uniform(-1, 1, shape) if key.endswith("mean")
+                               else rng.uniform(0.5, 2.0, shape))
+    for key, value in list(arg.items()):
+        if key.endswith(("_gamma", "_beta", "_bias")) and not key.startswith(names[0] + "_norm"):
+            arg[key] = mx.nd.array(rng.uniform(-0.5, 1.5, value.shape))
+    return arg, aux
+
+
+def _mxnet_outputs(spec, symbol, arg, aux, inputs):
+    names = [i.name for i in spec.all_inputs]
+    n = len(next(iter(inputs.values())))
+    mod = mx.mod.Module(symbol, data_names=names, label_names=[spec.output.label_name])
+    with warnings.catch_warnings():  # bound for inference: no label shapes
+        warnings.simplefilter("ignore")
+        mod.bind(data_shapes=[(k, inputs[k].shape) for k in names], for_training=False)
+    mod.set_params(arg, aux)
+    mod.forward(mx.io.DataBatch([mx.nd.array(inputs[k]) for k in names]), is_train=False)
+    out = mod.get_outputs()[0].asnumpy()
+    assert out.shape[0] == n
+    return out
+
+
+TWIN_SPECS = ["specs/digits_cnn.yaml", "specs/breast_cancer_branches.yaml",
+              "specs/breast_cancer_mlp.yaml"]
+
+
+def _case(path):
+    spec = load_spec(os.path.join(ROOT, path))
+    symbol = build_symbol(spec)
+    arg, aux = _random_params(spec, symbol)
+    rng = np.random.RandomState(0)
+    inputs = {i.name: rng.normal(2.0, 3.0, (5,) + tuple(i.shape)).astype(np.float32)
+              for i in spec.all_inputs}
+    return spec, symbol, arg, aux, inputs, _mxnet_outputs(spec, symbol, arg, aux, inputs)
+
+
+@pytest.mark.parametrize("path", TWIN_SPECS)
+def test_gluon_twin_computes_what_the_symbol_computes(path):
+    spec, symbol, arg, aux, inputs, want = _case(path)
+    net, pmap = bench.gluon_twin(spec, symbol)
+    net.initialize()
+    net.hybridize()
+    names = [i.name for i in spec.all_inputs]
+    net(*[mx.nd.array(inputs[k]) for k in names])  # shapes settle before the params are set
+    assert set(pmap) == set(arg) | set(aux) - {spec.output.label_name}
+    for key, value in {**arg, **aux}.items():
+        pmap[key].set_data(value)
+    got = bench.gluon_head(spec, mx.nd, net(*[mx.nd.array(inputs[k]) for k in names])).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", TWIN_SPECS)
+def test_torch_twin_computes_what_the_symbol_computes(path):
+    torch = pytest.importorskip("torch")
+    spec, symbol, arg, aux, inputs, want = _case(path)
+    net, pmap = bench.torch_twin(spec, symbol)
+    assert set(pmap) == set(arg) | set(aux) - {spec.output.label_name}
+    with torch.no_grad():
+        for key, value in {**arg, **aux}.items():
+            pmap[key].copy_(torch.from_numpy(value.asnumpy()))
+        net.eval()
+        out = net(*[torch.from_numpy(inputs[i.name]) for i in spec.all_inputs])
+        got = bench.torch_head(spec, out).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_twin_refuses_an_op_it_does_not_write(tmp_path):
+    spec = load_spec(write_spec(tmp_path, FULL_BATCH.replace(
+        "{op: Activation, name: relu1, act_type: tanh}", "{op: SoftmaxActivation, name: sa}")))
+    with pytest.raises(bench.TwinUnsupported, match="SoftmaxActivation"):
+        bench.twin_plan(spec, build_symbol(spec))
+
+
+@pytest.mark.parametrize("layers", [1, 2, 10, 101])
+def test_scaling_specs_have_exactly_n_layers(layers):
+    spec = loads_spec(bench.scaling_spec_text(layers, DATA))
+    assert len(spec.layers) == layers
+    nodes = json.loads(build_symbol(spec).tojson())["nodes"]
+    ops = [n["op"] for n in nodes if n["op"] not in ("null", "BatchNorm", "SoftmaxOutput")]
+    assert len(ops) == layers  # counted in the built graph, not the spec
+    assert ops[-1] == "FullyConnected"
+    assert ops.count("Activation") == (layers - 1) // 2
+
+
+def test_scaling_table_and_verdict_from_known_times():
+    figures = [bench.ScalingFigures(n, {p: 0.0 for p in bench.SCALING_PHASES + ("init params",)},
+                                    0.01 + 0.002 * n) for n in (10, 100, 1000)]
+    assert "ratio 1.00 (linear" in bench.scaling_verdict(figures)
+    quadratic = [bench.ScalingFigures(f.layers, f.phases, 1e-5 * f.layers ** 2) for f in figures]
+    assert "NOT linear" in bench.scaling_verdict(quadratic)
+    table = bench.scaling_table(figures)
+    assert "| 1000 |" in table and "| 2.01 |" in table  # 2.01 ms per layer at 1000
