@@ -69,6 +69,14 @@ class TrainingFigures:
     note: str = ""
     twin: str = ""
     ms_per_epoch: float = 0.0  # whole-run seconds / epochs, median over repeats, in ms
+    epoch_loops: List[float] = dataclasses.field(default_factory=list)  # per repeat
+
+    def paired(self, other: "TrainingFigures", *, epoch_loop: bool = False) -> float:
+        """Median over rounds of this contender's samples/s over `other`'s in the same
+        round: a slow phase of a shared machine hits both sides of each ratio alike."""
+        mine = self.epoch_loops if epoch_loop else self.whole_runs
+        theirs = other.epoch_loops if epoch_loop else other.whole_runs
+        return statistics.median(a / b for a, b in zip(mine, theirs))
 
 
 @dataclasses.dataclass
@@ -126,7 +134,8 @@ def compare_training(contenders: Sequence[Contender], *, epochs: int, repeats: i
         figures.append(TrainingFigures(
             c.name, statistics.median(whole), rs[0].samples_per_epoch / _median_epoch(rs),
             whole, c.note, c.twin,
-            1e3 * statistics.median(run.wall / len(run.epoch_seconds) for run in rs)))
+            1e3 * statistics.median(run.wall / len(run.epoch_seconds) for run in rs),
+            [run.samples_per_epoch / _median_epoch([run]) for run in rs]))
     return figures
 
 
@@ -1052,10 +1061,19 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}x" if base > 0 else "-"
 
 
+def _paired(f: TrainingFigures, other: TrainingFigures, *, epoch_loop: bool = False) -> str:
+    if len(f.whole_runs) != len(other.whole_runs) or not f.epoch_loops or not other.epoch_loops:
+        return _ratio(f.epoch_loop if epoch_loop else f.whole_run,
+                      other.epoch_loop if epoch_loop else other.whole_run)
+    return f"{f.paired(other, epoch_loop=epoch_loop):.2f}x"
+
+
 def training_table(figures: Sequence[TrainingFigures], *, baseline: str = HAND_WRITTEN,
                    label: str = "") -> str:
-    """Markdown: samples/s over the whole run and over the epoch loop, with ratios to the
-    bare hand-written Module.fit and to the hand-written run that does the same work."""
+    """Markdown: samples/s over the whole run and over the epoch loop (medians over
+    repeats), with ratios to the bare hand-written Module.fit and to the hand-written run
+    that does the same work; ratios are paired: the median over rounds of the two
+    contenders' ratio within a round."""
     base = next((f for f in figures if f.name == baseline), figures[0])
     by_name = {f.name: f for f in figures}
     lead = "| spec " if label else ""
@@ -1066,10 +1084,9 @@ def training_table(figures: Sequence[TrainingFigures], *, baseline: str = HAND_W
     for f in figures:
         twin = by_name.get(f.twin)
         cells = [f.name, f"{f.whole_run:,.0f}", f"{f.ms_per_epoch:.1f}",
-                 _ratio(f.whole_run, base.whole_run),
-                 _ratio(f.whole_run, twin.whole_run) if twin else "-",
-                 f"{f.epoch_loop:,.0f}", _ratio(f.epoch_loop, base.epoch_loop),
-                 _ratio(f.epoch_loop, twin.epoch_loop) if twin else "-",
+                 _paired(f, base), _paired(f, twin) if twin else "-",
+                 f"{f.epoch_loop:,.0f}", _paired(f, base, epoch_loop=True),
+                 _paired(f, twin, epoch_loop=True) if twin else "-",
                  (f.note or "-") + (f"; same work as: {twin.name}" if twin else "")]
         lines.append(("| " + label + " " if label else "") + "| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -1092,9 +1109,10 @@ def inference_table(figures: Sequence[InferenceFigures], *, label: str = "") -> 
 FOOTNOTE = ("whole run: the whole call (setup, statistics, bind, every epoch and what the row "
             "includes) with mx.nd.waitall() before the clock stops; ms/epoch: the whole run "
             "over its epochs; epoch loop: one epoch's batches (engine-synced), median epoch, "
-            "the first left out. vs same work: against the hand-written run that does what "
-            "the row does (training only validates every epoch, as train() always does; as "
-            "built also checkpoints).")
+            "the first left out. Ratios are paired: the median over rounds of the two "
+            "contenders' ratio within one round. vs same work: against the hand-written run "
+            "that does what the row does (training only validates every epoch, as train() "
+            "always does; as built also checkpoints).")
 
 
 @dataclasses.dataclass
