@@ -28,13 +28,20 @@ Worker side (`worker_from_env`, `WorkerContext`), what symbuilder decides:
 * Validation runs on every worker on the whole validation split (same parameters, same
   statistics, so the same figures); an early stop wanted by any worker stops all of them
   (a flag summed through the kvstore), so no worker is left waiting in a push.
-* Only rank 0 writes checkpoints and the export.
+* Only rank 0 writes checkpoints (dist_sync, dist_device_sync) and the export. A resume
+  reads the run folder on every worker; the workers check that they all start after the
+  same epoch (a host without the folder would otherwise run more epochs than the others).
+* Failures: a failed worker leaves at once (os._exit), uncaught exceptions included: a
+  normal exit would block in the kvstore's exit barrier. ps-lite detects no failure, so
+  each worker watches the scheduler's port and ends itself when it is gone (a job
+  started by hand); `launch` ends the whole job when any of its processes dies.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -50,6 +57,10 @@ DMLC_VARS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SER
              "DMLC_NUM_WORKER")
 AUX_KEY = "__symbuilder_aux__:"
 STOP_KEY = "__symbuilder_stop__"
+START_KEY = "__symbuilder_start__"
+# Seconds between a worker's checks that the scheduler still listens (0: no checks); a
+# worker ends itself after three failed checks in a row.
+WATCH_ENV = "SYMBUILDER_SCHEDULER_CHECK"
 # Test hook: each worker saves its final parameters (and, in running mode, its own last
 # moving statistics before averaging) into this folder.
 DUMP_ENV = "SYMBUILDER_DIST_DUMP"
@@ -72,6 +83,7 @@ class WorkerContext:
     num_workers: int
     _aux_names: List[str] = dataclasses.field(default_factory=list)
     _stop_ready: bool = False
+    _finished: bool = False
 
     @property
     def chief(self) -> bool:
@@ -80,6 +92,13 @@ class WorkerContext:
     @property
     def sync(self) -> bool:
         return _is_sync(self.kind)
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether this worker writes resumable checkpoints: rank 0 under *_sync only.
+        Under dist_async the optimizer state lives on the servers, which MXNet cannot save
+        (KVStore.save_optimizer_states asserts), and --resume is refused anyway."""
+        return self.chief and self.sync
 
     @property
     def shard(self) -> Tuple[int, int]:
@@ -106,10 +125,16 @@ class WorkerContext:
             else:
                 os.environ["MXNET_UPDATE_ON_KVSTORE"] = old
 
-    def init_keys(self, module: Any, *, fixed: Sequence[str] = ()) -> None:
+    def init_keys(self, module: Any, *, fixed: Sequence[str] = (), start_epoch: int = 0,
+                  run_dir: Optional[str] = None) -> None:
         """Create symbuilder's own keys, after Module created the parameters' keys: one per
         aux state that changes (every BatchNorm's moving statistics but the `fixed` ones)
-        and the stop flag. Collective: every worker calls it with the same names."""
+        and the stop flag. Collective: every worker calls it with the same names.
+
+        Then check that every worker starts after the same epoch (`start_epoch`, 0 for a
+        fresh run): a worker that found no checkpoint to resume while rank 0 did (its own
+        host has no copy of the run folder) would run more epochs than the others and
+        leave them waiting in a push forever. RunError on every worker if they differ."""
         import mxnet as mx
         if not self.sync:
             return
@@ -118,7 +143,24 @@ class WorkerContext:
         for name in self._aux_names:
             self.kvstore.init(AUX_KEY + name, mx.nd.zeros(aux[name].shape, dtype="float32"))
         self.kvstore.init(STOP_KEY, mx.nd.zeros((1,), dtype="float32"))
+        self.kvstore.init(START_KEY, mx.nd.zeros((2,), dtype="float64"))
         self._stop_ready = True
+        # Sum of e and of e^2 over the workers: all equal iff sum(e^2) = sum(e)^2 / W.
+        e = float(start_epoch)
+        out = mx.nd.zeros((2,), dtype="float64")
+        self.kvstore.push(START_KEY, mx.nd.array([e, e * e], dtype="float64"))
+        self.kvstore.pull(START_KEY, out=out)
+        total, squares = (float(v) for v in out.asnumpy())
+        if squares * self.num_workers != total * total:
+            mean = total / self.num_workers
+            where = f" in {run_dir}" if run_dir else ""
+            raise RunError(
+                f"the workers do not start from the same checkpoint: worker {self.rank} "
+                + (f"resumes after epoch {start_epoch}" if start_epoch else
+                   "found no checkpoint to resume and starts at epoch 1")
+                + f"{where}, the job's workers average epoch {mean:g}. --resume needs the run "
+                "folder (rank 0 writes it beside --out) on a file system every worker "
+                "reads, at the same path; or start over without --resume")
 
     def average_aux(self, module: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         """Average the registered aux arrays over the workers and write the average back
@@ -150,10 +192,13 @@ class WorkerContext:
         return float(out.asnumpy()[0]) > 0
 
     def finish(self, module: Any) -> None:
-        """After training: dist_async workers each hold the weights of their last pull;
-        wait for every worker's last push, then pull the servers' final weights."""
-        if self.sync or not getattr(module, "_update_on_kvstore", False):
+        """At the end of the last epoch (before its validation, so that the last epoch's
+        figures are those of the exported weights), and again after training (a no-op
+        then): dist_async workers each hold the weights of their last pull; wait for
+        every worker's last push, then pull the servers' final weights. Collective."""
+        if self.sync or self._finished or not getattr(module, "_update_on_kvstore", False):
             return
+        self._finished = True
         self.kvstore._barrier()
         group = module._exec_group
         for idx, name in enumerate(group.param_names):
@@ -225,6 +270,7 @@ def join(spec: Any, *, progress: Any = None) -> WorkerContext:
     env = os.environ
     kind = spec.train.kvstore
     import mxnet as mx
+    watch = _SchedulerWatch.from_env(env, progress)
     try:
         kv = mx.kv.create(kind)
     except mx.base.MXNetError as e:
@@ -234,6 +280,9 @@ def join(spec: Any, *, progress: Any = None) -> WorkerContext:
                        f"{mxnet_message(e)}") from None
     worker = WorkerContext(kvstore=kv, kind=kind, rank=int(kv.rank),
                            num_workers=int(kv.num_workers))
+    _exit_on_uncaught_exception()
+    if watch:
+        watch.joined(worker.rank)
     if progress:
         progress(f"worker rank {worker.rank} of {worker.num_workers} ({kind}); "
                  + ("writes the checkpoints and the export" if worker.chief else
@@ -251,6 +300,101 @@ def exit_failed_worker(code: int) -> None:
             except Exception:  # pragma: no cover - a closed pipe
                 pass
         os._exit(code)
+
+
+class _SchedulerWatch:
+    """A worker's daemon thread watching the scheduler's port (a TCP connect every
+    `interval` seconds). ps-lite has no failure detection: when the scheduler dies, the
+    workers of a job started by hand train on and then block forever in the kvstore's
+    exit barrier (measured), and a worker whose DMLC_PS_ROOT_URI is wrong waits silently
+    in its join. While joining, the thread says every 60 s what it is waiting for; once
+    joined, three failed connects in a row end the worker with exit code 1 and a message.
+    `symbuilder launch` needs none of this (it ends the job when any process dies), but
+    it costs one connect per interval. ZeroMQ drops a connection that never greets it."""
+
+    def __init__(self, host: str, port: int, interval: float, say: Any) -> None:
+        self.host, self.port, self.interval, self.say = host, port, interval, say
+        self.rank: Optional[int] = None
+        self.started = time.monotonic()
+        thread = threading.Thread(target=self._run, name="symbuilder-scheduler-watch",
+                                  daemon=True)
+        thread.start()
+
+    @classmethod
+    def from_env(cls, env: Any, say: Any) -> Optional["_SchedulerWatch"]:
+        try:
+            interval = float(env.get(WATCH_ENV, "2"))
+            port = int(env.get("DMLC_PS_ROOT_PORT", ""))
+        except ValueError:
+            return None
+        if not interval > 0:
+            return None
+        return cls(env.get("DMLC_PS_ROOT_URI", ""), port, interval, say or _say_stderr)
+
+    def joined(self, rank: int) -> None:
+        self.rank = rank
+
+    def _alive(self) -> Tuple[bool, str]:
+        try:
+            with socket.create_connection((self.host, self.port),
+                                          timeout=max(1.0, min(5.0, self.interval * 2))):
+                return True, ""
+        except OSError as e:
+            return False, e.strerror or type(e).__name__
+
+    def _run(self) -> None:
+        missed, next_note = 0, 60.0
+        while True:
+            time.sleep(self.interval)
+            if self.rank is None:  # joining: the scheduler may legitimately start later
+                waited = time.monotonic() - self.started
+                if waited >= next_note:
+                    next_note += 60.0
+                    workers, servers = (os.environ.get(v, "?") for v in
+                                        ("DMLC_NUM_WORKER", "DMLC_NUM_SERVER"))
+                    self.say(f"still joining after {waited:.0f} s: waiting for the scheduler "
+                             f"at {self.host}:{self.port} and all {workers} workers and "
+                             f"{servers} servers to register (check DMLC_PS_ROOT_URI, "
+                             "DMLC_PS_ROOT_PORT and that every process was started)")
+                continue
+            alive, why = self._alive()
+            missed = 0 if alive else missed + 1
+            if missed >= 3:
+                _say_stderr(f"symbuilder: failed: worker {self.rank}: the scheduler at "
+                            f"{self.host}:{self.port} is gone ({why}); ending this worker, "
+                            "the job cannot go on without it")
+                os._exit(1)
+
+
+def _say_stderr(line: str) -> None:
+    try:
+        sys.stdout.flush()
+        print(line, file=sys.stderr, flush=True)
+    except Exception:  # pragma: no cover - a closed pipe
+        pass
+
+
+def _exit_on_uncaught_exception() -> None:
+    """Once a worker has joined, an uncaught exception (a bug, an AssertionError inside
+    MXNet) must end the process too: a normal interpreter exit runs the kvstore's
+    destructor, whose barrier waits forever for the other workers, which wait for this
+    one. Print the traceback as usual, then leave at once with exit code 1."""
+    previous = sys.excepthook
+    if getattr(previous, "_symbuilder_dist", False):
+        return
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        try:
+            previous(kind, value, tb)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # pragma: no cover - a closed pipe
+                    pass
+            os._exit(130 if issubclass(kind, KeyboardInterrupt) else 1)
+    hook._symbuilder_dist = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 # --------------------------------------------------------------------------- launching
@@ -275,6 +419,7 @@ class _Proc:
     index: int
     popen: subprocess.Popen
     reader: Optional[threading.Thread] = None
+    tail: List[str] = dataclasses.field(default_factory=list)  # its last output lines
 
     @property
     def label(self) -> str:
@@ -330,7 +475,9 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
 
     Every output line is written to `out` prefixed with its process (`[worker 0] ...`).
     Worker i is kvstore rank i: ps-lite ranks the nodes of one host by port, and worker
-    i gets the i-th lowest port. Returns when every worker exited 0 (the scheduler and
+    i gets the i-th lowest port (if another program took that port meanwhile, ps-lite
+    picks another and a `[launch]` line tells the worker's rank; if it took the
+    scheduler's, the job starts again on new ports, up to three times). Returns when every worker exited 0 (the scheduler and
     servers end by themselves then; after `grace` seconds they are stopped). Raises
     LaunchError, after stopping every other process, when any process dies (non-zero exit
     or a signal) or `timeout` seconds pass; on KeyboardInterrupt or SIGTERM everything is
@@ -342,19 +489,13 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
     out = out or sys.stdout
     python = python or sys.executable
     base = dict(os.environ if environ is None else environ)
-    ports = free_ports(1 + servers + workers)
-    root, server_ports, worker_ports = ports[0], ports[1:1 + servers], ports[1 + servers:]
-    token = f"{os.getpid()}-{time.time_ns()}"
-    base.update({"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(root),
+    base.update({"DMLC_PS_ROOT_URI": "127.0.0.1",
                  "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers),
-                 "DMLC_NODE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", LAUNCH_ENV: token})
+                 "DMLC_NODE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
     base.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     base.pop("PORT", None)
-    plan: List[Tuple[str, int, List[str], Optional[int]]] = [
-        ("scheduler", 0, [python, "-c", "import mxnet"], None)]
-    plan += [("server", i, [python, "-c", "import mxnet"], p) for i, p in enumerate(server_ports)]
-    plan += [("worker", i, [python, "-m", "symbuilder", "build", *build_args], p)
-             for i, p in enumerate(worker_ports)]
+    token = f"{os.getpid()}-{time.time_ns()}"
+    base[LAUNCH_ENV] = token
     lock = threading.Lock()
     procs: List[_Proc] = []
 
@@ -368,7 +509,14 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
 
     def pump(proc: _Proc) -> None:
         for raw in iter(proc.popen.stdout.readline, b""):
-            emit(proc.label, raw.decode("utf-8", "replace").rstrip("\r\n"))
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            proc.tail.append(line)
+            del proc.tail[:-20]
+            emit(proc.label, line)
+            ranked = _RANK_LINE.match(line) if proc.role == "worker" else None
+            if ranked and int(ranked.group(1)) != proc.index:
+                emit("launch", f"{proc.label} is kvstore rank {ranked.group(1)} (ps-lite "
+                     "ranks by port, and its port was taken); its lines keep their label")
         proc.popen.stdout.close()
 
     def on_sigterm(signum: int, _frame: Any) -> None:
@@ -378,47 +526,42 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
         if threading.current_thread() is threading.main_thread() else None
     started = time.monotonic()
     try:
-        for role, index, cmd, port in plan:
-            env = dict(base, DMLC_ROLE=role)
-            if port is not None:
-                env["PORT"] = str(port)
-            popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     preexec_fn=_child_setup(os.getpid()))
-            procs.append(_Proc(role, index, popen))
-        for proc in procs:
-            proc.reader = threading.Thread(target=pump, args=(proc,), daemon=True)
-            proc.reader.start()
-        emit("launch", f"scheduler at 127.0.0.1:{root}; started " + ", ".join(
-            f"{p.label} (pid {p.popen.pid})" for p in procs))
-        workers_done_at: Optional[float] = None
-        while True:
-            codes = [(p, p.popen.poll()) for p in procs]
-            dead = next(((p, c) for p, c in codes if c is not None and c != 0), None)
-            if dead:
-                proc, code = dead
-                others = _stop(procs, exclude=proc)
-                worker_mistake = proc.role == "worker" and code == 2
-                raise LaunchError(
-                    f"{proc.label} (pid {proc.popen.pid}) {_describe_exit(code)}"
-                    + (" (a mistake in the spec, the data or the command line; see its "
-                       "output above)" if worker_mistake else "")
-                    + (f"; stopped {others}" if others else ""),
-                    exit_code=2 if worker_mistake else 1)
-            if all(c == 0 for p, c in codes if p.role == "worker"):
-                if all(c is not None for _, c in codes):
-                    break
-                workers_done_at = workers_done_at or time.monotonic()
-                if time.monotonic() - workers_done_at > grace:
-                    others = _stop(procs)
-                    emit("launch", f"the workers finished; stopped {others}, which did not "
-                         f"end within {grace:g} s")
-                    break
-            if timeout is not None and time.monotonic() - started > timeout:
-                others = _stop(procs)
-                raise LaunchError(f"timed out after {timeout:g} s (--timeout); stopped {others}")
-            time.sleep(0.05)
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            # The ports are free now; another program may take one before ps-lite binds it.
+            # A server's or worker's port taken: ps-lite binds a random one instead (only
+            # the rank order changes). The scheduler's: it dies ("bind failed"); start
+            # the whole job again on new ports, a few times.
+            ports = free_ports(1 + servers + workers)
+            root, server_ports, worker_ports = ports[0], ports[1:1 + servers], ports[1 + servers:]
+            plan: List[Tuple[str, int, List[str], Optional[int]]] = [
+                ("scheduler", 0, [python, "-c", "import mxnet"], None)]
+            plan += [("server", i, [python, "-c", "import mxnet"], p)
+                     for i, p in enumerate(server_ports)]
+            plan += [("worker", i, [python, "-m", "symbuilder", "build", *build_args], p)
+                     for i, p in enumerate(worker_ports)]
+            procs.clear()
+            for role, index, cmd, port in plan:
+                env = dict(base, DMLC_ROLE=role, DMLC_PS_ROOT_PORT=str(root))
+                if port is not None:
+                    env["PORT"] = str(port)
+                popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True,
+                                         preexec_fn=_child_setup(os.getpid()))
+                procs.append(_Proc(role, index, popen))
+            for proc in procs:
+                proc.reader = threading.Thread(target=pump, args=(proc,), daemon=True)
+                proc.reader.start()
+            emit("launch", f"scheduler at 127.0.0.1:{root}; started " + ", ".join(
+                f"{p.label} (pid {p.popen.pid})" for p in procs))
+            if _supervise(procs, emit, started=started, timeout=timeout, grace=grace,
+                          last_attempt=attempt == _BIND_ATTEMPTS):
+                return
+            _stop(procs)
+            for proc in procs:
+                proc.reader.join(timeout=5)
+            emit("launch", f"port {root} was taken before the scheduler could bind it; "
+                 "starting the job again on other ports")
     finally:
         _stop(procs)
         for proc in procs:
@@ -426,6 +569,48 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
                 proc.reader.join(timeout=5)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+
+
+_BIND_ATTEMPTS = 3
+_RANK_LINE = re.compile(r"worker rank (\d+) of \d+ \(")
+
+
+def _supervise(procs: List[_Proc], emit: Any, *, started: float, timeout: Optional[float],
+               grace: float, last_attempt: bool) -> bool:
+    """Wait for the job: True when every worker exited 0; False when the scheduler could
+    not bind its port (start again); LaunchError, after stopping the others, when any
+    process died or the time ran out."""
+    workers_done_at: Optional[float] = None
+    while True:
+        codes = [(p, p.popen.poll()) for p in procs]
+        dead = next(((p, c) for p, c in codes if c is not None and c != 0), None)
+        if dead:
+            proc, code = dead
+            if proc.role == "scheduler" and not last_attempt:
+                proc.reader.join(timeout=5)  # its last lines: is it a bind failure?
+                if any("bind failed" in line for line in proc.tail):
+                    return False
+            others = _stop(procs, exclude=proc)
+            worker_mistake = proc.role == "worker" and code == 2
+            raise LaunchError(
+                f"{proc.label} (pid {proc.popen.pid}) {_describe_exit(code)}"
+                + (" (a mistake in the spec, the data or the command line; see its "
+                   "output above)" if worker_mistake else "")
+                + (f"; stopped {others}" if others else ""),
+                exit_code=2 if worker_mistake else 1)
+        if all(c == 0 for p, c in codes if p.role == "worker"):
+            if all(c is not None for _, c in codes):
+                return True
+            workers_done_at = workers_done_at or time.monotonic()
+            if time.monotonic() - workers_done_at > grace:
+                others = _stop(procs)
+                emit("launch", f"the workers finished; stopped {others}, which did not "
+                     f"end within {grace:g} s")
+                return True
+        if timeout is not None and time.monotonic() - started > timeout:
+            others = _stop(procs)
+            raise LaunchError(f"timed out after {timeout:g} s (--timeout); stopped {others}")
+        time.sleep(0.05)
 
 
 def _stop(procs: Sequence[_Proc], *, exclude: Optional[_Proc] = None,

@@ -263,7 +263,7 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         say(f"the interrupted run already completed {state.epoch} epochs")
 
     rows = worker.rows(len(data.train)) if worker else len(data.train)
-    writes = worker is None or worker.chief  # only rank 0 writes checkpoints
+    writes = worker is None or worker.checkpoints  # rank 0 of a *_sync job only
     batch_size = min(spec.train.batch_size, rows)
     seed = spec.train.seed
     seed_epoch(seed, state.epoch)
@@ -296,7 +296,8 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         with worker.optimizer_env():
             module.init_optimizer(kvstore=kvstore, optimizer=opt_name,
                                   optimizer_params=opt_params)
-        worker.init_keys(module, fixed=fixed_aux_names(spec))
+        worker.init_keys(module, fixed=fixed_aux_names(spec), start_epoch=state.epoch,
+                         run_dir=run_dir)
     else:
         module.init_optimizer(kvstore=spec.train.kvstore, optimizer=opt_name,
                               optimizer_params=opt_params)
@@ -315,6 +316,8 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
     def on_epoch_end(epoch: int, _sym: Any, arg_params: Dict, aux_params: Dict) -> None:
         seconds = reporter.epoch_seconds()
         if worker:  # MXNet never syncs aux states: average them before anyone reads them
+            if epoch + 1 == num_epoch:
+                worker.finish(module)  # dist_async: validate and export the servers' weights
             local_aux["aux"], aux_params = worker.average_aux(module)
         names_, values = metric.get_global()
         bad = metric.first_bad_batch

@@ -5,10 +5,13 @@ server, two workers) and compare against independent computations: numpy float64
 statistics of the whole training split, each worker's own parameters (saved through the
 SYMBUILDER_DIST_DUMP test hook), and a /proc scan for leftover processes.
 """
+import io
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +20,8 @@ import numpy as np
 import pytest
 
 from symbuilder.data import load_data, shard_order, shard_rows
-from symbuilder.distributed import DUMP_ENV, LAUNCH_ENV, check_env, free_ports
+from symbuilder import distributed
+from symbuilder.distributed import DUMP_ENV, LAUNCH_ENV, WATCH_ENV, check_env, free_ports
 from symbuilder.errors import SpecError
 from symbuilder.spec.model import load_spec
 
@@ -266,3 +270,238 @@ def test_two_devices_on_one_host_train_and_export(tmp_path, kvstore):
     assert result.manifest["metrics"]["val"]["accuracy"] > 0.9
     assert result.manifest["parity"]["max_abs"] <= 1e-5
     assert os.path.exists(tmp_path / "export" / "breast_cancer_mlp.onnx")
+
+
+# ------------------------------------------------- slow: failures a review found (issue 7)
+
+def _job_line(stdout, label, pattern):
+    return next((ln for ln in stdout.splitlines()
+                 if ln.startswith(f"[{label}] ") and re.search(pattern, ln)), None)
+
+
+@pytest.mark.slow
+def test_dist_async_trains_and_exports_the_servers_final_weights(tmp_path):
+    # Was: rank 0 crashed writing its first checkpoint (KVStore.save_optimizer_states
+    # asserts under dist_async), and the last epoch's figures were of each worker's own
+    # last pull, not of the exported (the servers' final) weights.
+    run, out = _launch(tmp_path, MLP, "--set", "train.kvstore=dist_async", "--epochs", "3")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    w0 = _load_params(tmp_path / "dump" / "worker-0.params")
+    w1 = _load_params(tmp_path / "dump" / "worker-1.params")
+    _assert_same(w0, w1)                                  # both pulled the servers' weights
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    _assert_same(_load_params(os.path.join(out, "breast_cancer_mlp-0003.params")), w0)
+    # Both workers validated the same (final) weights in the last epoch.
+    val = [_job_line(run.stdout, f"worker {r}", r"epoch 3/3").split("val ")[1].split("lr=")[0]
+           for r in (0, 1)]
+    assert val[0] == val[1]
+    assert manifest["metrics"]["val"]["accuracy"] == pytest.approx(
+        float(re.search(r"accuracy=([\d.]+)", val[0]).group(1)), abs=5e-5)
+    assert sorted(os.listdir(tmp_path)) == ["dump", "export"]  # no checkpoint folder
+
+
+def test_dist_async_refuses_resume_and_early_stopping():
+    spec = load_spec(MLP, overrides=["train.kvstore=dist_async"])
+    with pytest.raises(SpecError, match="--resume needs dist_sync"):
+        check_env(spec, resume=True, environ=DMLC)
+    spec = load_spec(MLP, overrides=["train.kvstore=dist_async",
+                                     "train.early_stopping={metric: accuracy, patience: 2}"])
+    with pytest.raises(SpecError, match="early stopping needs dist_sync"):
+        check_env(spec, environ=DMLC)
+
+
+def _inject(tmp_path, code):
+    """A PYTHONPATH whose sitecustomize runs `code` in every worker of a job."""
+    folder = tmp_path / "inject"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('DMLC_ROLE') == 'worker':\n"
+        + "".join(f"    {line}\n" for line in code.strip().splitlines()))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), ROOT, env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.slow
+def test_an_uncaught_exception_in_a_worker_ends_the_job_instead_of_hanging(tmp_path):
+    # Was: the worker printed its traceback, then blocked forever in the kvstore's exit
+    # barrier (the other worker waits for its pushes), so the launch never ended.
+    env = _inject(tmp_path, """
+from symbuilder import distributed
+real = distributed.WorkerContext.any
+def any(self, flag):
+    if self.rank == 1:
+        raise AssertionError('injected bug')
+    return real(self, flag)
+distributed.WorkerContext.any = any
+""")
+    started = time.monotonic()
+    run = _cli("launch", "--workers", "2", "--timeout", "40", MLP, "--set",
+               "train.kvstore=dist_sync", "--epochs", "50", "--out", str(tmp_path / "o"),
+               env=env, timeout=60)
+    assert time.monotonic() - started < 30, "the job waited for its --timeout"
+    assert run.returncode == 1
+    assert "[worker 1] AssertionError: injected bug" in run.stdout
+    assert re.search(r"symbuilder: failed: worker 1 \(pid \d+\) exited with code 1; stopped "
+                     r"the other 3 processes", run.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_launch_starts_again_when_the_schedulers_port_is_taken(tmp_path, monkeypatch):
+    # Was: the scheduler died on "bind failed" and the launch failed. The port is taken
+    # between free_ports() and the scheduler's bind here on purpose.
+    intruder = socket.socket()
+    intruder.bind(("127.0.0.1", 0))
+    intruder.listen()
+    taken = intruder.getsockname()[1]
+    real, calls = distributed.free_ports, []
+
+    def ports(count, host="127.0.0.1"):
+        calls.append(count)
+        got = real(count, host)
+        return [taken] + got[1:] if len(calls) == 1 else got
+    monkeypatch.setattr(distributed, "free_ports", ports)
+    out = io.StringIO()
+    try:
+        distributed.launch([MLP, "--set", "train.kvstore=dist_sync", "--epochs", "1",
+                            "--quiet", "--out", str(tmp_path / "o")],
+                           workers=2, timeout=60, out=out)
+    finally:
+        intruder.close()
+    text = out.getvalue()
+    assert len(calls) == 2, text
+    assert f"[launch] port {taken} was taken before the scheduler could bind it" in text
+    assert os.path.exists(tmp_path / "o" / "manifest.json")
+    assert _launch_processes(os.getpid()) == []
+
+
+def _by_hand(tmp_path, worker_argvs, extra_env=None, servers=1):
+    """A job started as a user starts one by hand: the DMLC_* variables per process."""
+    root = free_ports(1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
+    env.update({"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(root),
+                "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(len(worker_argvs)),
+                "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    procs = {}
+
+    def start(label, role, cmd):
+        log = open(tmp_path / f"{label.replace(' ', '-')}.log", "w+")
+        procs[label] = (subprocess.Popen(cmd, env=dict(env, DMLC_ROLE=role),
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True), log)
+    start("scheduler", "scheduler", [sys.executable, "-c", "import mxnet"])
+    for i in range(servers):
+        start(f"server {i}", "server", [sys.executable, "-c", "import mxnet"])
+    for i, argv in enumerate(worker_argvs):
+        start(f"worker {i}", "worker", [sys.executable, "-m", "symbuilder", "build", *argv])
+    return root, procs
+
+
+def _output(procs, label):
+    log = procs[label][1]
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def _end(procs):
+    for popen, log in procs.values():
+        if popen.poll() is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        log.close()
+
+
+def _wait_for(procs, label, pattern, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if re.search(pattern, _output(procs, label), re.M):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_workers_started_by_hand_end_when_the_scheduler_dies(tmp_path):
+    # Was: they trained on, then blocked forever in the kvstore's exit barrier.
+    argv = [MLP, "--set", "train.kvstore=dist_sync", "--epochs", "3000",
+            "--out", str(tmp_path / "o")]
+    root, procs = _by_hand(tmp_path, [argv, argv], {WATCH_ENV: "0.3"})
+    try:
+        assert _wait_for(procs, "worker 1", r"^epoch +2/", 40), _output(procs, "worker 1")
+        procs["scheduler"][0].kill()
+        for label in ("worker 0", "worker 1"):
+            popen = procs[label][0]
+            assert popen.wait(timeout=15) == 1
+            assert (f"the scheduler at 127.0.0.1:{root} is gone (Connection refused); "
+                    "ending this worker") in _output(procs, label)
+    finally:
+        _end(procs)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """The run folder of a 2-worker dist_sync launch stopped (SIGTERM) while it trains epoch 2 or a
+    little later, and the epoch of its last checkpoint."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "symbuilder", "launch", "--workers", "2", "--timeout", "60",
+         MLP, "--set", "train.kvstore=dist_sync", "--epochs", "20",
+         "--out", str(folder / "export")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if re.match(r"\[worker 0\] epoch +2/", line):
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    run_dir = folder / ".export.run"
+    state = json.load(open(run_dir / "state.json"))
+    assert 1 <= state["epoch"] < 20 and not (folder / "export").exists()
+    return run_dir, state["epoch"]
+
+
+@pytest.mark.slow
+def test_resume_in_a_launch_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, interrupted_run):
+    run_dir, epoch = interrupted_run
+    shutil.copytree(run_dir, tmp_path / "resumed" / ".export.run")
+    os.makedirs(tmp_path / "whole")
+    resumed, _ = _launch(tmp_path / "resumed", MLP, "--set", "train.kvstore=dist_sync",
+                         "--epochs", "20", "--resume", "--set", "export.formats=[checkpoint]")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr
+    for rank in (0, 1):
+        assert f"[worker {rank}] resuming from epoch {epoch} in" in resumed.stdout
+    whole, _ = _launch(tmp_path / "whole", MLP, "--set", "train.kvstore=dist_sync",
+                       "--epochs", "20", "--quiet", "--set", "export.formats=[checkpoint]")
+    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr
+    for rank in (0, 1):
+        _assert_same(_load_params(tmp_path / "resumed" / "dump" / f"worker-{rank}.params"),
+                     _load_params(tmp_path / "whole" / "dump" / f"worker-{rank}.params"))
+
+
+@pytest.mark.slow
+def test_workers_resuming_from_different_checkpoints_fail_clearly(tmp_path, interrupted_run):
+    # Several hosts without a shared run folder: rank 0 finds the checkpoint, the other
+    # worker does not. Was: the second ran more epochs and the first waited forever.
+    run_dir, epoch = interrupted_run
+    shutil.copytree(run_dir, tmp_path / "host0" / ".export.run")
+    argv = [MLP, "--set", "train.kvstore=dist_sync", "--epochs", "20", "--resume"]
+    _, procs = _by_hand(tmp_path, [argv + ["--out", str(tmp_path / "host0" / "export")],
+                                   argv + ["--out", str(tmp_path / "host1" / "export")]])
+    try:
+        for label in ("worker 0", "worker 1"):
+            assert procs[label][0].wait(timeout=40) == 1, _output(procs, label)
+        out0, out1 = _output(procs, "worker 0"), _output(procs, "worker 1")
+    finally:
+        _end(procs)
+    assert "the workers do not start from the same checkpoint" in out0
+    assert f"resumes after epoch {epoch}" in out0 + out1
+    assert "found no checkpoint to resume and starts at epoch 1" in out0 + out1
+    assert "on a file system every worker reads" in out0
+    assert "Traceback" not in out0 + out1
