@@ -365,7 +365,7 @@ def shard_order(order: np.ndarray, rank: int, num_workers: int) -> np.ndarray:
 
 
 CHUNK_BYTES = 8 << 20  # features gathered per host-to-engine copy in ArrayIter
-PREFETCH_CHUNKS = 2    # chunks a background thread gathers ahead of the one in use
+PREFETCH_CHUNKS = 2    # chunks a background thread gathers ahead (memory-mapped inputs)
 
 
 def _batch_indices(order: np.ndarray, start: int, batch_size: int, shuffle: bool
@@ -392,20 +392,25 @@ Chunk = Tuple[List[np.ndarray], np.ndarray, List[int]]  # inputs, labels, pads p
 def epoch_chunks(inputs: Dict[str, np.ndarray], labels: np.ndarray, order: np.ndarray,
                  batch_size: int, shuffle: bool, start: int = 0) -> Iterator[Chunk]:
     """An epoch's batches from position `start` of `order`, CHUNK_BYTES of them at a time,
-    gathered into contiguous float32 arrays. A pure function of its arguments: prefetched
-    or not, the batches are the same."""
+    gathered into contiguous float32 arrays: the batches of _batch_indices, made with a few
+    numpy calls per chunk (each call is a GIL hand-off when a thread runs this). A pure
+    function of its arguments: prefetched or not, the batches are the same."""
     row_bytes = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs.values()) * 4)
     per_chunk = max(1, CHUNK_BYTES // (row_bytes * batch_size))
-    while start < len(order):
-        parts, pads = [], []
-        for _ in range(per_chunk):
-            if start >= len(order):
-                break
-            idx, pad = _batch_indices(order, start, batch_size, shuffle)
-            parts.append(idx)
+    n = len(order)
+    while start < n:
+        stop = min(n, start + per_chunk * batch_size)
+        part = order[start:stop]
+        full = (len(part) // batch_size) * batch_size
+        pads = [0] * (full // batch_size)
+        pieces = [np.sort(part[:full].reshape(-1, batch_size), axis=1).ravel() if shuffle
+                  else part[:full]]
+        if full < len(part):  # the epoch's last, short batch
+            pad = batch_size - (len(part) - full)
+            pieces += [np.sort(part[full:]) if shuffle else part[full:], order[:pad]]
             pads.append(pad)
-            start += batch_size
-        idx = np.concatenate(parts)
+        idx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        start = stop
         yield ([_gather(a, idx) for a in inputs.values()],
                np.asarray(labels[idx], dtype=np.float32), pads)
 
@@ -473,16 +478,18 @@ class ArrayIter(mx.io.DataIter):
     how many samples are repeats; Module.predict strips them).
     `on_epoch_start(epoch)` runs before each epoch's first batch: the trainer seeds MXNet's
     RNG there, which makes dropout masks a function of (seed, epoch) too.
-    `prefetch` chunks of batches are gathered ahead by a background thread (0: none), within
-    the epoch only: the next epoch's order and its on_epoch_start run at reset(), in the
-    caller's thread, as without prefetching. NDArrays are made in the caller's thread.
+    `prefetch` chunks of batches are gathered ahead by a background thread (0: none; None:
+    PREFETCH_CHUNKS when an input is memory-mapped, where a gather can wait for the disk,
+    else none: gathering from RAM is a memcpy, and a thread would only add GIL hand-offs).
+    Within the epoch only: the next epoch's order and its on_epoch_start run at reset(), in
+    the caller's thread, as without prefetching. NDArrays are made in the caller's thread.
     """
 
     def __init__(self, inputs: Dict[str, np.ndarray], labels: np.ndarray, *,
                  label_name: str, batch_size: int, shuffle: bool, seed: int = 0,
                  epoch: int = 0, on_epoch_start: Optional[Any] = None,
                  shard: Optional[Tuple[int, int]] = None,
-                 prefetch: int = PREFETCH_CHUNKS) -> None:
+                 prefetch: Optional[int] = None) -> None:
         super().__init__(batch_size)
         self.inputs = inputs
         self.labels = labels
@@ -492,6 +499,10 @@ class ArrayIter(mx.io.DataIter):
         self.epoch = epoch
         self.on_epoch_start = on_epoch_start
         self.shard = shard  # (rank, num_workers): this worker's rows of each epoch's order
+        if prefetch is None:
+            from .sources import is_memmapped
+            disk = any(is_memmapped(a) for a in inputs.values())
+            prefetch = PREFETCH_CHUNKS if disk else 0
         self.prefetch = max(0, int(prefetch))
         self._source: Optional[Any] = None
         self.provide_data = [mx.io.DataDesc(name, (batch_size,) + array.shape[1:], np.float32)
@@ -583,10 +594,11 @@ def labels_for(spec: Spec, dataset: Dataset) -> np.ndarray:
 def make_iter(spec: Spec, dataset: Dataset, *, batch_size: int, shuffle: bool, epoch: int = 0,
               on_epoch_start: Optional[Any] = None,
               shard: Optional[Tuple[int, int]] = None,
-              prefetch: int = PREFETCH_CHUNKS) -> ArrayIter:
+              prefetch: Optional[int] = None) -> ArrayIter:
     """The iterator Module.fit and Module.predict consume, named as the symbol's variables.
     `shard=(rank, num_workers)`: a dist worker's rows of every epoch (see shard_order).
-    `prefetch`: chunks gathered ahead in a background thread (0: none)."""
+    `prefetch`: chunks gathered ahead in a background thread (0: none; None: when an input
+    is memory-mapped)."""
     return ArrayIter(dataset.inputs, labels_for(spec, dataset), label_name=spec.output.label_name, batch_size=batch_size, shuffle=shuffle,
                      seed=spec.train.seed, epoch=epoch, on_epoch_start=on_epoch_start,
                      shard=shard, prefetch=prefetch)

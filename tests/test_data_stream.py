@@ -527,6 +527,36 @@ def test_prefetching_iterator_yields_the_plain_iterators_batches(tmp_path, monke
     assert not [t for t in threading.enumerate() if t.name == "symbuilder-prefetch"]
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_chunked_batches_are_the_per_batch_definition(monkeypatch, shuffle):
+    """epoch_chunks sorts a whole chunk's batches in one call; each batch must still be
+    _batch_indices' batch: order[s:s+B], sorted when shuffling, the last one padded from
+    the start of the order."""
+    from symbuilder.data import _batch_indices
+    monkeypatch.setattr("symbuilder.data.CHUNK_BYTES", 3 * 7 * 4 * 10)  # 3 batches a chunk
+    rng = np.random.RandomState(4)
+    x = rng.rand(101, 7).astype(np.float32)
+    labels = np.arange(101, dtype=np.float32)
+    it = ArrayIter({"data": x}, labels, label_name="l", batch_size=10, shuffle=shuffle,
+                   seed=2, epoch=1, prefetch=0)
+    order = it._order.copy()
+    for k, batch in enumerate(_batches(it)):
+        idx, pad = _batch_indices(order, 10 * k, 10, shuffle)
+        assert batch[2] == pad and np.array_equal(batch[1], labels[idx])
+        assert np.array_equal(batch[0][0], x[idx])
+    assert k == 10 and pad == 9
+
+
+def test_prefetch_is_on_for_memory_mapped_inputs_only(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((10, 2), np.float32))
+    labels = np.zeros(10, np.float32)
+    mapped = ArrayIter({"d": np.load(tmp_path / "x.npy", mmap_mode="r")}, labels,
+                       label_name="l", batch_size=4, shuffle=True)
+    ram = ArrayIter({"d": np.zeros((10, 2), np.float32)}, labels, label_name="l",
+                    batch_size=4, shuffle=True)
+    assert mapped.prefetch == 2 and ram.prefetch == 0
+
+
 def test_a_failure_in_the_prefetch_thread_reaches_the_caller():
     class Broken(np.ndarray):
         def __getitem__(self, item):
