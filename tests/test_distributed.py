@@ -72,9 +72,17 @@ def test_dist_async_refuses_running_statistics():
     assert e.value.path == "input.normalize.stats"
 
 
+def _env(**extra):
+    """The jobs' environment: conftest's OMP_NUM_THREADS=2 left out, as a launch warns
+    (2 workers x 2 spinning OpenMP threads on a 2-core host ran 30x slower)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(extra)
+    return env
+
+
 def _cli(*args, env=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "symbuilder", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=_env() if env is None else env)
 
 
 def test_cli_build_with_dist_kvstore_outside_a_launch_exits_2_in_one_line(tmp_path):
@@ -95,6 +103,16 @@ def test_cli_launch_with_a_local_kvstore_exits_2_before_starting_anything(tmp_pa
     assert "Traceback" not in run.stderr
 
 
+def test_launch_warns_when_omp_threads_oversubscribe_the_host():
+    from symbuilder.distributed import oversubscription_note
+    note = oversubscription_note({"OMP_NUM_THREADS": "2"}, workers=2, cores=2)
+    assert "OMP_NUM_THREADS=2 in each of the 2 workers asks for 4 OpenMP threads on 2 " \
+        "core(s)" in note and "set it to 1 or less" in note
+    assert oversubscription_note({"OMP_NUM_THREADS": "1"}, workers=2, cores=2) is None
+    assert oversubscription_note({}, workers=8, cores=2) is None    # MXNet's default: fine
+    assert oversubscription_note({"OMP_NUM_THREADS": "x"}, workers=8, cores=2) is None
+
+
 def test_free_ports_are_distinct_and_bindable():
     ports = free_ports(5)
     assert len(set(ports)) == 5 and ports == sorted(ports)
@@ -103,7 +121,7 @@ def test_free_ports_are_distinct_and_bindable():
 # ------------------------------------------------------------------ slow: real jobs
 
 def _launch(tmp_path, spec, *extra, dump=True, timeout=100):
-    env = dict(os.environ)
+    env = _env()
     if dump:
         env[DUMP_ENV] = str(tmp_path / "dump")
     out = tmp_path / "export"
@@ -211,7 +229,7 @@ def _launch_processes(launcher_pid):
 
 @pytest.mark.slow
 def test_killing_a_worker_ends_the_job_with_a_clear_error_and_no_leftovers(tmp_path):
-    env = dict(os.environ)
+    env = _env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "symbuilder", "launch", "--workers", "2", "--timeout", "80",
          MLP, "--set", "train.kvstore=dist_sync", "--epochs", "2000",
@@ -317,7 +335,7 @@ def _inject(tmp_path, code):
     (folder / "sitecustomize.py").write_text(
         "import os\nif os.environ.get('DMLC_ROLE') == 'worker':\n"
         + "".join(f"    {line}\n" for line in code.strip().splitlines()))
-    env = dict(os.environ)
+    env = _env()
     env["PYTHONPATH"] = os.pathsep.join([str(folder), ROOT, env.get("PYTHONPATH", "")])
     return env
 
@@ -366,7 +384,7 @@ def test_launch_starts_again_when_the_schedulers_port_is_taken(tmp_path, monkeyp
     try:
         distributed.launch([MLP, "--set", "train.kvstore=dist_sync", "--epochs", "1",
                             "--quiet", "--out", str(tmp_path / "o")],
-                           workers=2, timeout=60, out=out)
+                           workers=2, timeout=60, out=out, environ=_env())
     finally:
         intruder.close()
     text = out.getvalue()
@@ -379,7 +397,7 @@ def test_launch_starts_again_when_the_schedulers_port_is_taken(tmp_path, monkeyp
 def _by_hand(tmp_path, worker_argvs, extra_env=None, servers=1):
     """A job started as a user starts one by hand: the DMLC_* variables per process."""
     root = free_ports(1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMLC_")}
+    env = {k: v for k, v in _env().items() if not k.startswith("DMLC_")}
     env.update({"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(root),
                 "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(len(worker_argvs)),
                 "PYTHONUNBUFFERED": "1", **(extra_env or {})})
@@ -450,7 +468,8 @@ def interrupted_run(tmp_path_factory):
         [sys.executable, "-m", "symbuilder", "launch", "--workers", "2", "--timeout", "60",
          MLP, "--set", "train.kvstore=dist_sync", "--epochs", "20",
          "--out", str(folder / "export")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=_env())
     try:
         for line in proc.stdout:
             if re.match(r"\[worker 0\] epoch +2/", line):
