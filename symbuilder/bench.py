@@ -1362,7 +1362,10 @@ def fixed_costs(spec: Any, data: Any, *, repeats: int = 15) -> Dict[str, float]:
     - 'do_checkpoint': mx.callback.do_checkpoint's save (symbol JSON + params), the
       hand-written twin's;
     - 'build_symbol': spec -> symbol with attribute checks and shape inference, once per
-      train() call (the hand-written contenders build theirs outside the clock)."""
+      train() call (the hand-written contenders build theirs outside the clock);
+    - 'symbuilder validation': train.evaluate (Module.predict on a fresh iterator, padding
+      stripped, metrics over the whole split) against 'Module.score' (eval_data's path:
+      metrics updated per batch, the padded rows of the last batch counted too)."""
     import mxnet as mx
     from .checkpoints import RunState, RunStore
     from .train import _global_initializer, _optimizer, fixed_param_names
@@ -1406,4 +1409,17 @@ def fixed_costs(spec: Any, data: Any, *, repeats: int = 15) -> Dict[str, float]:
         save = mx.callback.do_checkpoint(prefix)
         out["do_checkpoint"] = median_ms(
             lambda i: save(i, symbol, *module.get_params()))
+    from .data import labels_for
+    from .train import evaluate
+    out["symbuilder validation"] = median_ms(lambda i: evaluate(spec, module, data.val,
+                                                                batch_size))
+    names = _input_names(spec)
+    val = mx.io.NDArrayIter({n: data.val.inputs[n] for n in names},
+                            {spec.output.label_name: labels_for(spec, data.val)}, batch_size,
+                            shuffle=False, last_batch_handle="pad")
+
+    def score(i: int) -> None:
+        val.reset()
+        module.score(val, mx.metric.create(list(spec.metrics)))
+    out["Module.score"] = median_ms(score)
     return out
