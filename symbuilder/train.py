@@ -25,6 +25,7 @@ import numpy as np
 from .builder import InputLayerNames, build_symbol
 from .checkpoints import RunState, RunStore
 from .data import SplitData, labels_for, make_iter
+from .distributed import pin_aux
 from .errors import RunError, mxnet_message
 from .metrics import TrainingMetrics, evaluate_arrays, higher_is_better, reported_name
 from .progress import ProgressReporter
@@ -312,9 +313,13 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
         store.load_best() if (store and state.best_epoch and tracker.enabled) else {}) or {}
     stopped = {"early": False}
     local_aux: Dict[str, Any] = {}
+    fixed_exact = {k: v for k, v in initial_aux_params(stats).items()
+                   if k in set(fixed_aux_names(spec))}
 
     def on_epoch_end(epoch: int, _sym: Any, arg_params: Dict, aux_params: Dict) -> None:
         seconds = reporter.epoch_seconds()
+        if len(ctx) > 1:  # several devices: keep the fixed statistics exact (see pin_aux)
+            arg_params, aux_params = pin_aux(module, fixed_exact)
         if worker:  # MXNet never syncs aux states: average them before anyone reads them
             if epoch + 1 == num_epoch:
                 worker.finish(module)  # dist_async: validate and export the servers' weights

@@ -524,3 +524,19 @@ def test_workers_resuming_from_different_checkpoints_fail_clearly(tmp_path, inte
     assert "found no checkpoint to resume and starts at epoch 1" in out0 + out1
     assert "on a file system every worker reads" in out0
     assert "Traceback" not in out0 + out1
+
+
+@pytest.mark.slow
+def test_three_devices_keep_the_dataset_statistics_exact(tmp_path):
+    # Was: "the input layer's statistics changed during training": Module.get_params()
+    # averages aux states over the devices, and (x + x + x) / 3 != x in float32.
+    from symbuilder.pipeline import build
+    spec = load_spec(MLP, overrides=["train.context=[cpu(0), cpu(1), cpu(2)]",
+                                     "train.kvstore=device", "train.epochs=3"])
+    result = build(spec, out_dir=str(tmp_path / "export"))
+    data = load_data(spec)
+    x = data.train.features.astype(np.float64)
+    exported = _load_params(tmp_path / "export" / "breast_cancer_mlp-0003.params")
+    assert np.array_equal(_aux(exported, "moving_mean"), x.mean(axis=0).astype(np.float32))
+    assert np.array_equal(_aux(exported, "moving_var"), x.var(axis=0).astype(np.float32))
+    assert result.manifest["parity"]["max_abs"] <= 1e-5
