@@ -174,12 +174,13 @@ def _build_argv(args: argparse.Namespace) -> List[str]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .distributed import is_dist, launch
+    from .distributed import check_launch, is_dist, launch
     spec = _load(args)
     if not is_dist(spec.train.kvstore):
         raise spec.error(("train", "kvstore"), f"launch runs a parameter-server job, but "
                          f"train.kvstore is '{spec.train.kvstore}'; use dist_sync, dist_async "
                          "or dist_device_sync (e.g. --set train.kvstore=dist_sync)")
+    check_launch(spec, resume=args.resume)  # before any process starts
     launch(_build_argv(args), workers=args.workers, servers=args.servers,
            timeout=args.timeout)
     return EXIT_OK

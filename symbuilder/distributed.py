@@ -283,6 +283,12 @@ def check_env(spec: Any, *, resume: bool = False,
     return True
 
 
+def check_launch(spec: Any, *, resume: bool = False) -> None:
+    """Before `launch` starts any process: the mistakes each worker would report at its
+    start (dist_async with running statistics, early stopping or --resume), once."""
+    check_env(spec, resume=resume, environ=dict({v: "-" for v in DMLC_VARS}, DMLC_ROLE="worker"))
+
+
 def join(spec: Any, *, progress: Any = None) -> WorkerContext:
     """Create the job's kvstore: connects to the scheduler and waits until every worker
     and server has registered."""

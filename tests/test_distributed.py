@@ -113,6 +113,18 @@ def test_launch_warns_when_omp_threads_oversubscribe_the_host():
     assert oversubscription_note({"OMP_NUM_THREADS": "x"}, workers=8, cores=2) is None
 
 
+def test_cli_launch_refuses_dist_async_mistakes_before_starting_anything(tmp_path):
+    run = _cli("launch", "--workers", "2", MLP, "--set", "train.kvstore=dist_async",
+               "--set", "input.normalize.stats=running", "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and run.stdout == ""       # no [launch] line: nothing started
+    assert re.match(r".*breast_cancer_mlp\.yaml:\d+:\d+: input\.normalize\.stats: stats: "
+                    r"running needs dist_sync", run.stderr)
+    run = _cli("launch", "--workers", "2", MLP, "--set", "train.kvstore=dist_async",
+               "--resume", "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and run.stdout == ""
+    assert "--resume needs dist_sync" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_free_ports_are_distinct_and_bindable():
     ports = free_ports(5)
     assert len(set(ports)) == 5 and ports == sorted(ports)
