@@ -3,8 +3,9 @@
 Run: python tests/benchmarks/bench_data.py [--quick] [--repeats 3]
 
 (a) Progress bar on vs off: symbuilder.train(..., bar=True) against bar=False on the same
-    spec and data, interleaved (the order alternates every repeat), per-epoch samples/s
-    (the trainer's own clock, which waits for MXNet's engine), medians, ratio. A third row
+    spec and data, interleaved in rounds (the order rotates every round), samples/s by the
+    trainer's own clock (which waits for MXNet's engine), medians, and the median of each
+    round's ratio to its own off run. A third row
     redraws the bar after every batch (BAR_INTERVAL = 0): what a per-batch metric read costs.
 (b) The iterator against the training step, over a memory-mapped float32 .npy: ArrayIter
     alone (one shuffled epoch, batches/s) without and with prefetching, with the file in the
@@ -96,34 +97,67 @@ def fmt(value: float, digits: int = 0) -> str:
 # -- (a) --------------------------------------------------------------------------------
 
 def bench_bar(repeats: int, rows: int, epochs: int) -> str:
+    """Rounds of (off, on, every batch) in a rotating order; each mode's rate is the median
+    of its epochs in the round, and a round gives one ratio per mode against its own off run
+    seconds away: the median of those ratios is robust to load that drifts between rounds."""
     spec = spec_for(30, 64, 2, 32, epochs)
     data = synthetic(rows, 30, 2)
     epoch_rates(spec, data, bar=False)  # warm-up
-    rates: Dict[str, List[float]] = {"off": [], "on": [], "every batch": []}
+    modes = ["off", "on", "every batch"]
+    syncs = count_syncs()
+    rates: Dict[str, List[float]] = {m: [] for m in modes}
+    flushes: Dict[str, List[int]] = {m: [] for m in modes}
+    ratios: Dict[str, List[float]] = {m: [] for m in modes}
     interval = progress_mod.BAR_INTERVAL
     for r in range(repeats):
-        order = ["off", "on", "every batch"]
-        order = order[r % 3:] + order[:r % 3]
+        order = modes[r % 3:] + modes[:r % 3]
+        got = {}
         for mode in order:
             progress_mod.BAR_INTERVAL = 0.0 if mode == "every batch" else interval
+            before = syncs[0]
             try:
-                rates[mode] += epoch_rates(spec, data, bar=mode != "off")
+                got[mode] = statistics.median(epoch_rates(spec, data, bar=mode != "off"))
             finally:
                 progress_mod.BAR_INTERVAL = interval
-    off = statistics.median(rates["off"])
+            flushes[mode].append(syncs[0] - before)
+            rates[mode].append(got[mode])
+        for mode in modes:
+            ratios[mode].append(got[mode] / got["off"])
     lines = [f"(a) progress bar: MLP 30-64-2, {rows:,} rows, batch 32 "
-             f"({-(-rows // 32)} batches/epoch), {epochs} epochs x {repeats} repeats, "
-             f"interleaved; per-epoch samples/s",
+             f"({-(-rows // 32)} batches/epoch), {repeats} rounds of {epochs} epochs per mode, "
+             f"order rotating; samples/s (the trainer's clock)",
              "",
-             "| bar | median samples/s | min | max | vs off |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| bar | median samples/s | min | max | median ratio to off (same round) | "
+             "ratio range | engine syncs per epoch (metric reads) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode, label in (("off", "off (bar=False)"),
                         ("on", f"on (bar=True, redraw every {interval} s)"),
                         ("every batch", "on, redraw every batch (BAR_INTERVAL=0)")):
-        med = statistics.median(rates[mode])
-        lines.append(f"| {label} | {fmt(med)} | {fmt(min(rates[mode]))} | "
-                     f"{fmt(max(rates[mode]))} | {med / off:.3f} |")
+        lines.append(f"| {label} | {fmt(statistics.median(rates[mode]))} | "
+                     f"{fmt(min(rates[mode]))} | {fmt(max(rates[mode]))} | "
+                     f"{statistics.median(ratios[mode]):.3f} | "
+                     f"{min(ratios[mode]):.2f}..{max(ratios[mode]):.2f} | "
+                     f"{statistics.median(flushes[mode]) / epochs:,.1f} |")
     return "\n".join(lines)
+
+
+def count_syncs() -> List[int]:
+    """Count TrainingMetrics flushes that wait for the engine (asnumpy of held outputs):
+    the bar's metric reads, the per-epoch read, and flushes by volume."""
+    from symbuilder.metrics import TrainingMetrics
+    counter = [0]
+    plain = TrainingMetrics.flush
+    if getattr(plain, "counted", False):
+        return plain.counter  # type: ignore[attr-defined]
+
+    def flush(self: Any) -> None:
+        if self._preds:
+            counter[0] += 1
+        plain(self)
+    flush.counted = True  # type: ignore[attr-defined]
+    flush.counter = counter  # type: ignore[attr-defined]
+    TrainingMetrics.flush = flush  # type: ignore[method-assign]
+    return counter
 
 
 # -- (b) --------------------------------------------------------------------------------
@@ -163,8 +197,9 @@ def step_rate(features: int, hidden: int, classes: int, batch: int, steps: int) 
     mod.init_params(initializer=mx.init.Xavier())
     mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 0.01})
     rng = np.random.RandomState(0)
-    batch_data = mx.io.DataBatch([mx.nd.array(rng.rand(batch, features))],
-                                 [mx.nd.array(rng.randint(0, classes, batch))])
+    batch_data = mx.io.DataBatch([mx.nd.array(rng.rand(batch, features), dtype=np.float32)],
+                                 [mx.nd.array(rng.randint(0, classes, batch),
+                                              dtype=np.float32)])
     for _ in range(20):
         mod.forward_backward(batch_data)
         mod.update()
@@ -199,8 +234,7 @@ def bench_iterator(repeats: int, rows: int, features: int, batch: int, folder: s
             results.setdefault(f"cold {prefetch}", []).append(
                 iterate_epoch(x, labels, batch, prefetch))
     hidden = 256
-    step = statistics.median(step_rate(features, hidden, 10, batch, 300)
-                             for _ in range(repeats))
+    steps: List[float] = []
     spec = spec_for(features, hidden, 10, batch, 1)
     data = synthetic(rows, features, 10, train_x=x)
     plain_make_iter = train_mod.make_iter
@@ -212,6 +246,7 @@ def bench_iterator(repeats: int, rows: int, features: int, batch: int, folder: s
         return plain_make_iter(*a, prefetch=prefetch, **kw)
     try:
         for r in range(repeats):
+            steps.append(step_rate(features, hidden, 10, batch, 300))  # in the same rounds
             for cold in (False, True):
                 for prefetch in ((0, 2) if r % 2 == 0 else (2, 0)):
                     train_mod.make_iter = functools.partial(make_iter, prefetch=prefetch,
@@ -220,6 +255,7 @@ def bench_iterator(repeats: int, rows: int, features: int, batch: int, folder: s
                         v / batch for v in epoch_rates(spec, data, bar=False))
     finally:
         train_mod.make_iter = plain_make_iter
+    step = statistics.median(steps)
     size = rows * features * 4
     med = {k: statistics.median(v) for k, v in results.items()}
     lines = [f"(b) iterator vs training step: memory-mapped float32 .npy, {rows:,} x {features} "
@@ -304,7 +340,7 @@ def main() -> None:
     q = args.quick
     with tempfile.TemporaryDirectory() as folder:
         parts = [
-            bench_bar(args.repeats, 10_000 if q else 48_000, 2),
+            bench_bar(args.repeats + 2, 10_000 if q else 160_000, 1),
             bench_iterator(args.repeats, 20_000 if q else 200_000, 256, 128, folder),
             bench_csv(100_000 if q else 1_000_000, 20, folder),
         ]
