@@ -375,7 +375,7 @@ def _batch_indices(order: np.ndarray, start: int, batch_size: int, shuffle: bool
         idx = np.sort(idx)  # same batch, read front to back
     pad = batch_size - len(idx)
     if pad:  # the repeats go last: Module.predict strips the last `pad` rows
-        idx = np.concatenate([idx, order[:pad]])
+        idx = np.concatenate([idx, np.resize(order, pad)])  # pad may exceed len(order)
     return idx, pad
 
 
@@ -407,7 +407,8 @@ def epoch_chunks(inputs: Dict[str, np.ndarray], labels: np.ndarray, order: np.nd
                   else part[:full]]
         if full < len(part):  # the epoch's last, short batch
             pad = batch_size - (len(part) - full)
-            pieces += [np.sort(part[full:]) if shuffle else part[full:], order[:pad]]
+            pieces += [np.sort(part[full:]) if shuffle else part[full:],
+                       np.resize(order, pad)]  # pad may exceed len(order)
             pads.append(pad)
         idx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         start = stop

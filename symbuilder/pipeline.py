@@ -18,6 +18,7 @@ from .checks import check_static
 from .curves import plot_curves
 from .data import SplitData, load_data
 from .spec.model import Spec
+from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
 
 
@@ -128,6 +129,9 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     from . import distributed
     say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
+    if epochs is not None:  # an --epochs override, checked before anything is read or written
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+        check_schedule(spec)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
     check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
     data = load_data(spec)

@@ -30,6 +30,7 @@ from .errors import RunError, mxnet_message
 from .metrics import TrainingMetrics, evaluate_arrays, higher_is_better, reported_name
 from .progress import ProgressReporter
 from .spec.model import CONTEXT_RE, Spec
+from .spec.semantics import check_schedule
 
 Progress = Callable[[str], None]
 
@@ -247,6 +248,7 @@ def train(spec: Spec, data: SplitData, *, epochs: Optional[int] = None,
     say = progress or (lambda line: None)
     if epochs is not None:
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+        check_schedule(spec)
     num_epoch = spec.train.epochs
     symbol = build_symbol(spec)
     ctx = contexts(spec)

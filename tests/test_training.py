@@ -21,6 +21,7 @@ import helpers
 
 from symbuilder.cli import main
 from symbuilder.data import load_data
+from symbuilder.errors import SpecError
 from symbuilder.progress import ProgressReporter
 from symbuilder.spec.model import load_spec
 from symbuilder.train import train
@@ -95,7 +96,7 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
 
 
 def test_resume_refuses_a_changed_spec(tmp_path, capsys):
-    spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 2"))
+    spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 3"))
     out = tmp_path / "out"
     run_dir = tmp_path / ".out.run"
     run_dir.mkdir()
@@ -115,7 +116,7 @@ DIVERGE = """\
     output: {op: LinearRegressionOutput, name: reg}
     data: {train: {path: bc.csv, label: mean_radius}}
     train:
-      epochs: 8
+      epochs: 9
       optimizer: sgd
       optimizer_params: {learning_rate: 0.2}
       # The rate ramps up linearly: epoch 1 stays below the stability limit (~0.025),
@@ -240,3 +241,33 @@ def test_progress_bar_draws_on_a_terminal_and_plain_lines_elsewhere():
                              stream=plain)
     quiet.batch_done(types.SimpleNamespace(epoch=0, nbatch=2, eval_metric=metric))
     assert plain.getvalue() == ""
+
+
+def test_a_batch_larger_than_twice_the_validation_split_trains_and_scores_every_row(tmp_path):
+    # 456 training rows, 113 validation rows, batch 256: the validation batch is padded by
+    # more than the split holds (a short padded batch once crashed the bind).
+    spec = load_spec(write_spec(tmp_path, MLP.replace("batch_size: 16", "batch_size: 256")
+                                .replace("epochs: 12", "epochs: 3")))
+    data = load_data(spec)
+    assert len(data.val) * 2 < 256
+    result = train(spec, data)
+    # Independent: the validation accuracy from a plain forward pass over the 113 rows.
+    ex = result.symbol.simple_bind(mx.cpu(), grad_req="null", data=data.val.features.shape)
+    ex.copy_params_from(result.arg_params, result.aux_params, allow_extra_params=True)
+    probs = ex.forward(is_train=False, data=data.val.features)[0].asnumpy()
+    accuracy = float((probs.argmax(axis=1) == data.val.labels).mean())
+    assert result.history[-1]["val"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+
+
+def test_a_warm_up_as_long_as_the_run_is_a_located_mistake_even_from_epochs(tmp_path, capsys):
+    # MLP: cosine with warmup_epochs: 2. MXNet would divide by zero at the first update.
+    path = write_spec(tmp_path, MLP)
+    out = tmp_path / "out"
+    assert main(["build", path, "--epochs", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"{path}:15:32: train.lr_scheduler.warmup_epochs: a warm-up of 2 epochs "
+                   "leaves none of the 2 training epochs for the cosine decay; use fewer "
+                   "warm-up epochs than train.epochs")
+    assert sorted(os.listdir(tmp_path)) == ["bc.csv", "spec.yaml"]  # nothing written
+    with pytest.raises(SpecError):
+        train(load_spec(path), load_data(load_spec(path)), epochs=1)

@@ -27,6 +27,21 @@ def check_spec(spec: Spec) -> None:
     """Every check that needs MXNet but not the data or the whole graph."""
     _check_layers(spec)
     _check_training(spec)
+    check_schedule(spec)
+
+
+def check_schedule(spec: Spec) -> None:
+    """A poly or cosine schedule decays over the epochs after its warm-up; a warm-up as long as
+    the run leaves none, and MXNet then divides by zero when the warm-up ends. Also run by
+    train() after an `--epochs` override."""
+    sched = spec.train.lr_scheduler
+    if sched is None or sched.name not in ("poly", "cosine"):
+        return
+    if sched.warmup_epochs >= spec.train.epochs:
+        raise spec.error(("train", "lr_scheduler", "warmup_epochs"),
+                         f"a warm-up of {sched.warmup_epochs} epochs leaves none of the "
+                         f"{spec.train.epochs} training epochs for the {sched.name} decay; use "
+                         f"fewer warm-up epochs than train.epochs")
 
 
 def _check_layers(spec: Spec) -> None:
