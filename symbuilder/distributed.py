@@ -84,6 +84,7 @@ class WorkerContext:
     _aux_names: List[str] = dataclasses.field(default_factory=list)
     _stop_ready: bool = False
     _finished: bool = False
+    say: Any = None  # progress lines
 
     @property
     def chief(self) -> bool:
@@ -136,10 +137,17 @@ class WorkerContext:
         host has no copy of the run folder) would run more epochs than the others and
         leave them waiting in a push forever. RunError on every worker if they differ."""
         import mxnet as mx
-        if not self.sync:
-            return
         _, aux = module.get_params()
-        self._aux_names = sorted(k for k in aux if k not in set(fixed))
+        changing = sorted(k for k in aux if k not in set(fixed))
+        if not self.sync:
+            if changing and self.chief and self.say:
+                shown = ", ".join(changing[:4]) + (", ..." if len(changing) > 4 else "")
+                self.say(f"note: dist_async cannot average aux states over the workers (the "
+                         f"servers apply every push as an optimizer update): {shown} will be "
+                         "rank 0's own moving statistics, from its shard; dist_sync averages "
+                         "them")
+            return
+        self._aux_names = changing
         for name in self._aux_names:
             self.kvstore.init(AUX_KEY + name, mx.nd.zeros(aux[name].shape, dtype="float32"))
         self.kvstore.init(STOP_KEY, mx.nd.zeros((1,), dtype="float32"))
@@ -304,7 +312,7 @@ def join(spec: Any, *, progress: Any = None) -> WorkerContext:
                        f"{env.get('DMLC_PS_ROOT_URI')}:{env.get('DMLC_PS_ROOT_PORT')}: "
                        f"{mxnet_message(e)}") from None
     worker = WorkerContext(kvstore=kv, kind=kind, rank=int(kv.rank),
-                           num_workers=int(kv.num_workers))
+                           num_workers=int(kv.num_workers), say=progress)
     _exit_on_uncaught_exception()
     if watch:
         watch.joined(worker.rank)

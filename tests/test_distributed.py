@@ -330,6 +330,23 @@ def test_dist_async_trains_and_exports_the_servers_final_weights(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["dump", "export"]  # no checkpoint folder
 
 
+@pytest.mark.slow
+def test_dist_async_says_that_hidden_batchnorm_statistics_are_rank_0s(tmp_path):
+    # The servers of dist_async would apply a pushed aux state as a gradient: no averaging.
+    run, out = _launch(tmp_path, CNN, "--set", "train.kvstore=dist_async", "--epochs", "2",
+                       "--set", "export.formats=[checkpoint]")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert ("[worker 0] note: dist_async cannot average aux states over the workers (the "
+            "servers apply every push as an optimizer update): bn2_moving_mean, "
+            "bn2_moving_var will be rank 0's own") in run.stdout
+    assert "[worker 1] note:" not in run.stdout
+    w0, w1 = (_load_params(tmp_path / "dump" / f"worker-{r}.params") for r in (0, 1))
+    args = [k for k in w0 if k.startswith("arg:")]
+    _assert_same({k: w0[k] for k in args}, {k: w1[k] for k in args})
+    assert not np.array_equal(w0["aux:bn2_moving_mean"], w1["aux:bn2_moving_mean"])
+    _assert_same(_load_params(os.path.join(out, "digits_cnn-0002.params")), w0)
+
+
 def test_dist_async_refuses_resume_and_early_stopping():
     spec = load_spec(MLP, overrides=["train.kvstore=dist_async"])
     with pytest.raises(SpecError, match="--resume needs dist_sync"):
