@@ -206,9 +206,12 @@ class ArrayStore:
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def drop_unused(self) -> None:
-        """Arrays of earlier splits (another seed, fraction or file version) are removed."""
+        """Arrays of earlier splits (another seed, fraction or file version) are removed, and
+        half-written ones of processes that are gone."""
         if not os.path.isdir(self.folder):
             return
+        from .sources import drop_orphans
+        drop_orphans(self.folder)
         for name in os.listdir(self.folder):
             if name.endswith(".npy") and name not in self.used:
                 try:

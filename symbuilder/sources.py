@@ -217,7 +217,9 @@ def _publish(tmp: str, entry: str) -> None:
 
 
 def _drop_stale_entries(folder: str, source: str, keep: str) -> None:
-    """Earlier conversions of the same file (it changed since): no longer needed."""
+    """Earlier conversions of the same file (it changed since) and conversions left half-done
+    by a process that is gone (killed mid-way): no longer needed."""
+    drop_orphans(folder)
     for name in os.listdir(folder):
         other = os.path.join(folder, name)
         if other == keep or ".tmp-" in name:
@@ -228,6 +230,34 @@ def _drop_stale_entries(folder: str, source: str, keep: str) -> None:
                     shutil.rmtree(other, ignore_errors=True)
         except (OSError, ValueError):
             continue
+
+
+def drop_orphans(folder: str) -> None:
+    """Remove `*.tmp-<pid>-*` files and folders in `folder` whose process has ended."""
+    for name in os.listdir(folder):
+        if ".tmp-" not in name:
+            continue
+        try:
+            pid = int(name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def _load_entry(entry: str, shown: str, identity: str) -> Table:

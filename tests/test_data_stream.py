@@ -227,6 +227,18 @@ def test_a_changed_file_is_converted_again_and_the_old_entry_dropped(tmp_path):
     assert len(os.listdir(tmp_path / "c" / "sources")) == 1
 
 
+def test_half_written_files_of_a_killed_process_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    sources_dir = tmp_path / "c" / "sources"
+    os.makedirs(sources_dir / f"bc.csv-0123456789abcdef.tmp-{dead}-aaaa")
+    os.makedirs(sources_dir / f"other.csv-0123456789abcdef.tmp-{os.getppid()}-bbbb")  # alive
+    streamed(BC, "csv", "benign", tmp_path / "c")
+    left = sorted(os.listdir(sources_dir))
+    assert len(left) == 2 and not any(f"tmp-{dead}-" in n for n in left)
+    assert any(f"tmp-{os.getppid()}-" in n for n in left)
+
+
 def test_streaming_is_automatic_above_the_threshold_only(tmp_path, monkeypatch):
     opts = ReadOptions(cache_dir=str(tmp_path / "c"))
     assert not isinstance(read_table(BC, "csv", label="benign", options=opts).features,
