@@ -340,7 +340,8 @@ class _SchedulerWatch:
     `interval` seconds). ps-lite has no failure detection: when the scheduler dies, the
     workers of a job started by hand train on and then block forever in the kvstore's
     exit barrier (measured), and a worker whose DMLC_PS_ROOT_URI is wrong waits silently
-    in its join. While joining, the thread says every 60 s what it is waiting for; once
+    in its join. While joining, the thread says every 60 s (or 30 intervals, if shorter)
+    what it is waiting for; once
     joined, three failed connects in a row end the worker with exit code 1 and a message.
     `symbuilder launch` needs none of this (it ends the job when any process dies), but
     it costs one connect per interval. ZeroMQ drops a connection that never greets it."""
@@ -376,13 +377,14 @@ class _SchedulerWatch:
             return False, e.strerror or type(e).__name__
 
     def _run(self) -> None:
-        missed, next_note = 0, 60.0
+        every = min(60.0, 30 * self.interval)  # 60 s unless the checks are made faster
+        missed, next_note = 0, every
         while True:
             time.sleep(self.interval)
             if self.rank is None:  # joining: the scheduler may legitimately start later
                 waited = time.monotonic() - self.started
                 if waited >= next_note:
-                    next_note += 60.0
+                    next_note += every
                     workers, servers = (os.environ.get(v, "?") for v in
                                         ("DMLC_NUM_WORKER", "DMLC_NUM_SERVER"))
                     self.say(f"still joining after {waited:.0f} s: waiting for the scheduler "

@@ -488,6 +488,69 @@ def test_workers_started_by_hand_end_when_the_scheduler_dies(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
+def test_a_worker_waiting_for_a_missing_scheduler_says_so(tmp_path):
+    # A by-hand job whose scheduler is not (yet) there: ps-lite waits silently forever.
+    root = free_ports(1)[0]
+    env = _env(DMLC_ROLE="worker", DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(root),
+               DMLC_NUM_SERVER="1", DMLC_NUM_WORKER="2", PYTHONUNBUFFERED="1",
+               **{WATCH_ENV: "0.1"})
+    log = open(tmp_path / "worker.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "symbuilder", "build", MLP, "--set",
+                             "train.kvstore=dist_sync", "--out", str(tmp_path / "o")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    procs = {"worker": (proc, log)}
+    try:
+        assert _wait_for(procs, "worker", r"^still joining after \d+ s: waiting for the "
+                         rf"scheduler at 127\.0\.0\.1:{root} and all 2 workers and 1 servers "
+                         r"to register \(check DMLC_PS_ROOT_URI", 30), _output(procs, "worker")
+        assert proc.poll() is None                        # a note, not a failure
+    finally:
+        _end(procs)
+
+
+def _free_low_port():
+    """A free port below ps-lite's random range (10000-50000)."""
+    for port in range(9999, 5000, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port below 10000")
+
+
+@pytest.mark.slow
+def test_launch_tells_a_workers_rank_when_its_port_was_taken(tmp_path, monkeypatch):
+    # Worker 0's port is taken: ps-lite binds a random one (>= 10000) instead, so worker 1
+    # (port < 10000 here) becomes rank 0. The labels stay; a [launch] line says so.
+    intruder = socket.socket()
+    intruder.bind(("127.0.0.1", 0))
+    intruder.listen()
+    low, real = _free_low_port(), distributed.free_ports
+
+    def ports(count, host="127.0.0.1"):
+        root, server = real(2, host)
+        return [root, server, intruder.getsockname()[1], low]
+    monkeypatch.setattr(distributed, "free_ports", ports)
+    out = io.StringIO()
+    try:
+        distributed.launch([MLP, "--set", "train.kvstore=dist_sync", "--epochs", "1",
+                            "--set", "export.formats=[checkpoint]",
+                            "--out", str(tmp_path / "o")],
+                           workers=2, timeout=60, out=out, environ=_env())
+    finally:
+        intruder.close()
+    text = out.getvalue()
+    assert "[worker 0] worker rank 1 of 2" in text and "[worker 1] worker rank 0 of 2" in text
+    assert "[launch] worker 0 is kvstore rank 1 (ps-lite ranks by port, and its port was " \
+        "taken); its lines keep their label" in text
+    assert "[launch] worker 1 is kvstore rank 0" in text
+    assert "[worker 1] " + str(tmp_path / "o") + ": val accuracy=" in text  # rank 0 exported
+
+
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory):
     """The run folder of a 2-worker dist_sync launch stopped (SIGTERM) while it trains epoch 2 or a
