@@ -619,6 +619,25 @@ def test_workers_resuming_from_different_checkpoints_fail_clearly(tmp_path, inte
 
 
 @pytest.mark.slow
+def test_dist_device_sync_with_two_devices_per_worker_and_running_statistics(tmp_path):
+    # 2 workers x [cpu(0), cpu(1)]: Module averages the moving statistics over a worker's
+    # devices, the kvstore over the workers; every copy ends the same.
+    run, out = _launch(tmp_path, MLP, "--set", "train.kvstore=dist_device_sync",
+                       "--set", "train.context=[cpu(0), cpu(1)]",
+                       "--set", "input.normalize.stats=running", "--epochs", "3",
+                       "--set", "export.formats=[checkpoint]")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    w0, w1 = (_load_params(tmp_path / "dump" / f"worker-{r}.params") for r in (0, 1))
+    l0, l1 = (_load_params(tmp_path / "dump" / f"worker-{r}-local-aux.params") for r in (0, 1))
+    _assert_same(w0, w1)
+    key = _aux_key("moving_mean")
+    assert not np.array_equal(l0[key], l1[key])
+    np.testing.assert_allclose(w0["aux:" + key], (l0[key] + l1[key]) / np.float32(2),
+                               rtol=1e-6, atol=0)
+    _assert_same(_load_params(os.path.join(out, "breast_cancer_mlp-0003.params")), w0)
+
+
+@pytest.mark.slow
 def test_three_devices_keep_the_dataset_statistics_exact(tmp_path):
     # Was: "the input layer's statistics changed during training": Module.get_params()
     # averages aux states over the devices, and (x + x + x) / 3 != x in float32.
