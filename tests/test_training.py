@@ -271,3 +271,16 @@ def test_a_warm_up_as_long_as_the_run_is_a_located_mistake_even_from_epochs(tmp_
     assert sorted(os.listdir(tmp_path)) == ["bc.csv", "spec.yaml"]  # nothing written
     with pytest.raises(SpecError):
         train(load_spec(path), load_data(load_spec(path)), epochs=1)
+
+
+def test_resume_with_nothing_to_resume_is_a_fresh_run(tmp_path, capsys):
+    spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 3"))
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    assert main(["build", spec, "--out", str(fresh), "-q"]) == 0
+    assert main(["build", spec, "--out", str(resumed), "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    a = mx.nd.load(str(fresh / "mlp-0003.params"))
+    b = mx.nd.load(str(resumed / "mlp-0003.params"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key].asnumpy(), b[key].asnumpy()), key
