@@ -159,7 +159,7 @@ def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]], *,
     return out
 
 
-GATHER_BYTES = 32 << 20  # rows gathered per chunk when a split is written to disk
+GATHER_BYTES = 8 << 20  # rows gathered per chunk when a split is written to disk
 
 
 class ArrayStore:
@@ -172,6 +172,10 @@ class ArrayStore:
 
     def gather(self, table: Table, flat: np.ndarray, rows: Optional[np.ndarray],
                cols: Optional[List[int]], shape: Tuple[int, ...]) -> np.ndarray:
+        """`flat`'s `rows` (sorted ascending; None: all) and `cols` (None: all) as a
+        memory-mapped (N, *shape) float32 file, written once."""
+        if rows is not None and len(rows) > 1 and np.any(np.diff(rows) < 0):
+            raise ValueError("rows must be sorted")
         digest = hashlib.sha256()
         digest.update(repr((table.identity or table.path, flat.shape, shape, cols)).encode())
         digest.update(b"all" if rows is None else np.asarray(rows, dtype=np.int64).tobytes())
@@ -181,18 +185,24 @@ class ArrayStore:
         if not os.path.exists(path):
             os.makedirs(self.folder, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            n = flat.shape[0] if rows is None else len(rows)
             step = max(1, GATHER_BYTES // max(1, flat.shape[1] * 4))
             try:
+                # Windows of `step` source rows: what is resident at once (the window's
+                # pages, released behind, plus the rows picked from it) stays bounded
+                # however sparse `rows` is.
+                total = flat.shape[0]
+                if rows is not None:
+                    bounds = np.searchsorted(rows, np.arange(0, total + step, step))
                 with NpyWriter(tmp) as out:
-                    for start in range(0, n, step):
+                    for k, start in enumerate(range(0, total, step)):
+                        span = flat[start:start + step]
                         if rows is None:
-                            span = flat[start:start + step]
                             block = np.asarray(span if cols is None else span[:, cols])
                         else:
-                            pick = rows[start:start + step]
-                            span = flat[int(pick[0]):int(pick[-1]) + 1]
-                            block = span[pick - int(pick[0])]
+                            pick = rows[bounds[k]:bounds[k + 1]]
+                            if not len(pick):
+                                continue
+                            block = span[pick - start]
                             if cols is not None:
                                 block = block[:, cols]
                         out.write(block.reshape((len(block),) + shape))
@@ -253,7 +263,8 @@ def _encode_integers(spec: Spec, train: np.ndarray, others: Sequence[np.ndarray]
                      ) -> Tuple[np.ndarray, List[np.ndarray], Optional[List[Any]]]:
     """encode_labels for integer (or bool) class labels, vectorised: the same classes in the
     same order (sorted), without a Python object per row."""
-    classes, encoded = np.unique(train, return_inverse=True)
+    classes = np.unique(train)  # sorted; then positions by binary search, no inverse argsort
+    encoded = np.searchsorted(classes, train)
     encoded_others = []
     for other in others:
         pos = np.minimum(np.searchsorted(classes, other), len(classes) - 1)

@@ -201,6 +201,27 @@ def test_streamed_split_and_statistics_equal_the_in_memory_ones(tmp_path, which)
             for p in os.listdir(cache / "arrays")} == files
 
 
+@pytest.mark.parametrize("gather_rows", [1, 7, 64, 10_000])
+def test_on_disk_gather_equals_numpy_indexing(tmp_path, monkeypatch, gather_rows):
+    from symbuilder.data import ArrayStore
+    monkeypatch.setattr("symbuilder.data.GATHER_BYTES", gather_rows * 6 * 4)  # source rows
+    rng = np.random.RandomState(7)
+    np.save(tmp_path / "x.npy", rng.rand(500, 6).astype(np.float32))
+    flat = np.load(tmp_path / "x.npy", mmap_mode="r")
+    table = Table(flat, None, [f"c{i}" for i in range(6)], "x.npy", identity="x")
+    store = ArrayStore(str(tmp_path / "arrays"))
+    rows = np.sort(rng.choice(500, 37, replace=False))  # sparse: many windows are empty
+    rows[-1] = 499
+    for r, cols, shape in ((rows, None, (6,)), (rows, [4, 0, 2], (3,)), (None, [5, 1], (2, 1)),
+                           (None, None, (2, 3)), (np.arange(500), None, (6,))):
+        got = store.gather(table, flat, r, cols, shape)
+        want = np.asarray(flat)[r if r is not None else slice(None)]
+        want = (want if cols is None else want[:, cols]).reshape((len(want),) + shape)
+        assert isinstance(got, np.memmap) and np.array_equal(got, want)
+    with pytest.raises(ValueError, match="sorted"):
+        store.gather(table, flat, rows[::-1], None, (6,))
+
+
 def test_training_on_streamed_data_is_bit_identical_to_in_memory(tmp_path):
     plain = _spec(tmp_path / "a", MLP % "")
     stream = _spec(tmp_path / "b", MLP % ", stream: true")

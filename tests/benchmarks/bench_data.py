@@ -15,7 +15,9 @@ Run: python tests/benchmarks/bench_data.py [--quick] [--repeats 3]
     evicted right after calibration (which reads it whole).
 (c) CSV streaming: peak resident memory (VmHWM minus the RSS after imports, in a fresh
     subprocess) of reading a CSV much larger than a parse block, streamed into the cache and
-    read into memory, against the file's size; and the time.
+    read into memory, against the file's size; and the time. Then the same for load_data
+    (read, encode labels, stratified split) plus the training split's statistics, from an
+    empty cache: streamed, the file is converted and the split gathered on disk.
 
 Not collected by pytest (bench_*.py). Prints one markdown table per part.
 """
@@ -303,6 +305,28 @@ print(status("VmHWM:") - base, seconds, table.features.shape[0], table.features.
 """
 
 
+_LOAD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import mxnet, numpy, csv, json
+from symbuilder.data import load_data
+from symbuilder.normalize import array_stats
+from symbuilder.spec.model import load_spec
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+spec = load_spec({spec!r})
+base = status("VmRSS:")
+start = time.perf_counter()
+data = load_data(spec, cache_dir={cache!r})
+array_stats(data.train.inputs["data"])
+seconds = time.perf_counter() - start
+print(status("VmHWM:") - base, seconds, len(data.train) + len(data.val),
+      data.train.inputs["data"].nbytes + data.val.inputs["data"].nbytes)
+"""
+
+
 def bench_csv(rows: int, cols: int, folder: str) -> str:
     from symbuilder import sources
     path = os.path.join(folder, "big.csv")
@@ -324,6 +348,24 @@ def bench_csv(rows: int, cols: int, folder: str) -> str:
                           (False, "into memory (stream: false)")):
         cache = os.path.join(folder, f"cache-{stream}")
         code = _MEASURE.format(root=ROOT, path=path, cache=cache, stream=stream)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        growth, seconds, nbytes = int(out[0]), float(out[1]), int(out[3])
+        lines.append(f"| {label} | {growth / 2**20:,.1f} MB | {growth / size:.3f} | "
+                     f"{nbytes / 2**20:,.0f} MB | {seconds:.1f} | {size / 2**20 / seconds:,.0f} |")
+    for stream, label in ((True, "load_data + array_stats, stream: true (convert, split on "
+                                 "disk, statistics)"),
+                          (False, "load_data + array_stats, stream: false")):
+        spec = os.path.join(folder, f"spec-{stream}.yaml")
+        with open(spec, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                name: big
+                input: {{shape: [{cols}]}}
+                layers: [{{op: FullyConnected, num_hidden: 3}}]
+                output: {{op: SoftmaxOutput}}
+                data: {{train: {{path: {path}, label: y, stream: {str(stream).lower()}}}}}
+                """))
+        code = _LOAD.format(root=ROOT, spec=spec, cache=os.path.join(folder, f"load-{stream}"))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.split()
         growth, seconds, nbytes = int(out[0]), float(out[1]), int(out[3])
