@@ -16,7 +16,7 @@ from .builder import build_symbol
 from .checkpoints import RunStore
 from .checks import check_static
 from .curves import plot_curves
-from .data import SplitData, load_data
+from .data import SplitData, cache_dir_for, load_data
 from .spec.model import Spec
 from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
@@ -134,7 +134,7 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
         check_schedule(spec)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
     check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
-    data = load_data(spec)
+    data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
     worker = distributed.join(spec, progress=say) if dist else None
     writes = worker is None or worker.chief
     run_dir = run_dir_for(out_dir)

@@ -622,3 +622,25 @@ def test_build_is_quiet_by_default_and_verbose_shows_mxnet_logging(tmp_path, ver
         assert any("Subgraph backend MKLDNN is activated" in line for line in noise), noise
     else:
         assert noise == [], noise
+
+
+def test_a_streamed_build_caches_beside_its_out_folder_and_nowhere_else(tmp_path, monkeypatch):
+    from helpers import write_spec
+    from symbuilder.cli import main
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a cache under ./export would land here
+    spec = write_spec(tmp_path / "spec", """\
+        name: streamed
+        input: {shape: [30]}
+        layers: [{op: FullyConnected, name: fc, num_hidden: 2}]
+        output: {op: SoftmaxOutput, name: softmax}
+        data: {train: {path: bc.csv, label: benign, stream: true}}
+        train: {epochs: 1}
+        """)
+    out = tmp_path / "exports" / "streamed"
+    assert main(["build", spec, "--out", str(out), "-q"]) == 0
+    assert sorted(os.listdir(tmp_path / "exports")) == [".streamed.data", "streamed"]
+    cached = [f for _, _, files in os.walk(tmp_path / "exports" / ".streamed.data") for f in files]
+    assert any(f.endswith(".npy") for f in cached)
+    assert os.listdir(work) == []
