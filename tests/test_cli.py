@@ -116,3 +116,44 @@ def test_console_script_builds_and_reports(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == [
         "cli_mlp-0003.params", "cli_mlp-symbol.json", "cli_mlp.onnx", "curves.png",
         "manifest.json", "train_log.jsonl"]
+
+
+def _edit_csv(folder, edit):
+    """Rewrite the bc.csv beside a spec: edit(header, rows) changes the rows in place."""
+    import csv
+    path = os.path.join(folder, "bc.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    edit(rows[0], rows[1:])
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_a_non_finite_value_is_located_at_its_row_and_column(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD)
+
+    def put_nan(header, rows):
+        rows[4][header.index("mean_area")] = "nan"  # file line 6
+    _edit_csv(tmp_path, put_nan)
+    code, _, err = run(["validate", spec], capsys)
+    assert code == 2
+    # The file as the spec names it (paths in a spec are relative to the spec's folder).
+    assert err.strip() == "bc.csv:6: column 'mean_area': not a finite number: nan"
+
+
+def test_a_zero_variance_feature_is_a_warning_naming_it_and_the_build_goes_on(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD.replace("epochs: 3", "epochs: 1"))
+
+    def constant(header, rows):
+        for row in rows:
+            row[header.index("mean_texture")] = "7.5"
+    _edit_csv(tmp_path, constant)
+    out = tmp_path / "out"
+    code, _, err = run(["build", spec, "--out", str(out)], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: feature 'mean_texture' has zero variance in the training data; "
+                        "the input layer divides by sqrt(eps=0.001)"]
+    import json
+    report = json.load(open(out / "manifest.json"))["input_normalization"]["data"]
+    assert report["exact_var"][1] == 0.0 and report["exact_mean"][1] == 7.5
