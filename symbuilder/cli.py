@@ -345,6 +345,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as e:  # after BrokenPipeError, one of its subclasses
+        # A file system failure outside the user's control (disk full, a folder removed
+        # under us): one line with the figures, exit 1, never a traceback.
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"symbuilder: failed: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -17,6 +18,7 @@ from .checkpoints import RunStore
 from .checks import check_static
 from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
+from .errors import UsageError
 from .spec.model import Spec
 from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
@@ -32,6 +34,25 @@ class BuildResult:
 
 def default_out_dir(spec: Spec) -> str:
     return os.path.join("export", spec.name)
+
+
+def check_out_dir(out_dir: str) -> None:
+    """The export folder must be creatable beside where it goes: a usage error (exit 2) now,
+    not an OSError after training. Probed by creating (and removing) a folder there, which
+    is the only test that also holds for root and for read-only or virtual file systems."""
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError("--out names a file, not a folder", file=out_dir)
+    probe_in = parent
+    while not os.path.exists(probe_in):  # the nearest existing ancestor
+        probe_in = os.path.dirname(probe_in)
+    if not os.path.isdir(probe_in):
+        raise UsageError("is a file, so --out cannot be created below it", file=probe_in)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".symbuilder-probe-", dir=probe_in))
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder here: {e.strerror}",
+                         file=probe_in) from None
 
 
 def run_dir_for(out_dir: str) -> str:
@@ -133,6 +154,7 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
         check_schedule(spec)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
+    check_out_dir(out_dir)
     check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
     data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
     worker = distributed.join(spec, progress=say) if dist else None

@@ -157,3 +157,28 @@ def test_a_zero_variance_feature_is_a_warning_naming_it_and_the_build_goes_on(tm
     import json
     report = json.load(open(out / "manifest.json"))["input_normalization"]["data"]
     assert report["exact_var"][1] == 0.0 and report["exact_mean"][1] == 7.5
+
+
+def test_an_out_folder_that_cannot_be_created_is_exit_2_before_any_training(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD)
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    for out, message in [(blocker, "--out names a file, not a folder"),
+                         (blocker / "sub" / "x", "is a file, so --out cannot be created below it"),
+                         ("/proc/symbuilder-out", "cannot create the output folder here")]:
+        code, out_text, err = run(["build", spec, "--out", str(out)], capsys)
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+        assert "epoch" not in err + out_text  # refused before training
+
+
+def test_an_os_error_mid_run_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    import symbuilder.pipeline as pipeline
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out"))
+    monkeypatch.setattr(pipeline, "export_model", disk_full)
+    code, _, err = run(["build", write_spec(tmp_path, GOOD), "--out", str(tmp_path / "out"),
+                        "-q"], capsys)
+    assert code == 1
+    assert err.strip() == f"symbuilder: failed: No space left on device: {tmp_path / 'out'}"
