@@ -90,7 +90,16 @@ def test_missing_spec_and_bad_flags_exit_2(tmp_path, capsys):
 def test_set_overrides_reach_the_spec(tmp_path, capsys):
     spec = write_spec(tmp_path, GOOD)
     code, _, err = run(["validate", spec, "--set", "layers[0].num_hidden=-1"], capsys)
-    assert code == 2 and "layers[0].num_hidden: expected a value >= 1, received -1" in err
+    # The mistake is on the command line, so the message points there, not at the file.
+    assert code == 2 and err.strip() == ("--set layers[0].num_hidden=-1: layers[0].num_hidden: "
+                                         "expected a value >= 1, received -1")
+    code, _, err = run(["validate", spec, "--set", "train={epochs: 0}"], capsys)
+    assert err.strip() == "--set train={epochs: 0}: train.epochs: expected an integer >= 1, " \
+                          "received 0 (integer)"
+    # A mistake elsewhere in the file keeps its file location.
+    code, _, err = run(["validate", write_spec(tmp_path / "b", GOOD.replace("num_hidden: 2}",
+                        "num_hidden: 0}")), "--set", "train.epochs=2"], capsys)
+    assert code == 2 and ":6:37: layers[2].num_hidden: expected a value >= 1" in err, err
 
 
 def test_summary_lists_layers_shapes_and_parameters(tmp_path, capsys):

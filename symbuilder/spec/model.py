@@ -415,7 +415,7 @@ def load_spec(path: str, *, overrides: Optional[List[str]] = None, check: bool =
     data, locations = load_yaml(raw, source=path)
     if overrides:
         from .overrides import apply_overrides
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(data, overrides, locations)
     spec = parse_spec(data, locations)
     if check:
         from .semantics import check_spec

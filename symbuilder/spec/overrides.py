@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, List, Union
+from typing import Any, List, Optional, Union
 
 from ..errors import UsageError
-from .yamlload import load_yaml
+from .yamlload import Locations, load_yaml
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -28,8 +28,11 @@ def parse_key(key: str) -> List[Union[str, int]]:
     return parts
 
 
-def apply_overrides(data: Any, overrides: List[str]) -> Any:
-    """A copy of `data` with each `key.path=value` set; the value is read as YAML."""
+def apply_overrides(data: Any, overrides: List[str], locations: Optional[Locations] = None
+                    ) -> Any:
+    """A copy of `data` with each `key.path=value` set; the value is read as YAML. With
+    `locations`, each overridden key path is recorded there, so that an error in that value
+    names the option instead of the file's line."""
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
@@ -50,6 +53,8 @@ def apply_overrides(data: Any, overrides: List[str]) -> Any:
                 if part not in target or target[part] is None:
                     target[part] = [] if isinstance(nxt, int) else {}
                 target = target[part]
+        if locations is not None:
+            locations.overridden[tuple(parts)] = item.strip()
         last = parts[-1]
         if isinstance(last, int):
             if not isinstance(target, list) or last >= len(target):

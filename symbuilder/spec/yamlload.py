@@ -43,6 +43,9 @@ class Locations:
     def __init__(self, source: str, marks: Dict[Path, Tuple[int, int]]) -> None:
         self.source = source
         self._marks = marks
+        # Key paths whose value came from the command line (--set), with the option's text:
+        # an error there points at the option, not at the file's old value.
+        self.overridden: Dict[Path, str] = {}
 
     def of(self, path: Path) -> Tuple[Optional[int], Optional[int]]:
         """The location of `path`, or of its nearest located ancestor (a missing key is
@@ -55,6 +58,12 @@ class Locations:
         return self._marks.get((), (None, None))
 
     def error(self, path: Path, message: str, cls: type = SpecError) -> SpecError:
+        prefix = tuple(path)
+        while prefix:
+            if prefix in self.overridden:
+                return cls(message, file=f"--set {self.overridden[prefix]}",
+                           path=format_path(path) or None)
+            prefix = prefix[:-1]
         line, column = self.of(path)
         return cls(message, file=self.source, line=line, column=column,
                    path=format_path(path) or None)
