@@ -86,7 +86,7 @@ def explain(spec_name: str, report, costs) -> str:
              f"{costs['symbuilder checkpoint']:.1f} ms; do_checkpoint (symbol + params, no "
              f"fsync) {costs['do_checkpoint']:.1f} ms; build_symbol once per train() call "
              f"(the hand-written runs build outside the clock) {costs['build_symbol']:.1f} ms; "
-             f"validation: symbuilder's (Module.predict, padding stripped) "
+             f"validation: symbuilder's (train.evaluate: forward loop, padding rows left out) "
              f"{costs['symbuilder validation']:.1f} ms, Module.score (eval_data; counts the "
              f"padded rows) {costs['Module.score']:.1f} ms")
     return "\n".join(lines + [f"- {fixed}"])
