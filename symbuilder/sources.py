@@ -16,6 +16,7 @@ the threshold are converted into the cache in chunks. Labels (one value a row) s
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -177,9 +178,7 @@ def _cached_table(path: str, shown: str, cache_dir: str, identity: str,
 def _convert(path: str, shown: str, entry: str, identity: str,
              parse: Callable[[_Parsed], Blocks]) -> None:
     """Stream the parser's blocks into a float32 .npy; publish the entry atomically."""
-    tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.makedirs(tmp)
-    try:
+    with _staged_entry(entry, path) as tmp:
         info = _Parsed()
         label_blocks: List[np.ndarray] = []
         with NpyWriter(os.path.join(tmp, "features.npy")) as out:
@@ -200,20 +199,31 @@ def _convert(path: str, shown: str, entry: str, identity: str,
             np.save(os.path.join(tmp, "labels.npy"),
                     labels.astype(str) if labels.dtype == object else labels)
         _write_json(os.path.join(tmp, "meta.json"), meta)
-        _publish(tmp, entry)
+
+
+@contextlib.contextmanager
+def _staged_entry(entry: str, source: str) -> Iterator[str]:
+    """A fresh staging folder for the cache entry `entry` of the file `source`. When the block
+    ends having written meta.json, the folder is published atomically and earlier
+    conversions of the source are dropped; when it ends without (it chose not to convert),
+    or raises, the folder is removed. A kill leaves it to drop_orphans."""
+    tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if not os.path.exists(os.path.join(tmp, "meta.json")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process published the same entry first: theirs is as good
+            if not os.path.exists(os.path.join(entry, "meta.json")):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
-
-
-def _publish(tmp: str, entry: str) -> None:
-    try:
-        os.replace(tmp, entry)
-    except OSError:  # another process published the same entry first: theirs is as good
-        if not os.path.exists(os.path.join(entry, "meta.json")):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    _drop_stale_entries(os.path.dirname(entry), os.path.abspath(source), keep=entry)
 
 
 def _drop_stale_entries(folder: str, source: str, keep: str) -> None:
@@ -671,14 +681,11 @@ def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
     entry = cache_entry(options.cache_dir, path, identity)
     target = os.path.join(entry, "features.npy")
     if not os.path.exists(target):
-        tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.makedirs(tmp)
-        try:
+        with _staged_entry(entry, path) as tmp:
             with zipfile.ZipFile(path) as z, z.open(key + ".npy") as member:
                 shape, fortran, dtype = _npy_header_of(member)
                 if dtype.hasobject or fortran or dtype.kind not in "fiub" or not shape:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return None  # loaded (or refused) the ordinary way
+                    return None  # loaded (or refused) the ordinary way; nothing published
                 row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
                 step = max(1, (32 << 20) // max(1, row * dtype.itemsize))
                 with NpyWriter(os.path.join(tmp, "features.npy")) as out:
@@ -690,11 +697,6 @@ def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
             _write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
                 "identity": identity, "rows": int(shape[0]), "array": key})
-            _publish(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
     return np.load(target, mmap_mode="r", allow_pickle=False)
 
 
@@ -758,9 +760,7 @@ def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: st
     entry = cache_entry(options.cache_dir, path, identity)
     target = os.path.join(entry, "features.npy")
     if not os.path.exists(target):
-        tmp = f"{entry}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.makedirs(tmp)
-        try:
+        with _staged_entry(entry, path) as tmp:
             row = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
             step = max(1, (32 << 20) // row)
             with NpyWriter(os.path.join(tmp, "features.npy")) as out:
@@ -770,11 +770,6 @@ def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: st
             _write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
                 "identity": identity, "rows": int(x.shape[0])})
-            _publish(tmp, entry)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _drop_stale_entries(os.path.dirname(entry), os.path.abspath(path), keep=entry)
     return np.load(target, mmap_mode="r", allow_pickle=False)
 
 

@@ -644,3 +644,19 @@ def test_a_streamed_build_caches_beside_its_out_folder_and_nowhere_else(tmp_path
     cached = [f for _, _, files in os.walk(tmp_path / "exports" / ".streamed.data") for f in files]
     assert any(f.endswith(".npy") for f in cached)
     assert os.listdir(work) == []
+
+
+def test_a_conversion_that_fails_or_declines_leaves_nothing_in_the_cache(tmp_path):
+    cache = tmp_path / "c"
+    # Fails: a bad value in a streamed CSV; the staging folder goes with the error.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,y\n1,0\noops,1\n")
+    with pytest.raises(DataError):
+        streamed(str(bad), "csv", "y", cache)
+    # Declines: a Fortran-ordered compressed member is loaded the ordinary way, not cached.
+    x = np.asfortranarray(np.random.RandomState(1).rand(40, 3).astype(np.float32))
+    np.savez_compressed(tmp_path / "f.npz", X=x, y=np.zeros(40, dtype=np.int64))
+    table = streamed(str(tmp_path / "f.npz"), "npz", None, cache)
+    assert np.array_equal(np.asarray(table.features), x)
+    left = [n for _, dirs, files in os.walk(cache) for n in dirs + files if n != "sources"]
+    assert left == []
