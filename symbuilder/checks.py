@@ -1,6 +1,7 @@
 """`validate` and `summary`: everything that can be checked or shown without training."""
 from __future__ import annotations
 
+import json
 from typing import List
 
 import mxnet as mx
@@ -23,20 +24,18 @@ def check_static(spec: Spec, symbol: mx.sym.Symbol) -> None:
 
 def check_onnx_translatable(spec: Spec, symbol: mx.sym.Symbol) -> None:
     """A located error at the layer whose op has no ONNX translation."""
-    from .onnx import check_translatable
-    try:
-        check_translatable(symbol)
-    except ExportError as e:
-        names = layer_names(spec)
-        where = ("export", "formats")
-        for i, name in enumerate(names):
-            if f"(node '{name}')" in str(e):
-                where = ("layers", i, "op")
-                break
-        message = str(e)
-        if where[0] == "layers":
-            message += " (or leave onnx out of export.formats)"
-        raise spec.error(where, message) from None
+    from .onnx.registry import lookup
+    names = layer_names(spec)
+    for node in json.loads(symbol.tojson())["nodes"]:
+        if node["op"] == "null":
+            continue
+        try:
+            lookup(node["op"], node["name"])
+        except ExportError as e:
+            if node["name"] in names:
+                raise spec.error(("layers", names.index(node["name"]), "op"),
+                                 f"{e} (or leave onnx out of export.formats)") from None
+            raise spec.error(("export", "formats"), str(e)) from None
 
 
 def validate(spec: Spec, *, check_data: bool = True) -> str:

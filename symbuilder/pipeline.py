@@ -168,7 +168,7 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
         say(f"resuming from epoch {store.last_epoch()} in {run_dir}")
     elif writes:  # --resume with no complete checkpoint (or none at all): a fresh run
         store.start_fresh()
-    result = train(spec, data, epochs=epochs, progress=progress, verbose=verbose,
+    result = train(spec, data, progress=progress, verbose=verbose,
                    run_dir=run_dir, resume=resume, bar=bar, worker=worker)
     if not writes:
         return BuildResult(out_dir, {}, result, rank=worker.rank)

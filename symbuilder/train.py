@@ -130,10 +130,9 @@ def fixed_aux_names(spec: Spec) -> List[str]:
 
 def evaluate(spec: Spec, module: mx.mod.Module, dataset: Any, batch_size: int) -> Dict[str, float]:
     """Exact metrics on a dataset: the last batch's padding rows are left out (Module.score
-    would count them). A plain forward loop with one device copy per batch and one
-    concatenation: Module.predict does the same work with more bookkeeping, 1.1 ms against
-    0.7 ms per validation of the breast cancer MLP (the whole of symbuilder's gap to a
-    hand-written Module.fit there, with the per-epoch reseed)."""
+    would count them). A plain forward loop with one device copy per batch: Module.predict
+    does the same with more bookkeeping (1.1 ms against 0.7 ms per validation of the breast
+    cancer MLP, `make bench`)."""
     it = make_iter(spec, dataset, batch_size=batch_size, shuffle=False)
     parts = []
     for batch in it:
