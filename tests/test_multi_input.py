@@ -91,6 +91,9 @@ def test_data_mistakes_are_located_at_the_input(tmp_path, capsys, edit, where, m
     (SPEC.replace("    inputs:\n", "    input: {shape: [30]}\n    inputs:\n"),
      "give either input (one data input) or inputs (a list), not both"),
     (SPEC.replace("inputs: [worst]", "inputs: [wrost]"), "layers[1].inputs"),
+    (SPEC.replace(", inputs: [means]}", "}"),
+     "layers[0]: missing required key 'inputs': with several inputs (means, worst), the first "
+     "layer names the ones it reads"),
 ])
 def test_structure_mistakes_are_one_located_line_exit_2(tmp_path, capsys, body, fragment):
     out = tmp_path / "out"
