@@ -8,7 +8,8 @@ a public name, i.e. every name ``getattr(mx.sym, op)`` resolves to a generated o
 function. Aliases are included (``relu`` is its own op; ``flatten``/``Flatten``,
 ``concat``/``Concat``, ``reshape``/``Reshape``, ``Softmax``/``SoftmaxOutput`` are aliases of
 one op) because users copy them from MXNet code and ``mx.sym`` accepts both. Excluded:
-``_``-prefixed internals and backward ops, numpy-frontend ops (``_np_*``/``_npi_*``), and ops
+``_``-prefixed internals and backward ops, numpy-frontend ops (``_np_*``/``_npi_*``), the
+optimizer kernels and gradient bookkeeping ops (see ``_not_a_layer``), and ops
 that live only in sub-namespaces (``mx.sym.contrib.*``, ``mx.sym.linalg.*``, ...), since the
 builder calls ``getattr(mx.sym, op)``.
 
@@ -78,6 +79,26 @@ KINDS: Tuple[str, ...] = (
 # Ops whose extra keyword arguments are legitimately free-form: Custom forwards them, as
 # strings, to the user's registered CustomOpProp, so they cannot be listed.
 _OPEN_ATTRS = frozenset({"Custom"})
+
+# Ops that are not layers: MXNet's optimizer kernels (`*_update*`, they write into their
+# inputs) and its gradient and mixed-precision bookkeeping. Their input count follows a count
+# attribute (num_weights, num_arrays, num_outputs) that MXNet never checks against the inputs
+# given: a spec composing one with a count that does not match kills the process
+# (segmentation fault, found by fuzzing). A spec cannot use them meaningfully, so they are
+# refused by name, with the reason.
+_OPTIMIZER_KERNEL = re.compile(r"_update(_phase\d)?$")
+_NOT_LAYERS = frozenset({"all_finite", "multi_all_finite", "multi_sum_sq", "multi_lars",
+                         "reset_arrays", "amp_cast", "amp_multicast"})
+
+
+def _not_a_layer(name: str) -> Optional[str]:
+    """Why `name` is not a layer op, or None."""
+    if _OPTIMIZER_KERNEL.search(name):
+        return "an optimizer kernel (it updates its inputs in place), not a layer"
+    if name in _NOT_LAYERS:
+        return "MXNet's gradient or mixed-precision bookkeeping, not a layer"
+    return None
+
 
 # Ops whose MXNet attribute parser has side conditions on the Python side: Custom looks up
 # op_type among registered custom ops, which a spec may register later than it is validated.
@@ -308,6 +329,8 @@ def _catalogue() -> Dict[str, Any]:
         function = getattr(mx.sym, name, None)
         if function is None or function is not getattr(mx.sym.op, name, None):
             continue
+        if _not_a_layer(name):
+            continue
         handle = OpHandle()
         check_call(_LIB.NNGetOpHandle(c_str(name), ctypes.byref(handle)))
         handles[name] = handle
@@ -346,6 +369,9 @@ def op_info(name: str) -> OpInfo:
     if not isinstance(name, str):
         raise AttrError(None, f"expected an MXNet operator name, received {_received(name)}")
     ops = _catalogue()
+    reason = _not_a_layer(name)
+    if reason:
+        raise AttrError(None, f"'{name}' is {reason}; a spec's layers are network operators")
     if name not in ops:
         guess = suggest(name, ops)
         hint = f"; did you mean '{guess}'?" if guess else f" (not one of the {len(ops)} public mx.sym operators)"
