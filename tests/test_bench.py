@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from helpers import DATA, write_spec
+from helpers import write_spec
 from symbuilder import bench
 from symbuilder.builder import build_symbol
 from symbuilder.cli import main
@@ -208,24 +208,3 @@ def test_twin_refuses_an_op_it_does_not_write(tmp_path):
         "{op: Activation, name: relu1, act_type: tanh}", "{op: SoftmaxActivation, name: sa}")))
     with pytest.raises(bench.TwinUnsupported, match="SoftmaxActivation"):
         bench.twin_plan(spec, build_symbol(spec))
-
-
-@pytest.mark.parametrize("layers", [1, 2, 10, 101])
-def test_scaling_specs_have_exactly_n_layers(layers):
-    spec = loads_spec(bench.scaling_spec_text(layers, DATA))
-    assert len(spec.layers) == layers
-    nodes = json.loads(build_symbol(spec).tojson())["nodes"]
-    ops = [n["op"] for n in nodes if n["op"] not in ("null", "BatchNorm", "SoftmaxOutput")]
-    assert len(ops) == layers  # counted in the built graph, not the spec
-    assert ops[-1] == "FullyConnected"
-    assert ops.count("Activation") == (layers - 1) // 2
-
-
-def test_scaling_table_and_verdict_from_known_times():
-    figures = [bench.ScalingFigures(n, {p: 0.0 for p in bench.SCALING_PHASES + ("init params",)},
-                                    0.01 + 0.002 * n) for n in (10, 100, 1000)]
-    assert "ratio 1.00 (linear" in bench.scaling_verdict(figures)
-    quadratic = [bench.ScalingFigures(f.layers, f.phases, 1e-5 * f.layers ** 2) for f in figures]
-    assert "NOT linear" in bench.scaling_verdict(quadratic)
-    table = bench.scaling_table(figures)
-    assert "| 1000 |" in table and "| 2.01 |" in table  # 2.01 ms per layer at 1000

@@ -103,6 +103,9 @@ def main() -> int:
     from symbuilder import bench
     from symbuilder.data import load_data
     from symbuilder.spec.model import load_spec
+    # Dev-only studies live beside this script (its folder is sys.path[0]), not in the package.
+    from fixed_costs import fixed_costs
+    from scaling_study import compare_scaling, scaling_table, scaling_verdict
 
     started = time.perf_counter()
     info = bench.machine()
@@ -117,7 +120,7 @@ def main() -> int:
         say(f"{spec.name}: {epochs} epochs per run, {repeats} repeats")
         report = bench.run_bench(spec, repeats=repeats, epochs=epochs, data=data,
                                  inference_repeats=inference_repeats, say=say)
-        costs = bench.fixed_costs(spec, data, repeats=5 if args.quick else 15)
+        costs = fixed_costs(spec, data, repeats=5 if args.quick else 15)
         training_parts.append(
             f"**{spec.name}** ({report.train_samples} training samples, {epochs} epochs per "
             f"run, median of {repeats} interleaved runs after a warm-up; `symbuilder bench "
@@ -130,7 +133,7 @@ def main() -> int:
     stats = stats_section(args.quick)
     say("scaling")
     counts = (10, 30, 100) if args.quick else (10, 100, 1000)
-    scaling = bench.compare_scaling(os.path.join(ROOT, "specs", "data", "breast_cancer.csv"),
+    scaling = compare_scaling(os.path.join(ROOT, "specs", "data", "breast_cancer.csv"),
                                     counts=counts, repeats=1 if args.quick else 3, say=say)
     elapsed = time.perf_counter() - started
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -163,7 +166,7 @@ def main() -> int:
                     "checked (`export_onnx`), and the ORT parity suite a build runs; "
                     f"median of {1 if args.quick else 3} interleaved rounds. Training skipped: "
                     "parameters come from the initializer ('init params', not in build).\n\n"
-                    + bench.scaling_table(scaling) + "\n\n" + bench.scaling_verdict(scaling)
+                    + scaling_table(scaling) + "\n\n" + scaling_verdict(scaling)
                     + "\n")
     text = "\n".join(sections)
     print(text)

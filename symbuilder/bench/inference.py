@@ -1,0 +1,109 @@
+"""Inference: ONNX Runtime on the export against MXNet Module forward, at batch 1 (latency)
+and at a large batch (throughput)."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .harness import Say, input_names
+
+
+@dataclasses.dataclass
+class InferenceFigures:
+    name: str
+    p50_ms: float             # batch 1 latency
+    p99_ms: float
+    batch: int
+    throughput: float         # samples/s at `batch`, median call
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict,
+                      samples: Any, *, repeats: int, calls: int = 200,
+                      batch: int = 256, batch_calls: int = 10,
+                      say: Optional[Say] = None) -> List[InferenceFigures]:
+    """ONNX Runtime (the export, all graph optimisations, default threads) against MXNet
+    Module forward (bound for inference), both from numpy batches to a numpy result.
+    `samples`: an array (one input) or arrays by input name. Batch 1: `calls`
+    single-sample calls per round; batch `batch`: `batch_calls` calls per round; rounds
+    interleaved, after a warm-up."""
+    import mxnet as mx
+    import onnxruntime as ort
+    from ..exporting import to_numpy_params
+    from ..onnx import to_onnx
+    say = say or (lambda line: None)
+    names = input_names(spec)
+    if not isinstance(samples, dict):
+        if len(names) != 1:
+            raise ValueError(f"several inputs ({', '.join(names)}): pass samples by name")
+        samples = {names[0]: samples}
+    shapes = {item.name: tuple(item.shape) for item in spec.all_inputs}
+    model = to_onnx(symbol, to_numpy_params(arg_params, aux_params),
+                    {n: (1,) + shapes[n] for n in names},
+                    opset=spec.export.onnx.opset, dynamic_batch=True, model_name=spec.name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+
+    def mxnet_module(b: int) -> Any:
+        mod = mx.mod.Module(symbol, data_names=names, label_names=[spec.output.label_name],
+                            context=mx.cpu())
+        with warnings.catch_warnings():  # no label shapes: bound for inference
+            warnings.simplefilter("ignore")
+            mod.bind(data_shapes=[(n, (b,) + shapes[n]) for n in names], for_training=False)
+        mod.set_params(arg_params, aux_params, allow_missing=False)
+        return mod
+
+    modules = {1: mxnet_module(1), batch: mxnet_module(batch)}
+    count = min(len(v) for v in samples.values())
+    picks = np.resize(np.arange(count), batch)
+    big = {n: np.ascontiguousarray(samples[n][picks], dtype=np.float32) for n in names}
+    one = [{n: np.ascontiguousarray(samples[n][i % count][None], dtype=np.float32)
+            for n in names} for i in range(calls)]
+
+    def run_ort(x: Dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, x)[0]
+
+    def run_mx(x: Dict[str, np.ndarray]) -> np.ndarray:
+        mod = modules[len(next(iter(x.values())))]
+        mod.forward(mx.io.DataBatch([mx.nd.array(x[n]) for n in names]), is_train=False)
+        out = mod.get_outputs()[0].asnumpy()
+        mx.nd.waitall()
+        return out
+
+    backends = {"ONNX Runtime (export)": run_ort, "MXNet Module forward": run_mx}
+    worst = float(np.abs(run_ort(big) - run_mx(big)).max())
+    if not worst <= 1e-3:
+        raise RuntimeError(f"ONNX Runtime and MXNet disagree by {worst:.3g}: not benchmarking")
+    for fn in backends.values():  # warm-up
+        for x in one[:20]:
+            fn(x)
+        for _ in range(2):
+            fn(big)
+    single: Dict[str, List[float]] = {n: [] for n in backends}
+    many: Dict[str, List[float]] = {n: [] for n in backends}
+    order = list(backends)
+    for r in range(repeats):
+        for name in order[r % 2:] + order[:r % 2]:
+            fn = backends[name]
+            for x in one:
+                t = time.perf_counter()
+                fn(x)
+                single[name].append(time.perf_counter() - t)
+            for _ in range(batch_calls):
+                t = time.perf_counter()
+                fn(big)
+                many[name].append(time.perf_counter() - t)
+        say(f"inference round {r + 1}/{repeats} done")
+    return [InferenceFigures(n, 1e3 * _percentile(single[n], 50), 1e3 * _percentile(single[n], 99),
+                             batch, batch / statistics.median(many[n])) for n in order]
+
