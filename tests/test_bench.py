@@ -164,7 +164,11 @@ TWIN_SPECS = ["specs/digits_cnn.yaml", "specs/breast_cancer_branches.yaml",
 
 
 def _case(path):
-    spec = load_spec(os.path.join(ROOT, path))
+    return _case_of(load_spec(os.path.join(ROOT, path)))
+
+
+def _case_of(spec):
+    """The spec's symbol, random weights and inputs, and the symbol's outputs: the oracle."""
     symbol = build_symbol(spec)
     arg, aux = _random_params(spec, symbol)
     rng = np.random.RandomState(0)
@@ -173,9 +177,7 @@ def _case(path):
     return spec, symbol, arg, aux, inputs, _mxnet_outputs(spec, symbol, arg, aux, inputs)
 
 
-@pytest.mark.parametrize("path", TWIN_SPECS)
-def test_gluon_twin_computes_what_the_symbol_computes(path):
-    spec, symbol, arg, aux, inputs, want = _case(path)
+def _gluon_output(spec, symbol, arg, aux, inputs):
     net, pmap = bench.gluon_twin(spec, symbol)
     net.initialize()
     net.hybridize()
@@ -184,14 +186,11 @@ def test_gluon_twin_computes_what_the_symbol_computes(path):
     assert set(pmap) == set(arg) | set(aux) - {spec.output.label_name}
     for key, value in {**arg, **aux}.items():
         pmap[key].set_data(value)
-    got = bench.gluon_head(spec, mx.nd, net(*[mx.nd.array(inputs[k]) for k in names])).asnumpy()
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    return bench.gluon_head(spec, mx.nd, net(*[mx.nd.array(inputs[k]) for k in names])).asnumpy()
 
 
-@pytest.mark.parametrize("path", TWIN_SPECS)
-def test_torch_twin_computes_what_the_symbol_computes(path):
+def _torch_output(spec, symbol, arg, aux, inputs):
     torch = pytest.importorskip("torch")
-    spec, symbol, arg, aux, inputs, want = _case(path)
     net, pmap = bench.torch_twin(spec, symbol)
     assert set(pmap) == set(arg) | set(aux) - {spec.output.label_name}
     with torch.no_grad():
@@ -199,7 +198,23 @@ def test_torch_twin_computes_what_the_symbol_computes(path):
             pmap[key].copy_(torch.from_numpy(value.asnumpy()))
         net.eval()
         out = net(*[torch.from_numpy(inputs[i.name]) for i in spec.all_inputs])
-        got = bench.torch_head(spec, out).numpy()
+        return bench.torch_head(spec, out).numpy()
+
+
+TWIN_OUTPUT = {"gluon": _gluon_output, "torch": _torch_output}
+
+
+@pytest.mark.parametrize("path", TWIN_SPECS)
+def test_gluon_twin_computes_what_the_symbol_computes(path):
+    spec, symbol, arg, aux, inputs, want = _case(path)
+    got = _gluon_output(spec, symbol, arg, aux, inputs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", TWIN_SPECS)
+def test_torch_twin_computes_what_the_symbol_computes(path):
+    spec, symbol, arg, aux, inputs, want = _case(path)
+    got = _torch_output(spec, symbol, arg, aux, inputs)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -208,3 +223,142 @@ def test_twin_refuses_an_op_it_does_not_write(tmp_path):
         "{op: Activation, name: relu1, act_type: tanh}", "{op: SoftmaxActivation, name: sa}")))
     with pytest.raises(bench.TwinUnsupported, match="SoftmaxActivation"):
         bench.twin_plan(spec, build_symbol(spec))
+
+
+# ---------------------------------------------------------------------------------------------
+# The twin registry: every registered (framework, op), one layer plus a dense head, against
+# the symbol on the same weights.
+
+_IMAGE, _SEQ, _FLAT = [2, 6, 6], [2, 9], [6]
+# op -> cases: (input shape, the layer's YAML mapping after `op:`), each built as that one
+# layer on the normalized input, then FullyConnected(3) and SoftmaxOutput. A new
+# registration without a case fails test_every_registered_twin_op_has_a_case.
+TWIN_OP_CASES = {
+    "FullyConnected": [(_FLAT, "num_hidden: 5"), (_IMAGE, "num_hidden: 5, no_bias: true"),
+                       (_SEQ, "num_hidden: 4, flatten: false")],
+    "Convolution": [(_IMAGE, "num_filter: 4, kernel: [3, 3], stride: [2, 2], pad: [1, 1], "
+                             "num_group: 2"),
+                    (_SEQ, "num_filter: 3, kernel: [3], dilate: [2], no_bias: true")],
+    "BatchNorm": [(_IMAGE, "fix_gamma: false, eps: 0.01"), (_IMAGE, "momentum: 0.8"),
+                  (_FLAT, "fix_gamma: false, use_global_stats: true")],
+    "Activation": [(_FLAT, f"act_type: {a}")
+                   for a in ("relu", "sigmoid", "tanh", "softrelu", "softsign")],
+    "LeakyReLU": [(_FLAT, "act_type: leaky, slope: 0.1"), (_FLAT, "act_type: elu, slope: 0.5")],
+    "Dropout": [(_FLAT, "p: 0.5")],
+    "Pooling": [(_IMAGE, "pool_type: max, kernel: [2, 2], stride: [2, 2]"),
+                (_IMAGE, "pool_type: avg, kernel: [3, 3], stride: [2, 2], pad: [1, 1], "
+                         "pooling_convention: full, count_include_pad: false"),
+                (_IMAGE, "pool_type: avg, global_pool: true, kernel: [1, 1]"),
+                (_IMAGE, "pool_type: max, global_pool: true, kernel: [1, 1]"),
+                (_SEQ, "pool_type: max, kernel: [2], stride: [1]")],
+    "Flatten": [(_IMAGE, "")],
+    "flatten": [(_IMAGE, "")],
+    "elemwise_add": [(_IMAGE, "inputs: [data, data]")],
+    "broadcast_add": [(_FLAT, "inputs: [data, data]")],
+    "Concat": [(_IMAGE, "dim: 1, inputs: [data, data]"), (_IMAGE, "dim: 2, inputs: [data, data]")],
+    "concat": [(_FLAT, "dim: 1, inputs: [data, data]")],
+}
+
+
+def _one_layer_spec(tmp_path, op, shape, attrs):
+    layer = f"{{op: {op}, name: layer{', ' + attrs if attrs else ''}}}"
+    return load_spec(write_spec(tmp_path, f"""\
+        name: one_{op}
+        input: {{name: data, shape: {shape}, normalize: {{stats: dataset, eps: 0.001}}}}
+        layers:
+          - {layer}
+          - {{op: FullyConnected, name: out, num_hidden: 3}}
+        output: {{op: SoftmaxOutput, name: softmax}}
+        data: {{train: {{path: bc.csv, format: csv, label: benign}}}}
+        """))
+
+
+def _registered_cases():
+    return [pytest.param(fw, op, k, id=f"{fw}-{op}-{k}")
+            for fw, op in bench.registered_twin_ops()
+            for k in range(len(TWIN_OP_CASES.get(op, [None])))]
+
+
+@pytest.mark.parametrize("framework, op, k", _registered_cases())
+def test_every_registered_twin_op_computes_what_the_symbol_computes(tmp_path, framework, op, k):
+    shape, attrs = TWIN_OP_CASES[op][k]
+    spec, symbol, arg, aux, inputs, want = _case_of(_one_layer_spec(tmp_path, op, shape, attrs))
+    assert spec.layers[0].op == op
+    got = TWIN_OUTPUT[framework](spec, symbol, arg, aux, inputs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_every_registered_twin_op_has_a_case():
+    for framework in bench.twins.FRAMEWORKS + ("plan",):
+        ops = {op for _, op in bench.registered_twin_ops(framework)}
+        assert ops == set(TWIN_OP_CASES), framework  # and every framework writes every plan
+
+
+def test_a_second_registration_of_a_twin_op_is_an_error():
+    with pytest.raises(ValueError, match="duplicate twin gluon builder for MXNet op 'Pooling'"):
+        bench.twins.register_twin_op("Pooling", framework="gluon")(lambda step, pmap: None)
+    with pytest.raises(ValueError, match="duplicate twin plan for MXNet op 'Dropout'"):
+        bench.twins.register_twin_plan("Dropout")(lambda layer: {})
+    assert len(bench.registered_twin_ops("gluon")) == len(TWIN_OP_CASES)  # nothing replaced
+
+
+def test_a_framework_without_a_builder_for_an_op_refuses_it_by_name(tmp_path, monkeypatch):
+    from symbuilder.bench.twins import registry
+    monkeypatch.setattr(registry, "_BUILDERS", {key: fn for key, fn in registry._BUILDERS.items()
+                                                if key != ("gluon", "Dropout")})
+    spec = _one_layer_spec(tmp_path, "Dropout", [30], "p: 0.5")  # 30: the csv's features
+    with pytest.raises(bench.TwinUnsupported, match="the gluon twin does not write Dropout"):
+        bench.gluon_twin(spec)
+    data = load_data(spec)
+    _, skipped = bench.twin_contenders(spec, data, torch=False)  # reported, not raised
+    assert skipped == [f"{bench.GLUON}: the gluon twin does not write Dropout (it writes: "
+                       "Activation, BatchNorm, Concat, Convolution, Flatten, FullyConnected, "
+                       "LeakyReLU, Pooling, broadcast_add, concat, elemwise_add, flatten)"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bench is a package apart: the product never imports it, and it uses only the product's
+# public names (the private ones it still needs sit behind bench/_product.py).
+
+BENCH_DIR = os.path.join(ROOT, "symbuilder", "bench")
+
+
+def _private_product_imports(path):
+    """(line, module, name) of every private name a bench module imports from a symbuilder
+    module outside bench."""
+    import ast
+    package = os.path.relpath(os.path.dirname(path), ROOT).split(os.sep)
+    found = []
+    for node in ast.walk(ast.parse(open(path).read())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = package[:len(package) - node.level + 1] if node.level else []
+        module = ".".join(base + (node.module.split(".") if node.module else []))
+        if module.startswith("symbuilder") and not module.startswith("symbuilder.bench"):
+            found += [(node.lineno, module, a.name) for a in node.names if a.name.startswith("_")]
+    return found
+
+
+def test_bench_imports_no_private_product_name_outside_its_adapter():
+    paths = [os.path.join(d, f) for d, _, files in os.walk(BENCH_DIR) for f in files
+             if f.endswith(".py")]
+    adapter = os.path.join(BENCH_DIR, "_product.py")
+    assert {name for _, _, name in _private_product_imports(adapter)} == {
+        "_initializer", "_global_initializer", "_optimizer"}  # the scan sees relative imports
+    leaks = {os.path.relpath(p, ROOT): _private_product_imports(p) for p in paths if p != adapter}
+    assert {p: found for p, found in leaks.items() if found} == {}
+
+
+def test_the_product_path_never_imports_bench(tmp_path):
+    import subprocess
+    import sys
+    path = write_spec(tmp_path, FULL_BATCH)
+    probe = ("import sys\n"
+             "from symbuilder import pipeline, serving, exporting, train, builder, checks\n"
+             "from symbuilder.cli import main\n"
+             f"assert main(['validate', {path!r}]) == 0\n"
+             "print(sorted(m for m in sys.modules if m.startswith('symbuilder.bench')))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
