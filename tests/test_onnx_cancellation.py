@@ -176,6 +176,23 @@ def _logits(offset: float, spread: float, shape: Tuple[int, ...] = (BATCH, 7)) -
     return (np.random.RandomState(int(spread)).randn(*shape) * spread + offset).astype(np.float32)
 
 
+@pytest.mark.parametrize("temperature", [None, 2.5, 0.01])
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_of_large_logits(log: bool, axis: int, temperature: Optional[float]) -> None:
+    # Dividing x by the temperature before the max is removed was 5.6e-5 off (T=2.5, logits 1e4).
+    x = _logits(1e4, 3.0, (BATCH, 7, 5))
+    kw = {} if temperature is None else {"temperature": temperature}
+    op = mx.sym.log_softmax if log else mx.sym.softmax
+    sym = op(D, axis=axis, name="sm", **kw)
+
+    def oracle(z: np.ndarray) -> np.ndarray:
+        out = _log_softmax64(z / (temperature or 1.0), axis)
+        return out if log else np.exp(out)
+
+    assert_exact_everywhere(sym, {}, x, oracle)
+
+
 @pytest.mark.parametrize("offset,spread", [(1e4, 3.0), (0.0, 1e4)])
 def test_softmax_output_prediction_of_large_logits(offset: float, spread: float) -> None:
     x = _logits(offset, spread)

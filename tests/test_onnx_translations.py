@@ -146,6 +146,7 @@ def _opset_sensitive_net() -> Case:
     heads = [getattr(mx.sym, op)(d, axis=2, keepdims=True, name=f"{op}_k") for op in ("sum", "mean", "max", "min", "prod")]
     heads.append(mx.sym.mean(d, name="mean_all"))
     heads.append(mx.sym.squeeze(mx.sym.expand_dims(d, axis=1, name="ed"), axis=1, name="sq"))
+    heads.append(mx.sym.softmax(d, axis=1, temperature=2.5, name="sm_t"))  # ReduceMax before the division
     heads.append(mx.sym.Pooling(mx.sym.expand_dims(d, axis=1, name="ed4"), kernel=(1, 1), global_pool=True,
                                 pool_type="sum", name="gsum"))
     return Case("opset_sensitive", mx.sym.Group(heads), {"data": (3, 4)}, positive, atol=1e-5)
