@@ -7,6 +7,9 @@ relative to the output's scale (an element-wise relative error near zero means n
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import mxnet as mx
@@ -245,3 +248,44 @@ def test_instance_norm_of_large_offset() -> None:
     g, b = (params[k].astype(np.float64).reshape(1, -1, 1, 1) for k in ("inorm_gamma", "inorm_beta"))
     assert_exact_everywhere(mx.sym.InstanceNorm(D, eps=1e-5, name="inorm"), params, x,
                             lambda z: _norm64(z, (2, 3), np.float32(1e-5)) * g + b, rtol=_DATA_STATS_RTOL)
+
+
+# ---- a BatchNorm after a Convolution: MXNet's answer depends on its backend -------------------
+
+
+def conv_bn_net() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], np.ndarray, Oracle]:
+    """An identity 1x1 convolution (exact on both sides) feeding a BatchNorm with |mean|/std 1e6."""
+    rng = np.random.RandomState(5)
+    x = _features(rng, (BATCH, 4, 3, 3), 1, _MEAN, _STD)
+    sym = mx.sym.BatchNorm(mx.sym.Convolution(D, kernel=(1, 1), num_filter=4, name="conv"), fix_gamma=False,
+                           eps=_EPS, name="bn")
+    params = {"conv_weight": np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1), "conv_bias": np.zeros(4, np.float32),
+              **_bn_params(rng, "bn", rng.uniform(0.5, 2.0, 4).astype(np.float32))}
+    return sym, params, x, _bn_oracle(params, "bn", 1, 4, _EPS, fix_gamma=False)
+
+
+def test_batchnorm_after_convolution_matches_native_mxnet(tmp_path) -> None:
+    """MXNet 1.9.1's default oneDNN subgraph folds a Convolution's BatchNorm into its weights and
+    bias, which cancels as ONNX BatchNormalization does; its native kernels do not. The export
+    follows the native (exact) answer, so a parity check against the default executor can fail
+    on such a graph: this pins both facts (MXNET_SUBGRAPH_BACKEND is read once per process)."""
+    script = tmp_path / "native.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "from test_onnx_cancellation import conv_bn_net, mxnet_reference\n"
+        "sym, params, x, _ = conv_bn_net()\n"
+        f"np.save({str(tmp_path / 'native.npy')!r}, mxnet_reference(sym, params, {{'data': x}})[0])\n"
+    )
+    env = dict(os.environ, MXNET_SUBGRAPH_BACKEND="NONE", MXNET_SUBGRAPH_VERBOSE="0")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    native = np.load(tmp_path / "native.npy", allow_pickle=False)
+    sym, params, x, oracle = conv_bn_net()
+    exact = oracle(x.astype(np.float64))
+    assert _scaled_error(native, exact, None) <= RTOL
+    model = to_onnx(sym, params, {"data": x.shape})
+    for optimize in (True, False):
+        assert _scaled_error(ort_run(model, {"data": x}, optimize)[0], exact, None) <= RTOL
+    fused = mxnet_reference(sym, params, {"data": x})[0]
+    assert _scaled_error(fused, exact, None) > 1e-3, "MXNet's oneDNN conv+BatchNorm fold no longer cancels"
