@@ -146,6 +146,7 @@ def _opset_sensitive_net() -> Case:
     heads = [getattr(mx.sym, op)(d, axis=2, keepdims=True, name=f"{op}_k") for op in ("sum", "mean", "max", "min", "prod")]
     heads.append(mx.sym.mean(d, name="mean_all"))
     heads.append(mx.sym.squeeze(mx.sym.expand_dims(d, axis=1, name="ed"), axis=1, name="sq"))
+    heads.append(mx.sym.softmax(d, axis=1, temperature=2.5, name="sm_t"))  # ReduceMax before the division
     heads.append(mx.sym.Pooling(mx.sym.expand_dims(d, axis=1, name="ed4"), kernel=(1, 1), global_pool=True,
                                 pool_type="sum", name="gsum"))
     return Case("opset_sensitive", mx.sym.Group(heads), {"data": (3, 4)}, positive, atol=1e-5)
@@ -213,9 +214,20 @@ def test_batchnorm_fix_gamma_exports_ones_not_the_stored_gamma() -> None:
     model = to_onnx(sym, params, shapes)
     np.testing.assert_allclose(ort_run(model, {"data": x})[0], expected, rtol=0, atol=1e-5)
     assert "bn_gamma" not in {t.name for t in model.graph.initializer}
-    bn = [n for n in model.graph.node if n.op_type == "BatchNormalization"][0]
-    eps = [a.f for a in bn.attribute if a.name == "epsilon"][0]
-    assert eps == pytest.approx(1e-3)
+    # The folded scale carries MXNet's eps default (1e-3), not ONNX's 1e-5.
+    scale = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}["bn/scale"]
+    np.testing.assert_allclose(scale.reshape(-1), 1 / np.sqrt(params["bn_moving_var"] + 1e-3), rtol=1e-6)
+
+
+def test_batchnorm_with_a_computed_parameter_is_refused() -> None:
+    # The exact form folds the scale at export time, from stored values.
+    d = mx.sym.Variable("data")
+    gamma = mx.sym.Variable("g") * 2
+    sym = mx.sym.BatchNorm(d, gamma=gamma, fix_gamma=False, name="bn")
+    with pytest.raises(ExportError, match=r"node 'bn'.*input '_mulscalar\d+_output' must be a stored parameter"):
+        to_onnx(sym, {"g": np.ones(3, np.float32), "bn_beta": np.zeros(3, np.float32),
+                      "bn_moving_mean": np.zeros(3, np.float32), "bn_moving_var": np.ones(3, np.float32)},
+                {"data": (2, 3)})
 
 
 def test_unknown_op_names_the_op_and_node() -> None:

@@ -146,10 +146,16 @@ def _softmax(ctx: OpContext, onnx_op: str) -> None:
     if ctx.attr_bool("use_length", False):
         raise ctx.error("use_length=True is not supported")
     x = ctx.inputs[0]
+    axis = normalize_axis(ctx.attr_int("axis", -1), ctx.in_rank(0), ctx)
     temperature: Optional[float] = ctx.attr_float("temperature", None)
     if temperature is not None and temperature != 1.0:
-        x = ctx.node("Div", [x, ctx.scalar_like(temperature, 0, "temperature")])
-    ctx.node(onnx_op, [x], ctx.outputs[:1], axis=ctx.attr_int("axis", -1))
+        # MXNet divides (x - max) by the temperature, not x: dividing first rounds a large logit
+        # (1e4 / 2.5) in float32 before the max is taken out, which moved probabilities by
+        # 5.6e-5 of their scale. ORT's own max subtraction then finds 0 and changes nothing.
+        peak = ctx.reduce("ReduceMax", x, [axis], keepdims=True, suffix="max")
+        centered = ctx.node("Sub", [x, peak], suffix="centered")
+        x = ctx.node("Div", [centered, ctx.scalar_like(temperature, 0, "temperature")])
+    ctx.node(onnx_op, [x], ctx.outputs[:1], axis=axis)
 
 
 @register("softmax")

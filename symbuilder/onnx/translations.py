@@ -247,24 +247,40 @@ def leaky_relu(ctx: OpContext) -> None:
 @register("BatchNorm")
 def batch_norm(ctx: OpContext) -> None:
     # Export is inference: the moving statistics are used whatever use_global_stats says.
+    # Emitted as (x - mean) * scale + beta, MXNet's (oneDNN's) order, never as ONNX
+    # BatchNormalization: ONNX Runtime computes that as x * scale + (beta - mean * scale), whose
+    # two large terms cancel in float32 when |mean| / std is large (4.2e-3 off on a logistic
+    # output for a feature with mean 1e4, std 0.1). The Sub comes first, so no ORT fusion of the
+    # Mul/Add pair (into BatchNormalization or a Conv) can move the offset after the scaling.
     eps = ctx.attr_float("eps", 1e-3)  # MXNet's default; ONNX's would be 1e-5
     fix_gamma = ctx.attr_bool("fix_gamma", True)  # MXNet's default is True
-    x, gamma, beta, mean, var = ctx.inputs[:5]
-    shape = ctx.in_shape(0)
-    rank = len(shape)
+    rank = ctx.in_rank(0)
     axis = normalize_axis(ctx.attr_int("axis", 1), rank, ctx)
+    gamma, beta, mean, var = (_stored(ctx, i) for i in range(1, 5))
     if fix_gamma:
         # MXNet uses gamma = 1 when fix_gamma, whatever the stored gamma (weight decay moves it).
-        gamma = ctx.const(np.ones(shape[axis], dtype=ctx.input_infos[1].dtype), "gamma_fixed")
-    if axis == 1:
-        ctx.node("BatchNormalization", [x, gamma, beta, mean, var], ctx.outputs[:1], epsilon=eps)
-        return
-    # ONNX normalizes over dim 1: move the channel axis there and back.
-    perm = [0, axis] + [i for i in range(1, rank) if i != axis]
-    inverse = [perm.index(i) for i in range(rank)]
-    xt = ctx.transpose(x, perm, suffix="to_channel_first")
-    y = ctx.node("BatchNormalization", [xt, gamma, beta, mean, var], epsilon=eps)
-    ctx.transpose(y, inverse, ctx.outputs[:1], suffix="from_channel_first")
+        gamma = np.ones_like(gamma)
+    # In float64, rounded once to the input's dtype: the correctly rounded scale.
+    scale = gamma / np.sqrt(var + np.float64(np.float32(eps)))
+    centered = ctx.node("Sub", [ctx.inputs[0], _per_channel(ctx, mean, rank, axis, "mean")], suffix="centered")
+    scaled = ctx.node("Mul", [centered, _per_channel(ctx, scale, rank, axis, "scale")], suffix="scaled")
+    ctx.node("Add", [scaled, _per_channel(ctx, beta, rank, axis, "beta")], ctx.outputs[:1])
+
+
+def _stored(ctx: OpContext, i: int) -> np.ndarray:
+    """Input i as a stored parameter in float64 (the folded scale is computed from it at export)."""
+    value = ctx.constants.get(ctx.inputs[i])
+    if value is None:
+        raise ctx.error(f"input '{ctx.inputs[i]}' must be a stored parameter (found no value for it in the params)")
+    return np.asarray(value, dtype=np.float64).reshape(-1)
+
+
+def _per_channel(ctx: OpContext, values: np.ndarray, rank: int, axis: int, suffix: str) -> str:
+    """An initializer of shape (1, .., C, .., 1), C at ``axis``, in the input's dtype: it broadcasts
+    along every other axis, so any channel axis needs no transposes."""
+    shape = [1] * rank
+    shape[axis] = -1
+    return ctx.const(values.reshape(shape).astype(ctx.input_infos[0].dtype), suffix)
 
 
 @register("LayerNorm")
