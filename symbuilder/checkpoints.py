@@ -175,8 +175,10 @@ def _fit_attr(fresh: Any, value: Any, where: str) -> None:
         return isinstance(v, _Number) and not isinstance(v, bool)
     if isinstance(fresh, int) and not isinstance(fresh, bool):
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif number(fresh) or fresh is None:
-        ok = value is None or number(value) if fresh is None else number(value)
+    elif number(fresh):
+        ok = number(value)
+    elif fresh is None:
+        ok = value is None or number(value)
     elif isinstance(fresh, (tuple, list)):
         ok = type(value) is type(fresh) and len(value) == len(fresh)
         for i, (f, v) in enumerate(zip(fresh, value) if ok else ()):
@@ -195,7 +197,7 @@ def _short_value(value: Any) -> str:
         return type(value).__name__
 
 
-def _public_attrs(obj: Any, skip: frozenset = frozenset()) -> Dict[str, Any]:
+def _attrs_of(obj: Any, skip: frozenset = frozenset()) -> Dict[str, Any]:
     return {k: v for k, v in vars(obj).items() if k not in skip}
 
 
@@ -216,7 +218,7 @@ def optimizer_state(module: mx.mod.Module) -> Tuple[Dict[str, Any], Dict[str, mx
     sched = opt.lr_scheduler
     doc = {"format": STATES_FORMAT, "optimizer": type(opt).__name__,
            "states": [[k, _encode(v, str(k), arrays)] for k, v in updater.states.items()],
-           "attrs": _encode(_public_attrs(opt, _REBUILT), "attrs", arrays),
+           "attrs": _encode(_attrs_of(opt, _REBUILT), "attrs", arrays),
            "current_device": current,
            "lr_scheduler": None if sched is None else
            {"class": type(sched).__name__, "attrs": _encode(vars(sched), "sched", arrays)}}
@@ -299,7 +301,7 @@ def restore_optimizer_state(module: mx.mod.Module, doc: Any,
                                 f"received {_short([doc['format'], doc['optimizer']])}")
     used: set = set()
     states = _decode_states(module, doc["states"], arrays, used)
-    attrs = _decode_attrs(_public_attrs(opt, _REBUILT), doc["attrs"], "attrs", arrays, used)
+    attrs = _decode_attrs(_attrs_of(opt, _REBUILT), doc["attrs"], "attrs", arrays, used)
     _check_counts(attrs["_all_index_update_counts"], _state_weights(module),
                   doc["current_device"])
     sched, sched_doc = opt.lr_scheduler, doc["lr_scheduler"]

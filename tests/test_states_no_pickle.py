@@ -290,7 +290,8 @@ def _is_np_load(func: ast.expr) -> bool:
 def test_the_audit_catches_what_it_looks_for():
     bad = ("import pickle\nfrom dill import loads\nimport numpy as np\nnp.load('x')\n"
            "np.load('x', allow_pickle=True)\nnp.load('x', allow_pickle=False)\n"
-           "u.set_states(b)\nkv.load_optimizer_states(f)\nm.load('p', 1, load_optimizer_states=True)\n")
+           "u.set_states(b)\nkv.load_optimizer_states(f)\n"
+           "m.load('p', 1, load_optimizer_states=True)\n")
     assert _findings(bad, "bad.py") == [
         "bad.py:1: import pickle", "bad.py:2: from dill import",
         "bad.py:4: np.load without allow_pickle=False",
