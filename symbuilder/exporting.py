@@ -177,7 +177,8 @@ def clean_stale_staging(target: str) -> List[str]:
     moved aside by the two-rename fallback of `publish`; when the kill came before the new
     export took its place (`target` missing), it goes back to `target`.
     """
-    parent = os.path.dirname(os.path.abspath(target)) or "."
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
     staging_name = re.compile(re.escape(f".{os.path.basename(target)}.tmp-")
                               + r"(\d+)-[a-z0-9_]+(\.old)?$")
     removed = []
@@ -215,7 +216,8 @@ def _fsync_tree(folder: str) -> None:
 def staging_dir(target: str) -> Iterator[str]:
     """A temporary folder beside `target`, removed unless it was published. Stale staging
     folders of earlier, killed exports to the same target are cleaned up first."""
-    parent = os.path.dirname(os.path.abspath(target)) or "."
+    target = os.path.abspath(target)  # `model/` must stage as `.model.tmp-*`, not `..tmp-*`
+    parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     clean_stale_staging(target)
     path = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-",
