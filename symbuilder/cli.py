@@ -181,8 +181,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
                          f"train.kvstore is '{spec.train.kvstore}'; use dist_sync, dist_async "
                          "or dist_device_sync (e.g. --set train.kvstore=dist_sync)")
     check_launch(spec, resume=args.resume)  # before any process starts
-    launch(_build_argv(args), workers=args.workers, servers=args.servers,
-           timeout=args.timeout)
+    from .pipeline import check_out_dir, default_out_dir, out_lock
+    out_dir = args.out or default_out_dir(spec)
+    check_out_dir(out_dir, spec)
+    with out_lock(out_dir):  # for the whole job: rank 0, our child, writes under it
+        launch(_build_argv(args), workers=args.workers, servers=args.servers,
+               timeout=args.timeout)
     return EXIT_OK
 
 

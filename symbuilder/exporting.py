@@ -18,13 +18,16 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Mapping
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 
 from .errors import ExportError
 
 MANIFEST = "manifest.json"
+# What write_manifest always writes, with its type: how an export is told from a folder that
+# merely holds a file called manifest.json.
+_MANIFEST_KEYS = {"name": str, "files": dict, "spec": dict, "versions": dict}
 _RENAME_EXCHANGE = 2
 
 
@@ -54,12 +57,86 @@ def _exchange(a: str, b: str) -> bool:
     return True
 
 
+def export_problem(folder: str) -> Optional[str]:
+    """Why a build may not replace `folder` (None when it may): only a missing folder, an
+    empty one or a symbuilder export may go. A symbolic link counts as what it points to,
+    and only a link to an export may go (the link is replaced; its target is left alone)."""
+    if os.path.islink(folder):
+        real = os.path.realpath(folder)
+        if not os.path.isdir(real):
+            return f"is a symbolic link to {real}, which is not a folder"
+        problem = export_problem(real) or ("" if os.listdir(real) else "is empty")
+        return f"is a symbolic link to {real}, which {problem}" if problem else None
+    if not os.path.lexists(folder):
+        return None
+    if not os.path.isdir(folder):
+        return "is a file, not a folder"
+    try:
+        entries = os.listdir(folder)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not entries:
+        return None
+    manifest = _read_export_manifest(folder)
+    if manifest is None:
+        what = ("its manifest.json is not a symbuilder manifest" if MANIFEST in entries
+                else "it has no manifest.json")
+        return f"is not a symbuilder export ({what}; it holds {some_names(entries)})"
+    extra = set(_tree_files(folder)) - set(manifest["files"]) - {MANIFEST}
+    if extra:
+        return f"holds files its manifest.json does not list ({some_names(extra)})"
+    return None
+
+
+def some_names(names: Iterable[str], shown: int = 3) -> str:
+    """The first few of `names`, sorted, for a one-line message."""
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def _tree_files(folder: str) -> List[str]:
+    """Every non-folder entry under `folder` ('/'-separated, relative), links included."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        for name in files + links:
+            found.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
+    return found
+
+
+def _read_export_manifest(folder: str) -> Optional[Dict[str, Any]]:
+    """The folder's manifest if it is one that write_manifest wrote, else None: a random
+    folder with a file called manifest.json must not pass for an export."""
+    path = os.path.join(folder, MANIFEST)
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(manifest, dict) or not all(
+            isinstance(manifest.get(key), kind) for key, kind in _MANIFEST_KEYS.items()):
+        return None
+    if not isinstance(manifest["versions"].get("symbuilder"), str):
+        return None
+    if not all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+               for entry in manifest["files"].values()):
+        return None
+    return manifest
+
+
 def publish(staging: str, target: str) -> None:
-    """Move the finished `staging` folder to `target`, replacing any previous export whole."""
-    if os.path.lexists(target) and not os.path.isdir(target):
-        raise ExportError(f"{target} exists and is not a folder; not replacing it")
+    """Move the finished `staging` folder to `target`, replacing any previous export whole.
+    What sits at `target` is checked again here (it may have changed during training): only
+    an export, an empty folder or a link to an export is replaced."""
+    target = os.path.abspath(target)
+    problem = export_problem(target)
+    if problem is not None:
+        raise ExportError(f"{target} {problem}; not replacing it (the new export was not "
+                          "published)")
     _fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
-    if not os.path.exists(target):
+    if not os.path.lexists(target):
         os.rename(staging, target)
         return
     if not _exchange(staging, target):
@@ -68,7 +145,16 @@ def publish(staging: str, target: str) -> None:
         os.rename(target, old)
         os.rename(staging, target)
         staging = old
-    shutil.rmtree(staging, ignore_errors=True)
+    _discard(staging)
+
+
+def _discard(path: str) -> None:
+    """Remove what publishing replaced: a folder, or a link (never what the link points to;
+    rmtree refuses links and would leave it behind)."""
+    if os.path.islink(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -81,40 +167,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_staging(target: str, *, max_age: float = 3600.0) -> List[str]:
+def clean_stale_staging(target: str) -> List[str]:
     """Remove staging folders of `target` left by a killed export; returns what it removed.
 
-    A staging folder is `.<name>.tmp-<pid>-<random>`: it is stale when that process is gone
-    (SIGKILL, power loss), so a live export of the same target is never touched. Folders
-    without a pid (older symbuilder) count as stale after `max_age` seconds. One case is
-    restored, not removed: `<staging>.old` is the previous export moved aside by the two-rename
-    fallback of `publish`; when the kill came before the new export took its place (`target`
-    missing), it goes back to `target`.
+    A staging folder is `.<name>.tmp-<pid>-<random>` (staging_dir's naming, a real folder):
+    it is stale when that process is gone (SIGKILL, power loss), so a live export of the same
+    target is never touched, and anything else at a similar name is not symbuilder's and is
+    left alone. One case is restored, not removed: `<staging>.old` is the previous export
+    moved aside by the two-rename fallback of `publish`; when the kill came before the new
+    export took its place (`target` missing), it goes back to `target`.
     """
-    parent = os.path.dirname(os.path.abspath(target)) or "."
-    prefix = f".{os.path.basename(target)}.tmp-"
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
+    staging_name = re.compile(re.escape(f".{os.path.basename(target)}.tmp-")
+                              + r"(\d+)-[a-z0-9_]+(\.old)?$")
     removed = []
     try:
         names = sorted(os.listdir(parent))
     except FileNotFoundError:
         return removed
     for name in names:
-        if not name.startswith(prefix):
-            continue
+        match = staging_name.match(name)
         path = os.path.join(parent, name)
-        match = re.match(r"(\d+)-", name[len(prefix):])
-        if match:
-            if _alive(int(match.group(1))):
-                continue
-        else:
-            try:
-                if time.time() - os.lstat(path).st_mtime < max_age:
-                    continue
-            except FileNotFoundError:
-                continue
-        if name.endswith(".old") and not os.path.lexists(target):
-            os.rename(path, target)
+        if not match or os.path.islink(path) or not os.path.isdir(path):
             continue
+        if _alive(int(match.group(1))):
+            continue
+        if match.group(2) and not os.path.lexists(target):
+            if export_problem(path) is None:
+                os.rename(path, target)
+            continue  # not a whole export: nobody's to restore, and not ours to remove
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -134,7 +216,8 @@ def _fsync_tree(folder: str) -> None:
 def staging_dir(target: str) -> Iterator[str]:
     """A temporary folder beside `target`, removed unless it was published. Stale staging
     folders of earlier, killed exports to the same target are cleaned up first."""
-    parent = os.path.dirname(os.path.abspath(target)) or "."
+    target = os.path.abspath(target)  # `model/` must stage as `.model.tmp-*`, not `..tmp-*`
+    parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     clean_stale_staging(target)
     path = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-",

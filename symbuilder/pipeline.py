@@ -4,11 +4,17 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import re
+import shlex
+import stat
+import sys
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,14 +42,37 @@ def default_out_dir(spec: Spec) -> str:
     return os.path.join("export", spec.name)
 
 
-def check_out_dir(out_dir: str) -> None:
-    """The export folder must be creatable beside where it goes: a usage error (exit 2) now,
-    not an OSError after training. Probed by creating (and removing) a folder there, which
-    is the only test that also holds for root and for read-only or virtual file systems."""
-    parent = os.path.dirname(os.path.abspath(out_dir))
+def check_out_dir(out_dir: str, spec: Optional[Spec] = None) -> None:
+    """Refuse, as a usage error (exit 2) before any data is read, an --out a build could not
+    or must not write: one it cannot create, anything but a missing or empty folder or a
+    previous symbuilder export, a folder holding the spec, its data or the working
+    directory, and foreign files at the names the build keeps beside the export."""
+    _check_creatable(out_dir)
+    problem = _holds_protected(out_dir, spec) if spec is not None else None
+    if problem is not None:
+        raise UsageError(f"the build would replace this with its export, and it {problem}; "
+                         "choose another --out", file=out_dir)
+    problem = exporting.export_problem(os.path.abspath(out_dir))
+    if problem is not None:
+        raise UsageError(f"the build would replace this with its export, but it {problem} "
+                         "(--out may name a new or empty folder, or a previous symbuilder "
+                         "export); choose another --out, or remove it yourself if nothing in "
+                         "it is needed", file=out_dir)
+    for path, looks_ours, what in _companions(out_dir):
+        problem = _foreign(path, looks_ours)
+        if problem is not None:
+            raise UsageError(f"{problem}, so it is not symbuilder's {what} for --out "
+                             f"{out_dir}; move it away or choose another --out", file=path)
+
+
+def _check_creatable(out_dir: str) -> None:
+    """The export folder must be creatable beside where it goes: a usage error now, not an
+    OSError after training. Probed by creating (and removing) a folder there, which is the
+    only test that also holds for root and for read-only or virtual file systems."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UsageError("--out names a file, not a folder", file=out_dir)
-    probe_in = parent
+        raise UsageError("--out names a file, not a folder; choose another --out (a new or "
+                         "empty folder, or a previous symbuilder export)", file=out_dir)
+    probe_in = os.path.dirname(os.path.abspath(out_dir))
     while not os.path.exists(probe_in):  # the nearest existing ancestor
         probe_in = os.path.dirname(probe_in)
     if not os.path.isdir(probe_in):
@@ -55,10 +84,192 @@ def check_out_dir(out_dir: str) -> None:
                          file=probe_in) from None
 
 
+def _protected_paths(spec: Spec) -> List[Tuple[str, str]]:
+    """What no build may remove, with how to name it: the spec, its data, the working
+    directory and the home folder (which is often empty in a container, so the export rule
+    alone would let it go)."""
+    found = [(os.getcwd(), "the working directory"),
+             (os.path.expanduser("~"), "your home folder")]
+    if os.path.exists(spec.source):
+        found.append((spec.source, f"the spec {spec.source}"))
+    for source in (spec.data.train, spec.data.val) if spec.data else ():
+        if source is None:
+            continue
+        found.append((spec.resolve(source.path), f"the data file {source.path}"))
+        if source.resolved_format == "npy" and source.label:  # the label is a file too
+            found.append((spec.resolve(source.label), f"the data file {source.label}"))
+    return found
+
+
+def _holds_protected(out_dir: str, spec: Spec) -> Optional[str]:
+    """Why replacing `out_dir` would remove the spec, its data or the working directory."""
+    real_out = os.path.realpath(out_dir)
+    for path, what in _protected_paths(spec):
+        real = os.path.realpath(path)
+        if real == real_out:
+            return f"is {what}"
+        if os.path.commonpath([real_out, real]) == real_out:
+            return f"holds {what}"
+    return None
+
+
+# A run folder holds only RunStore's files (state.json, the log, params, optimizer states,
+# the symbol, and their `.tmp` forms mid-write); a data cache only its two subfolders.
+_RUN_FILE = re.compile(r"(state\.json|train_log\.jsonl|.+\.(params|states)|.+-symbol\.json)"
+                       r"(\.tmp)?$")
+_CACHE_ENTRIES = {"sources", "arrays"}
+
+
+def _companions(out_dir: str) -> List[Tuple[str, Callable[[str, bool], bool], str]]:
+    """The folders a build keeps beside the export, each with what may be in it."""
+    return [(run_dir_for(out_dir),
+             lambda name, is_dir: not is_dir and bool(_RUN_FILE.match(name)), "run folder"),
+            (cache_dir_for(out_dir), lambda name, is_dir: is_dir and name in _CACHE_ENTRIES,
+             "data cache")]
+
+
+def _foreign(path: str, looks_ours: Callable[[str, bool], bool]) -> Optional[str]:
+    """Why the folder at `path` is not symbuilder's (None if it is, or if nothing is there)."""
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path):
+        return "is a symbolic link"
+    if not os.path.isdir(path):
+        return "is not a folder"
+    try:
+        names = os.listdir(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    strange = [n for n in names if os.path.islink(os.path.join(path, n))
+               or not looks_ours(n, os.path.isdir(os.path.join(path, n)))]
+    return f"holds {exporting.some_names(strange)}" if strange else None
+
+
 def run_dir_for(out_dir: str) -> str:
     """Where resumable checkpoints live while a build trains: beside the export, hidden."""
     parent, base = os.path.split(os.path.abspath(out_dir))
     return os.path.join(parent, f".{base}.run")
+
+
+def lock_path_for(out_dir: str) -> str:
+    """The lock file of a build writing `out_dir`: beside the export, hidden."""
+    parent, base = os.path.split(os.path.abspath(out_dir))
+    return os.path.join(parent, f".{base}.lock")
+
+
+_LOCK_MARK = "symbuilder-lock"
+
+
+@contextlib.contextmanager
+def out_lock(out_dir: str) -> Iterator[None]:
+    """Hold the lock of `out_dir` (fcntl.flock on `.<name>.lock` beside it) for the block: a
+    second build of the same folder is a usage error at once, naming the holder. The kernel
+    drops the lock when its process dies, so a lock file left by a killed build blocks
+    nobody. The folders made to hold the lock file are removed again if nothing else went
+    into them."""
+    path = lock_path_for(out_dir)
+    made = _make_parents(os.path.dirname(path))
+    try:
+        fd = _acquire_lock(path, out_dir)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                _release_lock(fd, path)
+    finally:
+        for folder in made:  # deepest first
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: the export (or something else) is in it now
+                break
+
+
+def _make_parents(folder: str) -> List[str]:
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for made in reversed(missing):
+        os.mkdir(made)
+    return missing
+
+
+def _acquire_lock(path: str, out_dir: str) -> Optional[int]:
+    """The locked file's descriptor; None when the `launch` that started this dist worker
+    holds it. Retried when the file was replaced or removed between open and flock."""
+    while True:
+        try:  # O_NONBLOCK: a FIFO at that name must not hang the open
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot be opened as the lock file of --out {out_dir} "
+                             f"({e.strerror}); move it away or choose another --out",
+                             file=path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_lock(fd)
+            os.close(fd)
+            if holder.get("pid") == os.getppid() and os.environ.get("DMLC_ROLE") == "worker":
+                return None  # our `launch` holds it for the whole job
+            raise UsageError(f"another build is writing this folder ({_describe(holder)}); "
+                             "wait for it to finish, or stop it", file=out_dir) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or _read_lock(fd) is None:
+        os.close(fd)
+        raise UsageError(f"is not a symbuilder lock file, so --out {out_dir} cannot be "
+                         "locked; move it away or choose another --out", file=path)
+    record = {_LOCK_MARK: 1, "pid": os.getpid(), "command": _command_line(),
+              "since": exporting.now_iso()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+    return fd
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _read_lock(fd: int) -> Optional[Dict[str, Any]]:
+    """The holder record in a lock file ({} while it is being written or if empty), None if
+    the file is not a symbuilder lock file."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8")
+        record = json.loads(text) if text.strip() else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (record and record.get(_LOCK_MARK) != 1):
+        return None
+    return record
+
+
+def _describe(holder: Optional[Dict[str, Any]]) -> str:
+    if not holder:
+        return "its pid is not recorded yet"
+    return f"pid {holder.get('pid')}: {holder.get('command')}, since {holder.get('since')}"
+
+
+def _command_line() -> str:
+    program = os.path.basename(sys.argv[0]) if sys.argv else "?"
+    argv = ["symbuilder" if program == "__main__.py" else program] + sys.argv[1:]
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def _release_lock(fd: int, path: str) -> None:
+    """Remove the lock file while still holding it, then let go: a build that opened it
+    meanwhile sees that the path no longer names its file and starts over."""
+    try:
+        if _same_file(fd, path):
+            os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str) -> Dict[str, Any]:
@@ -154,10 +365,22 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
         check_schedule(spec)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
-    check_out_dir(out_dir)
-    check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
-    data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
-    worker = distributed.join(spec, progress=say) if dist else None
+    check_out_dir(out_dir, spec)
+    with contextlib.ExitStack() as held:
+        if not dist:  # a dist worker learns its rank (whether it writes) only when it joins
+            held.enter_context(out_lock(out_dir))
+        check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
+        data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
+        worker = distributed.join(spec, progress=say) if dist else None
+        if worker is not None and worker.chief:
+            held.enter_context(out_lock(out_dir))
+        return _train_and_export(spec, data, out_dir, worker, say, progress=progress,
+                                 verbose=verbose, resume=resume, bar=bar)
+
+
+def _train_and_export(spec: Spec, data: SplitData, out_dir: str, worker: Any, say: Progress, *,
+                      progress: Optional[Progress], verbose: bool, resume: bool,
+                      bar: Optional[bool]) -> BuildResult:
     writes = worker is None or worker.chief
     run_dir = run_dir_for(out_dir)
     store = RunStore(run_dir, spec)
