@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,6 +25,17 @@ from .errors import DataError, RunError, SpecError, mxnet_message
 from .spec.model import Spec
 
 STATE = "state.json"
+# Every name RunStore writes (and the `.tmp` forms mid-write): state.json, the log, params,
+# optimizer state (`.states.json` + `.states.nd`; `.states` is an older symbuilder's pickle,
+# still recognised so that resume can refuse it by name), the symbol. A build refuses to
+# empty a folder at the run folder's place that holds anything else.
+_RUN_FILE = re.compile(r"(state\.json|train_log\.jsonl|.+\.params|.+\.states(\.json|\.nd)?"
+                       r"|.+-symbol\.json)(\.tmp)?$")
+
+
+def is_run_file(name: str) -> bool:
+    """True for a file name RunStore writes into a run folder."""
+    return bool(_RUN_FILE.match(name))
 LOG = "train_log.jsonl"
 
 

@@ -9,7 +9,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 import shlex
 import stat
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 
 from . import exporting
 from .builder import build_symbol
-from .checkpoints import RunStore
+from .checkpoints import RunStore, is_run_file
 from .checks import check_static
 from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
@@ -113,17 +112,14 @@ def _holds_protected(out_dir: str, spec: Spec) -> Optional[str]:
     return None
 
 
-# A run folder holds only RunStore's files (state.json, the log, params, optimizer states,
-# the symbol, and their `.tmp` forms mid-write); a data cache only its two subfolders.
-_RUN_FILE = re.compile(r"(state\.json|train_log\.jsonl|.+\.(params|states)|.+-symbol\.json)"
-                       r"(\.tmp)?$")
+# A data cache holds only its two subfolders (a run folder's files are RunStore's to name).
 _CACHE_ENTRIES = {"sources", "arrays"}
 
 
 def _companions(out_dir: str) -> List[Tuple[str, Callable[[str, bool], bool], str]]:
     """The folders a build keeps beside the export, each with what may be in it."""
     return [(run_dir_for(out_dir),
-             lambda name, is_dir: not is_dir and bool(_RUN_FILE.match(name)), "run folder"),
+             lambda name, is_dir: not is_dir and is_run_file(name), "run folder"),
             (cache_dir_for(out_dir), lambda name, is_dir: is_dir and name in _CACHE_ENTRIES,
              "data cache")]
 
