@@ -179,7 +179,7 @@ _HINTS: Tuple[Tuple[str, Optional[str], str, str, bool], ...] = (
     (r"expected <block end>, but found '([\]}])'", None, "problem",
      "this '{0}' closes a bracket that was never opened", True),
     (r"expected <block end>, but found|did not find expected (key|'-' indicator)", None,
-     "problem", "the indentation of this line does not match the lines above it", False),
+     "problem", "the indentation of this line does not match the lines above it", True),
     (r"expected ',' or '[\]}]', but got", r"flow (sequence|mapping)", "context",
      "this bracket is never closed", True),
     (r"found unexpected end of stream", r"quoted scalar", "context",
@@ -201,6 +201,14 @@ _HINTS: Tuple[Tuple[str, Optional[str], str, str, bool], ...] = (
      "'*' and '&' start an alias or an anchor; quote a value that starts with them", False),
     (r"directive", None, "problem", _DIRECTIVE, False),
     (r"", r"directive", "context", _DIRECTIVE, False),
+    (r"expected '<document start>'", None, "problem",
+     "the document ended above (a '...' line, or a line starting with '%', which YAML reads "
+     "as a directive); a spec is one document", False),
+    (r"found incompatible YAML document", None, "problem",
+     "only YAML 1.x is read; remove the '%YAML' line", False),
+    (r"expected chomping or indentation indicators", None, "problem",
+     "after '|' or '>' only a digit, '+' or '-' may follow; the text goes on the next lines, "
+     "indented", False),
     (r"expected the node content, but found '(.+)'", None, "problem",
      "'{0}' cannot start a value; put the value in quotes", False),
 )
@@ -244,9 +252,20 @@ def _look_at_text(e: yaml.MarkedYAMLError, text: str) -> Optional[Tuple[str, Any
             mark = yaml.Mark("", 0, i, len(glued.group(1)), None, None)
             return "put a space after this ':' (key: value)", mark
     line = lines[row] if row < len(lines) else ""
-    if "mapping values" in (e.problem or "") and re.search(r":\s", line[:e.problem_mark.column]):
+    before = line[:e.problem_mark.column]
+    if "mapping values" in (e.problem or "") and re.search(r":\s", before):
         return "a value holding ': ' must be quoted", e.problem_mark
-    return None
+    block_end = "<block end>" in (e.problem or "")
+    if block_end and before.strip():
+        if re.search(r"found '[\]}]'", e.problem or ""):
+            return None  # the row's own hint: a bracket never opened
+        # Not at the start of its line: more text after a complete value ('b'c, [b]c).
+        return "text after a complete value; put the whole value in quotes", e.problem_mark
+    # A line that continues the one above (or starts a block wrongly): it is indented
+    # wrongly; point at its first character.
+    start = len(line) - len(line.lstrip())
+    return ("the indentation of this line does not match the lines above it",
+            yaml.Mark("", 0, row, start, None, None))
 
 
 def _char_at(text: str, mark: Any) -> str:
