@@ -27,8 +27,8 @@ import mxnet as mx
 import numpy as np
 
 from .errors import DataError
-from .sources import (STREAM_BYTES, NpyWriter, ReadOptions, Table, check_finite, read_table,
-                      release_pages)
+from .sources import (STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
+                      check_finite, closest_text, display_path, read_table, release_pages)
 from .spec.model import SourceSpec, Spec
 
 
@@ -92,9 +92,13 @@ def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True
     path = spec.resolve(source.path)
     if with_label and source.label is None and source.resolved_format == "csv":
         raise spec.error(key, "missing required key 'label' (the label column's name)")
-    table = read_table(path, source.resolved_format, label=source.label if with_label else None,
-                       features=source.features, shown_path=source.path if path != source.path
-                       else path, options=_read_options(spec, source, cache_dir))
+    try:
+        table = read_table(path, source.resolved_format,
+                           label=source.label if with_label else None, features=source.features,
+                           shown_path=display_path(path),
+                           options=_read_options(spec, source, cache_dir))
+    except SourceKeyError as e:  # a name the spec gives: located at that key
+        raise spec.error(key + (e.key,), e.spec_message, DataError) from None
     if with_label and table.labels is None:
         raise spec.error(key, f"{source.path} has no labels")
     return table
@@ -115,7 +119,8 @@ def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
             if not matches:
                 from .spec.catalog_suggest import suggest_text
                 raise spec.error(where, f"no feature column matches '{pattern}'"
-                                 f"{suggest_text(pattern, feature_names)}", DataError)
+                                 f"{suggest_text(pattern, feature_names)} "
+                                 f"({closest_text(pattern, feature_names)})", DataError)
             picked += [k for k in matches if k not in picked]
         chosen[item.name] = picked
     return chosen

@@ -71,7 +71,10 @@ class NonFiniteValueError(DataError, ValueError):
         where = f"row {self.row}, channel {self.channel}"
         if len(self.position) > 1:
             where += f" (position {self.position})"
-        super().__init__(f"non-finite value {self.value!r} at {where}")
+        # An inf in float32 features is often a finite value too large for float32.
+        hint = (" (a value beyond float32's range, |x| > 3.4e38, becomes inf)"
+                if np.isinf(self.value) else "")
+        super().__init__(f"{where}: not a finite number: {self.value!r}{hint}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,9 +16,11 @@ the threshold are converted into the cache in chunks. Labels (one value a row) s
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -27,6 +29,7 @@ import shutil
 import struct
 import uuid
 import zipfile
+import zlib
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -37,6 +40,8 @@ STREAM_BYTES = 256 << 20   # files above this are streamed into the cache (unles
 BLOCK_CELLS = 1 << 16      # cells per parsed block: bounds a text reader's transient memory
 CACHE_VERSION = 1          # bump when the cache layout or a parser's output changes
 _NPY_HEADER = 256          # fixed header size of the .npy files written here (64-aligned)
+F32_MAX = float(np.finfo(np.float32).max)  # larger values become inf in the float32 features
+_NON_FINITE = ("nan", "inf", "infinity")    # what float() reads as NaN/inf, sign and case aside
 
 
 @dataclasses.dataclass
@@ -84,14 +89,66 @@ def register_source(fmt: str) -> Callable[[Reader], Reader]:
     return decorate
 
 
+class SourceKeyError(DataError):
+    """A name the spec gives is wrong: the data file (`key` 'path'), its label column or label
+    file ('label'), its feature array ('features'). Located in the data file as usual; a
+    caller that knows the spec locates it at that key instead (data.train.label), with
+    `spec_message`, which names the file."""
+
+    def __init__(self, key: str, message: str, spec_message: str, *, file: str,
+                 line: Optional[int] = None) -> None:
+        super().__init__(message, file=file, line=line)
+        self.key = key
+        self.spec_message = spec_message
+
+
+def display_path(path: str) -> str:
+    """`path` as the user can open it from the working folder: relative to it when the file
+    is below it, else absolute."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, os.getcwd())
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def closest_text(word: str, names: List[str], n: int = 4) -> str:
+    """'closest: a, b, c, ...': the `n` names most like `word` (difflib), best first, so the
+    one meant is shown even when it sits at the end of a long header."""
+    best = difflib.get_close_matches(word, names, n=n, cutoff=0.0)
+    best.sort(key=lambda c: c.lower() != word.lower())  # a case-only difference first
+    return f"closest: {', '.join(best)}{', ...' if len(names) > len(best) else ''}"
+
+
+def check_readable(path: str, shown: str, key: str = "path", what: str = "data file") -> None:
+    """A SourceKeyError unless `path` is a readable, non-empty file (with a did-you-mean for a
+    missing one, from the names in its folder)."""
+    named = f"{what} '{shown}'"
+    if not os.path.exists(path):
+        folder = os.path.dirname(path) or "."
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        match = difflib.get_close_matches(os.path.basename(path), names, n=1, cutoff=0.6)
+        hint = f" (did you mean '{os.path.join(os.path.dirname(shown), match[0])}'?)" \
+            if match else ""
+        raise SourceKeyError(key, f"no such {what}{hint}", f"no such {named}{hint}", file=shown)
+    if os.path.isdir(path):
+        raise SourceKeyError(key, f"is a folder, not a {what}",
+                             f"'{shown}' is a folder, not a {what}", file=shown)
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        raise SourceKeyError(key, f"cannot read: {reason}", f"cannot read {named}: {reason}",
+                             file=shown) from None
+    if empty:
+        raise SourceKeyError(key, "is empty (0 bytes)", f"{named} is empty (0 bytes)",
+                             file=shown)
+
+
 def read_table(path: str, fmt: str, *, label: Optional[str], features: Optional[str] = None,
                shown_path: Optional[str] = None, options: Optional[ReadOptions] = None) -> Table:
     """Read `path` with the reader registered for `fmt`. `label=None`: no label (predict)."""
     shown = shown_path or path
-    if not os.path.exists(path):
-        raise DataError("no such data file", file=shown)
-    if os.path.isdir(path):
-        raise DataError("is a folder, not a data file", file=shown)
+    check_readable(path, shown)
     try:
         reader = SOURCES[fmt]
     except KeyError:
@@ -364,18 +421,16 @@ def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed) -> B
     unreadable file, the header, the first row with a wrong field count, the first bad
     feature cell, the first empty label; so the rows are all read before one is raised."""
     with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        records = _csv_records(csv.reader(f), shown)
+        records = _csv_records(csv.reader(f), shown, path)
         first = next(records, None)
         if first is None or not any(cell.strip() for cell in first):
             _drain(records)
             raise DataError("empty CSV file; expected a header row", file=shown, line=1)
         header = [h.strip() for h in first]
-        if label is not None and label not in header:
+        problem = _header_problem(header, label, shown)
+        if problem is not None:
             _drain(records)
-            from .spec.catalog_suggest import suggest_text
-            raise DataError(f"no label column '{label}'{suggest_text(label, header)}; columns: "
-                            f"{', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
-                            file=shown, line=1)
+            raise problem
         label_index = header.index(label) if label is not None else None
         feature_idx = [i for i in range(len(header)) if i != label_index]
         info.names = [header[i] for i in feature_idx]
@@ -406,11 +461,47 @@ def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed) -> B
                 raise errors[kind]
 
 
-def _csv_records(reader: Iterator[List[str]], shown: str) -> Iterator[List[str]]:
+def _header_problem(header: List[str], label: Optional[str], shown: str
+                    ) -> Optional[DataError]:
+    """Two columns of one name (a model reads, and predict matches, columns by name: one of
+    them would be read in the other's place), or no column named `label`."""
+    first: Dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in first:
+            what = "have no name" if name == "" else f"are both named '{name}'"
+            return DataError(f"columns {first[name] + 1} and {i + 1} {what}; column names must "
+                             "be unique", file=shown, line=1)
+        first[name] = i
+    if label is not None and label not in first:
+        closest = closest_text(label, header)
+        return SourceKeyError("label", f"no label column '{label}' ({closest})",
+                              f"no label column '{label}' in {shown} ({closest})",
+                              file=shown, line=1)
+    return None
+
+
+def _csv_records(reader: Iterator[List[str]], shown: str, path: str) -> Iterator[List[str]]:
     try:
         yield from reader
-    except (csv.Error, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise not_utf8(path, shown) from None
+    except csv.Error as e:
         raise DataError(f"not a readable CSV file: {e}", file=shown) from None
+
+
+def not_utf8(path: str, shown: str) -> DataError:
+    """The first byte of `path` that is not UTF-8, located at its line and column (a decoder
+    reports only an offset into its buffer)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as e:
+                return DataError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as "
+                                 "UTF-8", file=shown, line=lineno, column=e.start + 1)
+    return DataError("not UTF-8 text (it ends inside a character); save the file as UTF-8",
+                     file=shown)
 
 
 def _drain(records: Iterator[List[str]]) -> None:
@@ -426,7 +517,7 @@ def _csv_block(body: List[List[str]], lines: List[int], header: List[str],
         values = cells[:, feature_idx].astype(np.float64)
     except ValueError:
         values = None
-    if values is None or not np.isfinite(values).all():
+    if values is None or not fits_float32(values):
         try:
             _raise_first_bad_cell(cells, feature_idx, header, lines, shown)
         except DataError as e:
@@ -437,27 +528,51 @@ def _csv_block(body: List[List[str]], lines: List[int], header: List[str],
         raw = [c.strip() for c in cells[:, label_index]]
         if "label" not in errors:
             for text, line in zip(raw, lines):
-                if text == "":
-                    errors["label"] = DataError(f"column '{header[label_index]}': empty label",
+                problem = label_problem(text)
+                if problem:
+                    errors["label"] = DataError(f"column '{header[label_index]}': {problem}",
                                                 file=shown, line=line)
                     break
         labels = np.array(raw, dtype=str)
     yield values.astype(np.float32), labels
 
 
+def fits_float32(values: np.ndarray) -> bool:
+    """Every value is finite and within float32's range (NaN compares False)."""
+    with np.errstate(invalid="ignore"):
+        return bool((np.abs(values) <= F32_MAX).all())
+
+
+def number_problem(text: str) -> Optional[str]:
+    """Why the feature cell `text` is not a float32 number, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return "empty value" if text == "" else f"not a number: {text!r}"
+    if not math.isfinite(value):
+        return f"not a finite number: {text}"
+    if abs(value) > F32_MAX:
+        return f"value {text} does not fit float32 (max 3.4e38)"
+    return None
+
+
+def label_problem(text: str) -> Optional[str]:
+    """Why the label cell `text` is no label: empty, or NaN/inf (a missing value written out;
+    no class and no regression target)."""
+    if text == "":
+        return "empty label"
+    if text.lower().lstrip("+-") in _NON_FINITE:
+        return f"label {text} is not a finite value (a missing value?)"
+    return None
+
+
 def _raise_first_bad_cell(cells: np.ndarray, feature_idx: List[int], header: List[str],
                           lines: List[int], shown: str) -> None:
     for r, line in enumerate(lines):
         for c in feature_idx:
-            text = str(cells[r, c]).strip()
-            try:
-                value = float(text)
-            except ValueError:
-                what = "empty value" if text == "" else f"not a number: {text!r}"
-                raise DataError(f"column '{header[c]}': {what}", file=shown, line=line) from None
-            if not math.isfinite(value):
-                raise DataError(f"column '{header[c]}': not a finite number: {text}",
-                                file=shown, line=line)
+            problem = number_problem(str(cells[r, c]).strip())
+            if problem:
+                raise DataError(f"column '{header[c]}': {problem}", file=shown, line=line)
 
 
 def _numeric_if_possible(raw: List[str]) -> np.ndarray:
@@ -531,6 +646,9 @@ def _libsvm_sparse(path: str, shown: str, base: int, width: Optional[int]
                 if ":" in parts[0]:
                     raise DataError(f"expected the label first, found {parts[0]!r}",
                                     file=shown, line=lineno)
+                problem = label_problem(parts[0])
+                if problem:
+                    raise DataError(problem, file=shown, line=lineno)
                 row = len(labels)
                 labels.append(parts[0])
                 lines.append(lineno)
@@ -550,8 +668,8 @@ def _libsvm_sparse(path: str, shown: str, base: int, width: Optional[int]
                     labels, lines, row_of, keys, values = [], [], [], [], []
             if labels:
                 yield _libsvm_block(labels, lines, row_of, keys, values, shown, base, width)
-    except UnicodeDecodeError as e:
-        raise DataError(f"not a readable LibSVM file: {e}", file=shown) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, shown) from None
 
 
 def _libsvm_block(labels: List[str], lines: List[int], row_of: List[int], keys: List[str],
@@ -583,16 +701,11 @@ def _libsvm_block(labels: List[str], lines: List[int], row_of: List[int], keys: 
         vals = np.array(values, dtype=str).astype(np.float64) if values else np.zeros(0)
     except ValueError:
         vals = None
-    if vals is None or not np.isfinite(vals).all():
+    if vals is None or not fits_float32(vals):
         for r, k, v in zip(row_of, keys, values):
-            try:
-                number = float(v)
-            except ValueError:
-                raise DataError(f"column 'x{int(k)}': not a number: {v!r}", file=shown,
-                                line=lines[r]) from None
-            if not math.isfinite(number):
-                raise DataError(f"column 'x{int(k)}': not a finite number: {v}", file=shown,
-                                line=lines[r])
+            problem = number_problem(v)
+            if problem:
+                raise DataError(f"column 'x{int(k)}': {problem}", file=shown, line=lines[r])
         vals = np.array([float(v) for v in values], dtype=np.float64)  # numpy stricter
     if rows.size:
         order = np.lexsort((cols, rows))
@@ -615,28 +728,85 @@ def read_npz(path: str, *, label: Optional[str], features: Optional[str], shown:
     the threshold."""
     options = options or ReadOptions()
     x_key = features or "X"
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as e:  # zipfile/ValueError for a corrupt or non-npz file
-        raise DataError(f"not a readable .npz file: {e}", file=shown) from None
+    archive = _open_npz(path, shown)
     with archive:
-        if x_key not in archive.files:
-            raise DataError(f"no array '{x_key}' (arrays: {', '.join(archive.files)})", file=shown)
+        _npz_member_check(path, archive, x_key, shown, "features", "feature array")
         y = None
+        y_key = label or "y"
         if label is not None or "y" in archive.files:
-            y_key = label or "y"
-            if y_key not in archive.files:
-                raise DataError(f"no label array '{y_key}' (arrays: {', '.join(archive.files)})",
-                                file=shown)
-            y = archive[y_key]
+            _npz_member_check(path, archive, y_key, shown, "label", "label array")
+            y = _npz_load(archive, y_key, shown)
         x = _npz_memmap(path, x_key)
         identity = _cache_key(path, "npz", {"features": x_key})
         if x is None:
             if _streams(path, options):
                 x = _npz_to_cache(path, x_key, shown, options, identity)
             if x is None:
-                x = archive[x_key]
-    return _array_table(x, y, shown, identity, options=options, path=path)
+                x = _npz_load(archive, x_key, shown)
+    return _array_table(x, y, shown, identity, options=options, path=path,
+                        x_what=f"array '{x_key}'", y_what=f"array '{y_key}'")
+
+
+def _open_npz(path: str, shown: str) -> "np.lib.npyio.NpzFile":
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        raise DataError("a .npy file, not an .npz archive (format: npy reads it)" if npy else
+                        "not an .npz archive (not a zip file)", file=shown)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"not a readable .npz archive: {e}", file=shown) from None
+
+
+def _npz_member_check(path: str, archive: "np.lib.npyio.NpzFile", key: str, shown: str,
+                      spec_key: str, what: str) -> None:
+    """The member `key` exists, is a .npy array, and can be loaded without pickle."""
+    if key not in archive.files:
+        known = f"(arrays: {', '.join(archive.files) or 'none'})"
+        raise SourceKeyError(spec_key, f"no {what} '{key}' {known}",
+                             f"no {what} '{key}' in {shown} {known}", file=shown)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if key + ".npy" not in z.namelist():
+                raise DataError(f"member '{key}' is not a .npy array (np.savez writes them)",
+                                file=shown)
+            info = z.getinfo(key + ".npy")
+            with z.open(info) as member:
+                header = _npy_header_or_error(member, f"array '{key}': ", shown)
+                problem = _array_problem(*header, info.file_size - member.tell())
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"array '{key}': not readable: {e}", file=shown) from None
+    if problem:
+        raise DataError(f"array '{key}' {problem}", file=shown)
+
+
+def _npz_load(archive: "np.lib.npyio.NpzFile", key: str, shown: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"array '{key}': not readable: {e}", file=shown) from None
+
+
+def _npy_header_or_error(f: object, prefix: str, shown: str
+                         ) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    try:
+        return _npy_header_of(f)
+    except (ValueError, EOFError, SyntaxError) as e:  # bad magic, bad or cut header dict
+        raise DataError(f"{prefix}not a .npy array (a bad header: {e})", file=shown) from None
+
+
+def _array_problem(shape: Tuple[int, ...], fortran: bool, dtype: np.dtype,
+                   data_bytes: int) -> Optional[str]:
+    """Why an array with this .npy header cannot be read, or None: objects (loading them
+    needs pickle, which can run code), or fewer bytes than the header promises."""
+    if dtype.hasobject:
+        return ("holds Python objects (dtype object), which only pickle can load, and "
+                "pickle can run code; save an array of numbers")
+    need = dtype.itemsize * int(np.prod(shape))
+    if data_bytes < need:
+        return f"is truncated: its header promises {need} bytes of data, it holds {data_bytes}"
+    return None
 
 
 def _npz_memmap(path: str, key: str) -> Optional[np.ndarray]:
@@ -692,7 +862,9 @@ def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
                     for start in range(0, shape[0], step):
                         n = min(step, shape[0] - start)
                         raw = _read_exact(member, n * row * dtype.itemsize)
-                        out.write(np.frombuffer(raw, dtype=dtype).reshape((n,) + shape[1:]))
+                        block = np.frombuffer(raw, dtype=dtype).reshape((n,) + shape[1:])
+                        check_float32(block, start, shown, f"array '{key}'")
+                        out.write(block)
                     out.finish_shape(tuple(shape[1:]))
             _write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
@@ -716,45 +888,103 @@ def read_npy(path: str, *, label: Optional[str], features: Optional[str], shown:
              options: Optional[ReadOptions] = None) -> Table:
     """A .npy feature array, memory-mapped; `label` is the path of a .npy label array
     (relative to the feature file's folder)."""
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as e:
-        raise DataError(f"not a readable .npy file: {e}", file=shown) from None
+    x = _load_npy(path, shown, mmap=True)
     y = None
+    label_shown = shown
     if label is not None:
         label_path = label if os.path.isabs(label) else os.path.join(os.path.dirname(path), label)
-        if not os.path.exists(label_path):
-            raise DataError(f"no such label file '{label}'", file=shown)
-        y = np.load(label_path, allow_pickle=False)
+        label_shown = label if os.path.isabs(label) else os.path.join(os.path.dirname(shown),
+                                                                      label)
+        check_readable(label_path, label_shown, key="label", what="label file")
+        y = _load_npy(label_path, label_shown, mmap=False)
     identity = _cache_key(path, "npy", {"label": label})
-    return _array_table(x, y, shown, identity, options=options, path=path)
+    return _array_table(x, y, shown, identity, options=options, path=path,
+                        x_what="the feature array", y_what="the label array",
+                        y_file=label_shown)
+
+
+def _load_npy(path: str, shown: str, *, mmap: bool) -> np.ndarray:
+    """A .npy file read without pickle: its header is checked first, so an object array, a
+    cut-off file or a bad header is one plain sentence instead of numpy's."""
+    with open(path, "rb") as f:
+        header = _npy_header_or_error(f, "", shown)
+        problem = _array_problem(*header, os.path.getsize(path) - f.tell())
+    if problem:
+        raise DataError(f"the array {problem}", file=shown)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"not a readable .npy file: {e}", file=shown) from None
 
 
 def _array_table(x: np.ndarray, y: Optional[np.ndarray], shown: str,
                  identity: Optional[str] = None, *, options: Optional[ReadOptions] = None,
-                 path: Optional[str] = None) -> Table:
+                 path: Optional[str] = None, x_what: str = "the feature array",
+                 y_what: str = "the label array", y_file: Optional[str] = None) -> Table:
     if x.ndim < 1 or x.shape[0] == 0:
-        raise DataError(f"feature array has shape {x.shape}; expected (N, ...)", file=shown)
+        raise DataError(f"{x_what} has shape {x.shape}; expected one sample a row (N, ...)",
+                        file=shown)
     if x.dtype.kind not in "fiub":
-        raise DataError(f"feature array has dtype {x.dtype}; expected numbers", file=shown)
+        raise DataError(f"{x_what} has dtype {x.dtype}; expected numbers", file=shown)
     if y is not None:
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise DataError(f"label array has shape {y.shape}; expected ({x.shape[0]},)", file=shown)
-        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
+        y = _checked_labels(np.asarray(y), int(x.shape[0]), x_what, y_what, y_file or shown)
     names = [f"x{i}" for i in range(int(np.prod(x.shape[1:])))]
     if is_memmapped(x) and x.dtype == np.float32 and x.flags.c_contiguous:
         features = x
     elif is_memmapped(x) and options is not None and path is not None and \
             _streams(path, options):
-        features = _array_to_cache(x, path, options, identity or _cache_key(path, "?", {}))
+        features = _array_to_cache(x, path, options, identity or _cache_key(path, "?", {}),
+                                   shown, x_what)
     else:
+        check_float32(x, 0, shown, x_what)
         features = x.astype(np.float32)
     return Table(features, y, names, shown, first_data_line=0, identity=identity)
 
 
-def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: str) -> np.ndarray:
+def _checked_labels(y: np.ndarray, rows: int, x_what: str, y_what: str, shown: str
+                    ) -> np.ndarray:
+    """Labels one a row, numbers or strings, none NaN/inf; whole-number floats as int64."""
+    if y.ndim != 1:
+        raise DataError(f"{y_what} has shape {y.shape}; expected one label a row ({rows},)",
+                        file=shown)
+    if y.shape[0] != rows:
+        raise DataError(f"{y_what} has {y.shape[0]} labels, but {x_what} has {rows} rows",
+                        file=shown)
+    if y.dtype.kind not in "biufUS":
+        raise DataError(f"{y_what} has dtype {y.dtype}; expected numbers or strings",
+                        file=shown)
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            r = int(bad[0])
+            raise DataError(f"{y_what}: row {r}: label {y[r]} is not a finite value (a "
+                            "missing value?)", file=shown)
+        if np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    return y
+
+
+def check_float32(block: np.ndarray, first_row: int, shown: str, what: str) -> None:
+    """A located DataError at the first finite value beyond float32's range (it would
+    become inf in the features); NaN and inf themselves are check_finite's. Read in chunks:
+    `block` may be a memory-mapped file."""
+    if block.dtype.kind != "f" or block.dtype.itemsize <= 4:
+        return
+    flat = block.reshape(block.shape[0], -1)
+    step = max(1, (8 << 20) // max(1, flat.shape[1] * block.dtype.itemsize))
+    for start in range(0, flat.shape[0], step):
+        chunk = np.asarray(flat[start:start + step])
+        with np.errstate(invalid="ignore"):
+            big = np.isfinite(chunk) & (np.abs(chunk) > F32_MAX)
+        if big.any():
+            r, c = (int(i) for i in np.argwhere(big)[0])
+            raise DataError(f"{what}: row {first_row + start + r}, column 'x{c}': value "
+                            f"{float(chunk[r, c])!r} does not fit float32 (max 3.4e38)",
+                            file=shown)
+
+
+def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: str,
+                    shown: str, what: str) -> np.ndarray:
     """A memory-mapped array of another dtype (or Fortran order) converted to float32 in
     chunks into the cache."""
     entry = cache_entry(options.cache_dir, path, identity)
@@ -765,7 +995,9 @@ def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: st
             step = max(1, (32 << 20) // row)
             with NpyWriter(os.path.join(tmp, "features.npy")) as out:
                 for start in range(0, x.shape[0], step):
-                    out.write(np.asarray(x[start:start + step], dtype=np.float32))
+                    block = x[start:start + step]
+                    check_float32(block, start, shown, what)
+                    out.write(np.asarray(block, dtype=np.float32))
                 out.finish_shape(tuple(x.shape[1:]))
             _write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),

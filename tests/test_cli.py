@@ -44,7 +44,7 @@ def test_validate_ok(tmp_path, capsys):
     (("op: FullyConnected, name: fc1", "op: FullyConected, name: fc1"),
      ":4:6: layers[0].op: unknown MXNet operator 'FullyConected'; did you mean 'FullyConnected'?"),
     (("label: benign", "label: benig"),
-     "bc.csv:1: no label column 'benig' (did you mean 'benign'?); columns: mean_radius, "),
+     ":9:25: data.train.label: no label column 'benig' in bc.csv (closest: benign, "),
     (("optimizer: adam", "optimizer: adamw"),
      ":10:36: train.optimizer: unknown optimizer 'adamw' (did you mean 'adam'?)"),
     (("input: {shape: [30]}", "input: {shape: [31]}"),
@@ -57,7 +57,9 @@ def test_validate_ok(tmp_path, capsys):
      ":5:6: layers[1].op: no ONNX translation for MXNet op 'arcsinh' (node 'relu1'); "
      "symbuilder translates: Activation, "),
 ])
-def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, change, expected):
+def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, monkeypatch, change,
+                                                       expected):
+    monkeypatch.chdir(tmp_path)  # data paths are shown as openable from the working folder
     spec = write_spec(tmp_path, GOOD.replace(*change))
     out_dir = tmp_path / "export"
     code, out, err = run(["build", spec, "--out", str(out_dir)], capsys)
@@ -138,7 +140,8 @@ def _edit_csv(folder, edit):
         csv.writer(f).writerows(rows)
 
 
-def test_a_non_finite_value_is_located_at_its_row_and_column(tmp_path, capsys):
+def test_a_non_finite_value_is_located_at_its_row_and_column(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # data paths are shown as openable from the working folder
     spec = write_spec(tmp_path, GOOD)
 
     def put_nan(header, rows):
@@ -146,7 +149,7 @@ def test_a_non_finite_value_is_located_at_its_row_and_column(tmp_path, capsys):
     _edit_csv(tmp_path, put_nan)
     code, _, err = run(["validate", spec], capsys)
     assert code == 2
-    # The file as the spec names it (paths in a spec are relative to the spec's folder).
+    # The file as the user can open it from the working folder.
     assert err.strip() == "bc.csv:6: column 'mean_area': not a finite number: nan"
 
 

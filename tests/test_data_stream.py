@@ -35,10 +35,16 @@ DIGITS = os.path.join(ROOT, "specs", "data", "digits.csv")         # label colum
 # -- the whole-file reader as it was before streaming (the oracle) ------------------------
 
 def reference_read_csv(path, label, shown):
+    # Messages as they are now (an empty file, a non-UTF-8 byte and a missing label column
+    # got clearer ones since); the order in which errors are found is the one kept.
+    if os.path.getsize(path) == 0:
+        raise DataError("is empty (0 bytes)", file=shown)
     with open(path, "r", newline="", encoding="utf-8-sig") as f:
         try:
             rows = list(csv.reader(f))
-        except (csv.Error, UnicodeDecodeError) as e:
+        except UnicodeDecodeError:
+            raise sources.not_utf8(path, shown) from None
+        except csv.Error as e:
             raise DataError(f"not a readable CSV file: {e}", file=shown) from None
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise DataError("empty CSV file; expected a header row", file=shown, line=1)
@@ -46,9 +52,7 @@ def reference_read_csv(path, label, shown):
     body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
     lines = [i + 2 for i, r in enumerate(rows[1:]) if any(cell.strip() for cell in r)]
     if label is not None and label not in header:
-        from symbuilder.spec.catalog_suggest import suggest_text
-        raise DataError(f"no label column '{label}'{suggest_text(label, header)}; columns: "
-                        f"{', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
+        raise DataError(f"no label column '{label}' ({sources.closest_text(label, header)})",
                         file=shown, line=1)
     for row, line in zip(body, lines):
         if len(row) != len(header):

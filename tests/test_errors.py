@@ -16,7 +16,8 @@ def error_of(text, **kwargs) -> str:
 
 def test_control_characters_in_the_text_are_located():
     # PyYAML's Reader raised its own ReaderError before the loader's try block.
-    assert error_of("\x00") == "s.yaml:1:1: character U+0000 is not allowed in YAML text"
+    assert error_of("\x00") == \
+        "s.yaml:1:1: not a YAML text file: it holds binary data (a NUL byte)"
     assert error_of("name: a\nb: x\x07y\n") == \
         "s.yaml:2:5: character U+0007 is not allowed in YAML text"
 
@@ -34,4 +35,4 @@ def test_deep_nesting_is_a_located_error_not_a_recursion_error():
 def test_non_utf8_bytes_are_located():
     with pytest.raises(SpecError) as info:
         loads_spec(b"name: a\nb: caf\xe9\n", source="s.yaml")
-    assert str(info.value) == "s.yaml:2:7: not UTF-8 text (byte 14: 0xe9)"
+    assert str(info.value) == "s.yaml:2:7: not UTF-8 text (byte 14: 0xe9); save the file as UTF-8"

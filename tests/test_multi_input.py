@@ -74,7 +74,9 @@ def test_columns_are_chosen_by_name_and_glob_in_the_order_given(tmp_path):
     (("shape: [10]", "shape: [11]"), ":3:19: inputs[0].shape",
      "shape [11] needs 11 features per sample, but bc.csv gives this input 10 (mean_radius"),
 ])
-def test_data_mistakes_are_located_at_the_input(tmp_path, capsys, edit, where, message):
+def test_data_mistakes_are_located_at_the_input(tmp_path, capsys, monkeypatch, edit, where,
+                                                message):
+    monkeypatch.chdir(tmp_path)  # data paths are shown as openable from the working folder
     path = write_spec(tmp_path, SPEC.replace(*edit))
     assert main(["validate", path]) == 2
     err = capsys.readouterr().err.strip()

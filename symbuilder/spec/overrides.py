@@ -39,7 +39,7 @@ def apply_overrides(data: Any, overrides: List[str], locations: Optional[Locatio
             raise UsageError(f"--set {item!r}: expected key.path=value")
         key, text = item.split("=", 1)
         parts = parse_key(key.strip())
-        value = load_yaml(text, source="--set")[0] if text.strip() else ""
+        value = load_yaml(text, source="--set", mapping=False)[0] if text.strip() else ""
         target = data
         for i, part in enumerate(parts[:-1]):
             nxt = parts[i + 1]

@@ -21,6 +21,8 @@ MAX_NODES = 100_000  # nodes after alias expansion
 MAX_DEPTH = 64  # a spec nests about six deep; the composer and every walk recurse per level
 
 # YAML 1.2 core-schema floats, which YAML 1.1 (PyYAML) misses: 1e-3, 1E5, .5e-2, -2e+4.
+_DIRECTIVE = "a line starting with '%' is a YAML directive; quote a value that starts with '%'"
+
 _FLOAT_1_2 = re.compile(
     r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$""", re.X
 )
@@ -164,28 +166,141 @@ def _collect_marks(node: Any, data: Any, path: Path, marks: Dict[Path, Tuple[int
             _collect_marks(item_node, item, path + (i,), marks)
 
 
+# PyYAML's problem (and context) strings -> a plain hint and where it points. One row per
+# mistake; the first row that matches wins; PyYAML's own words are shown only when none
+# does. `look`: the cause may sit in the text around the mark (a `key:value` without a space,
+# an unclosed bracket), which _look_at_text checks before the row's hint is used.
+_HINTS: Tuple[Tuple[str, Optional[str], str, str, bool], ...] = (
+    # (problem regex, context regex or None, mark: problem/context, hint, look)
+    (r"tab character|found character '\\t'", None, "problem", "a tab: YAML indents with spaces",
+     False),
+    (r"found character '(.+)' that cannot start any token", None, "problem",
+     "'{0}' cannot start a value; put the value in quotes", False),
+    (r"expected <block end>, but found '([\]}])'", None, "problem",
+     "this '{0}' closes a bracket that was never opened", True),
+    (r"expected <block end>, but found|did not find expected (key|'-' indicator)", None,
+     "problem", "the indentation of this line does not match the lines above it", True),
+    (r"expected ',' or '[\]}]', but got", r"flow (sequence|mapping)", "context",
+     "this bracket is never closed", True),
+    (r"found unexpected end of stream", r"quoted scalar", "context",
+     "this {quote} is never closed", False),
+    (r"could not find expected ':'", r"simple key", "context",
+     "a key without ':' (write key: value)", False),
+    (r"mapping values are not allowed here", None, "problem",
+     "the indentation of this line does not match the lines above it", True),
+    (r"found unexpected ':'", None, "problem",
+     "put a space after the ':' (key: value), or quote a value that holds a ':'", False),
+    (r"found unknown escape character '(.+)'", None, "problem",
+     "unknown escape '\\{0}' in a double-quoted string; use single quotes, or '\\\\' for a "
+     "backslash", False),
+    (r"but found another document", None, "problem",
+     "a second document ('---'); a spec is one document", False),
+    (r"found undefined alias '(.+)'", None, "problem",
+     "'*{0}' refers to an anchor '&{0}' that is not defined before it", False),
+    (r"expected alphabetic or numeric character", r"alias|anchor", "context",
+     "'*' and '&' start an alias or an anchor; quote a value that starts with them", False),
+    (r"directive", None, "problem", _DIRECTIVE, False),
+    (r"", r"directive", "context", _DIRECTIVE, False),
+    (r"expected '<document start>'", None, "problem",
+     "the document ended above (a '...' line, or a line starting with '%', which YAML reads "
+     "as a directive); a spec is one document", False),
+    (r"found incompatible YAML document", None, "problem",
+     "only YAML 1.x is read; remove the '%YAML' line", False),
+    (r"expected chomping or indentation indicators", None, "problem",
+     "after '|' or '>' only a digit, '+' or '-' may follow; the text goes on the next lines, "
+     "indented", False),
+    (r"expected the node content, but found '(.+)'", None, "problem",
+     "'{0}' cannot start a value; put the value in quotes", False),
+)
+
+
+def _yaml_hint(e: yaml.MarkedYAMLError, text: str) -> Tuple[str, Any]:
+    """A plain sentence for PyYAML's error `e` and the mark it belongs at."""
+    problem, context = e.problem or "", e.context or ""
+    for pattern, ctx, at, hint, look in _HINTS:
+        found = re.search(pattern, problem)
+        if not found or (ctx and not re.search(ctx, context)):
+            continue
+        mark = (e.context_mark if at == "context" else e.problem_mark) or e.problem_mark
+        seen = _look_at_text(e, text) if look else None
+        if seen:
+            return seen
+        quote = {"'": "' quote", '"': '" quote'}.get(_char_at(text, mark), "quote")
+        return hint.format(*found.groups(), quote=quote), mark
+    words = (problem or context or "invalid YAML").strip()
+    return f"not valid YAML here ({words})", e.problem_mark or e.context_mark
+
+
+def _look_at_text(e: yaml.MarkedYAMLError, text: str) -> Optional[Tuple[str, Any]]:
+    """The causes that sit in the text around the mark rather than in PyYAML's words; None
+    when none is seen."""
+    lines = text.splitlines()
+    if "flow" in (e.context or "") and e.context_mark is not None:  # an open bracket
+        opener = _char_at(text, e.context_mark)
+        closer = {"[": "]", "{": "}"}.get(opener, "]")
+        got = re.search(r"but got '(.*)'", e.problem or "")
+        if e.problem_mark.line != e.context_mark.line or (got and got.group(1) == "<stream end>"):
+            return f"this '{opener}' is never closed", e.context_mark
+        return (f"expected ',' or '{closer}' here (the '{opener}' at column "
+                f"{e.context_mark.column + 1} is still open)"), e.problem_mark
+    # A `key:value` without a space, on this line or on the line above that runs on into
+    # it, makes the rest of the text a value: PyYAML trips over a later ':' or bracket.
+    row = e.problem_mark.line
+    for i in range(min(row, len(lines) - 1), max(-1, row - 2), -1):
+        glued = re.match(r"^(\s*(?:- )?[^\s:#'\"\[{][^:#]*?):(?=[^\s:/])", lines[i])
+        if glued:
+            mark = yaml.Mark("", 0, i, len(glued.group(1)), None, None)
+            return "put a space after this ':' (key: value)", mark
+    line = lines[row] if row < len(lines) else ""
+    before = line[:e.problem_mark.column]
+    if "mapping values" in (e.problem or "") and re.search(r":\s", before):
+        return "a value holding ': ' must be quoted", e.problem_mark
+    block_end = "<block end>" in (e.problem or "")
+    if block_end and before.strip():
+        if re.search(r"found '[\]}]'", e.problem or ""):
+            return None  # the row's own hint: a bracket never opened
+        # Not at the start of its line: more text after a complete value ('b'c, [b]c).
+        return "text after a complete value; put the whole value in quotes", e.problem_mark
+    # A line that continues the one above (or starts a block wrongly): it is indented
+    # wrongly; point at its first character.
+    start = len(line) - len(line.lstrip())
+    return ("the indentation of this line does not match the lines above it",
+            yaml.Mark("", 0, row, start, None, None))
+
+
+def _char_at(text: str, mark: Any) -> str:
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
+        return ""
+    return lines[mark.line][mark.column]
+
+
 def _line_col(text: str, position: int) -> Tuple[int, int]:
     """1-based line and column of a character offset."""
     return text.count("\n", 0, position) + 1, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
-def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
+def load_yaml(text: Union[str, bytes], *, source: str, mapping: bool = True
+              ) -> Tuple[Any, Locations]:
     """Parse one YAML document safely; return its data and the locations of its keys.
+    `mapping`: the document must be a mapping (a spec; --set values need not be).
 
     Every failure is a SpecError located in `source`.
     """
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
             raise SpecError(f"spec is {len(text)} bytes; the limit is {MAX_BYTES}", file=source)
+        _refuse_binary(text.decode("latin-1"), source)
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             line = text.count(b"\n", 0, e.start) + 1
             column = e.start - (text.rfind(b"\n", 0, e.start) + 1) + 1
-            raise SpecError(f"not UTF-8 text (byte {e.start}: {text[e.start]:#04x})",
-                            file=source, line=line, column=column) from None
+            raise SpecError(f"not UTF-8 text (byte {e.start}: {text[e.start]:#04x}); save the "
+                            "file as UTF-8", file=source, line=line, column=column) from None
     if len(text) > MAX_BYTES:
         raise SpecError(f"spec is {len(text)} characters; the limit is {MAX_BYTES}", file=source)
+    _refuse_binary(text, source)
     try:
         loader = _Loader(text)  # PyYAML's Reader refuses control characters right here
     except yaml.reader.ReaderError as e:
@@ -195,18 +310,22 @@ def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise SpecError("the spec is empty", file=source, line=1, column=1)
+            raise SpecError("the spec is empty; it needs at least name:, input:, layers: and "
+                            "output:", file=source, line=1, column=1)
         _count_nodes(node, [0])
         data = loader.construct_document(node)
     except _LocatedYAMLError as e:
         raise SpecError(e.message, file=source, line=e.mark.line + 1,
                         column=e.mark.column + 1) from None
-    except yaml.MarkedYAMLError as e:
+    except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark or e.context_mark
         message = (e.problem or e.context or "invalid YAML").strip()
-        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in message:
-            message = message.replace("could not determine a constructor for the tag",
-                                      "tag not allowed in a spec:")
+        message = message.replace("could not determine a constructor for the tag",
+                                  "tag not allowed in a spec:")
+        raise SpecError(message, file=source, line=mark.line + 1 if mark else None,
+                        column=mark.column + 1 if mark else None) from None
+    except yaml.MarkedYAMLError as e:
+        message, mark = _yaml_hint(e, text)
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         raise SpecError(message, file=source, line=line, column=column) from None
@@ -216,6 +335,21 @@ def load_yaml(text: Union[str, bytes], *, source: str) -> Tuple[Any, Locations]:
         raise SpecError("the document nests too deeply", file=source) from None
     finally:
         loader.dispose()
+    if mapping and not isinstance(data, dict):
+        what = {list: "a list", type(None): "empty"}.get(type(data), f"a single value "
+                                                                     f"({data!r:.40})")
+        raise SpecError(f"a spec is a mapping of keys (name: ..., input: ..., layers: ...), "
+                        f"but this document is {what}", file=source,
+                        line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     marks: Dict[Path, Tuple[int, int]] = {}
     _collect_marks(node, data, (), marks)
     return data, Locations(source, marks)
+
+
+def _refuse_binary(text: str, source: str) -> None:
+    """A NUL means a binary file (an image, an archive, a pickle), not a mistyped spec."""
+    at = text.find("\x00", 0, 8192)
+    if at >= 0:
+        line, column = _line_col(text, at)
+        raise SpecError("not a YAML text file: it holds binary data (a NUL byte)",
+                        file=source, line=line, column=column)
