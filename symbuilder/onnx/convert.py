@@ -12,7 +12,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
-from symbuilder.onnx import translations as _translations  # noqa: F401  (registers the ops)
+# Importing a translation module registers its ops.
+from symbuilder.onnx import translations as _translations  # noqa: F401
+from symbuilder.onnx import ops_compare, ops_index, ops_nn, ops_tensor  # noqa: F401
 from symbuilder.onnx.opsets import SUPPORTED_OPSETS
 from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges,
                                        ranges_text, registered_ops)
@@ -117,7 +119,9 @@ def _tensor_infos(
                 )
     else:
         shapes_b = shapes_a
-    dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
+    # Inputs without a declared dtype are float32: without it, MXNet's type inference of ops
+    # that set their own dtype (one_hot dtype=float16) was lost.
+    dtypes = {k: np.dtype(input_dtypes.get(k, "float32")) for k in input_shapes}
     dtypes.update({k: v.dtype for k, v in params.items() if k in declared})
     types = _infer_dtypes(internals, dtypes)
     infos: Dict[str, TensorInfo] = {}
