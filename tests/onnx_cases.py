@@ -547,5 +547,29 @@ case(
 )
 
 
+# ---- sequences (symbuilder/onnx/ops_sequence.py) ----------------------------------------------
+L = mx.sym.Variable("lengths")
+_LEN_N4 = np.array([1.0, 3.0, 2.5, 2.0], np.float32)  # for time-major data (T=batch, N=4): T >= 3
+for op, fn in [("SequenceMask", mx.sym.SequenceMask), ("SequenceLast", mx.sym.SequenceLast)]:
+    case(
+        op,
+        Case("batch_major", fn(D, L, use_sequence_length=True, axis=1, name="sq"), {"data": (4, 2), "lengths": ()},
+             input_makers={"lengths": in_range(1, 5)}),
+        Case("time_major", fn(D, L, use_sequence_length=True, name="sq"), {"data": (4, 3)}, batches=(3, 5),
+             params={"lengths": _LEN_N4}, why="the batch is the time axis: lengths up to 3 need T >= 3"),
+        Case("no_lengths", fn(D, name="sq"), {"data": (4,)}),
+    )
+case("SequenceMask", Case("value_4d", mx.sym.SequenceMask(D, L, use_sequence_length=True, value=-2.0, axis=1,
+                                                          name="sq"), {"data": (3, 2, 2), "lengths": ()},
+                          input_makers={"lengths": in_range(0, 4)}))
+case(
+    "SequenceReverse",
+    Case("lengths", mx.sym.SequenceReverse(D, L, use_sequence_length=True, name="sr"), {"data": (4, 2)},
+         batches=(3, 5), params={"lengths": np.array([1.0, 3.0, 2.0, 3.0], np.float32)}),
+    Case("no_lengths", mx.sym.SequenceReverse(D, name="sr"), {"data": (4, 2)}),
+)
+case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, name="ds"), {"data": (3, 6)}))
+
+
 def all_cases() -> List[Tuple[str, Case]]:
     return [(op, c) for op, cases in CASES.items() for c in cases]

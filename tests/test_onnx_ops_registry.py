@@ -98,17 +98,29 @@ def test_every_untranslatable_op_in_one_error(call: str) -> None:
 
 
 def test_an_op_translated_at_other_opsets_says_where() -> None:
-    # A real MXNet op with only a late version: check_translatable names the opsets that work.
-    sym = mx.sym.erfinv(mx.sym.Variable("data"), name="ei0")
-    
+    # Real MXNet ops given only a late version: the error names the opsets that work.
+    single = mx.sym.erfinv(mx.sym.Variable("data"), name="ei0")
+    both = mx.sym.khatri_rao(single, single, name="kr0")
     try:
         register("erfinv", opsets=(18, 21))(_two)
         with pytest.raises(ExportError) as info:
-            check_translatable(sym, 13)
-        assert "'erfinv' (1 node, first 'ei0'; translated at opsets 18..21)" in str(info.value)
-        check_translatable(sym, 18)
+            check_translatable(single, 13)
+        assert str(info.value) == ("no ONNX translation at opset 13 for MXNet op 'erfinv' (node 'ei0'); "
+                                   "it is translated at opsets 18..21")
+        with pytest.raises(ExportError) as info:
+            check_translatable(both, 13)
+        assert str(info.value).startswith("no ONNX translation at opset 13 for 2 ops: 'erfinv' (1 node, first "
+                                          "'ei0'; translated at opsets 18..21), 'khatri_rao' (1 node, first 'kr0')")
+        check_translatable(single, 18)
     finally:
         registry._REGISTRY.pop("erfinv")
+
+
+def test_one_untranslatable_op_keeps_lookups_message() -> None:
+    sym = mx.sym.sort(mx.sym.sort(mx.sym.Variable("data"), name="s0"), name="s1")
+    with pytest.raises(ExportError) as info:
+        check_translatable(sym, 17)
+    assert str(info.value).startswith("no ONNX translation for MXNet op 'sort' (node 's0'); symbuilder translates: ")
 
 
 def test_check_translatable_refuses_an_unsupported_opset() -> None:
@@ -139,3 +151,20 @@ def test_cli_opset_choices_come_from_the_constant(tmp_path) -> None:
     assert done.returncode == 2
     assert "invalid choice: 22 (choose from 13, 14, 15, 16, 17, 18, 19, 20, 21)" in done.stderr
     assert done.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_the_registry_alone_sees_every_translation() -> None:
+    # symbuilder.onnx loads lazily; a caller importing only the registry (checks.py does) must
+    # still find every op, in a fresh process where nothing else imported the translations.
+    code = ("import sys; from symbuilder.onnx.registry import lookup, registered_ops; "
+            "lookup('BatchNorm', 'bn'); print(len(registered_ops()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == len(registered_ops())
+
+
+def test_spec_and_cli_read_the_opsets_without_mxnet() -> None:
+    code = ("import sys, symbuilder.spec.model, symbuilder.cli; "
+            "print('mxnet' in sys.modules, 'onnx' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]

@@ -12,9 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
-# Importing a translation module registers its ops.
-from symbuilder.onnx import translations as _translations  # noqa: F401
-from symbuilder.onnx import ops_compare, ops_index, ops_nn, ops_tensor  # noqa: F401
+from symbuilder.onnx import all_ops  # noqa: F401  (registers every translation)
 from symbuilder.onnx.opsets import SUPPORTED_OPSETS
 from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges,
                                        ranges_text, registered_ops)
@@ -53,14 +51,16 @@ def check_translatable(symbol: mx.sym.Symbol, opset: int = 17) -> None:
             missing.setdefault(node["op"], []).append(node["name"])
     if not missing:
         return
+    if len(missing) == 1:  # one op: lookup's message, which callers and users already know
+        op, names = next(iter(missing.items()))
+        lookup(op, names[0], opset)
     items = []
     for op, names in missing.items():
         item = f"'{op}' ({len(names)} node{'s' if len(names) > 1 else ''}, first '{names[0]}'"
         if opset_ranges(op):  # the op is translated, just not at this opset
             item += f"; translated at opsets {ranges_text(op)}"
         items.append(item + ")")
-    count = f"{len(missing)} op{'s' if len(missing) > 1 else ''}"
-    raise ExportError(f"no ONNX translation at opset {opset} for {count}: {', '.join(items)}; "
+    raise ExportError(f"no ONNX translation at opset {opset} for {len(missing)} ops: {', '.join(items)}; "
                       f"symbuilder translates: {', '.join(registered_ops(opset))}")
 
 

@@ -90,7 +90,7 @@ def argmin(ctx: OpContext) -> None:
 def _bounded(ctx: OpContext, idx: str, data: str, axis: int, mode: str) -> str:
     """Integer indices into ``data``'s ``axis``, clipped or wrapped as MXNet's ``mode`` says."""
     if mode not in ("clip", "wrap"):
-        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap): MXNet's raise does not check on CPU")
+        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap)")
     idx = as_int64(ctx, idx)
     dim = ctx.squeeze(dims_of(ctx, data, [axis]), [0], suffix="dim")  # at run time: the axis may be the batch
     if mode == "wrap":

@@ -56,15 +56,22 @@ def register(op_name: str, opsets: Optional[Tuple[int, int]] = None) -> Callable
     return deco
 
 
+def _loaded() -> Dict[str, List[Tuple[int, int, Translation]]]:
+    """The registry with every translation module imported (they register on import; importing
+    them here, not at the top, avoids the cycle translation -> registry -> translation)."""
+    from symbuilder.onnx import all_ops  # noqa: F401
+    return _REGISTRY
+
+
 def registered_ops(opset: Optional[int] = None) -> List[str]:
     """The MXNet op names that have a translation (at ``opset``, or at any opset), sorted."""
-    return sorted(op for op, versions in _REGISTRY.items()
+    return sorted(op for op, versions in _loaded().items()
                   if opset is None or any(lo <= opset <= hi for lo, hi, _ in versions))
 
 
 def opset_ranges(op_name: str) -> List[Tuple[int, int]]:
     """The inclusive opset ranges of the versions of ``op_name``'s translation, lowest first."""
-    return [(lo, hi) for lo, hi, _ in _REGISTRY.get(op_name, [])]
+    return [(lo, hi) for lo, hi, _ in _loaded().get(op_name, [])]
 
 
 def ranges_text(op_name: str) -> str:
@@ -74,7 +81,7 @@ def ranges_text(op_name: str) -> str:
 
 def find(op_name: str, opset: Optional[int] = None) -> Optional[Translation]:
     """The version of ``op_name``'s translation that covers ``opset`` (None: the newest), or None."""
-    versions = _REGISTRY.get(op_name, [])
+    versions = _loaded().get(op_name, [])
     if opset is None:
         return versions[-1][2] if versions else None
     return next((fn for lo, hi, fn in versions if lo <= opset <= hi), None)
@@ -86,7 +93,7 @@ def lookup(op_name: str, node_name: str, opset: Optional[int] = None) -> Transla
     fn = find(op_name, opset)
     if fn is not None:
         return fn
-    if op_name in _REGISTRY:
+    if op_name in _loaded():
         raise ExportError(
             f"no ONNX translation at opset {opset} for MXNet op '{op_name}' (node '{node_name}'); "
             f"it is translated at opsets {ranges_text(op_name)}"
