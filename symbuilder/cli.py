@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from .errors import SymbuilderError, UsageError
+from .onnx.opsets import SUPPORTED_OPSETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -295,7 +296,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a data input and its shape, batch axis first, e.g. data=1,3,32,32 "
                         "(repeatable; label variables need none)")
     p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
-    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
+                   help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]} (default 17)")
     p.add_argument("--atol", type=_positive_float, default=1e-5, metavar="X",
                    help="fail when ONNX Runtime and MXNet differ by more (default 1e-5)")
     p.add_argument("--data", metavar="FILE", help="real samples for the check: .npy, .npz "

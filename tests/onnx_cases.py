@@ -5,7 +5,7 @@ compares symbuilder's ONNX export against MXNet itself.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import mxnet as mx
@@ -42,6 +42,11 @@ class Case:
     batches: Tuple[int, ...] = (1, 5)
     why: str = ""  # reason for a looser atol, fewer batch sizes or a reference twin
     reference: Optional[mx.sym.Symbol] = None  # an MXNet twin to run instead, when MXNet cannot run `symbol`
+    # Per-input generators overriding make_input (index-like inputs need values in range).
+    input_makers: Dict[str, Callable[[np.random.RandomState, Tuple[int, ...]], np.ndarray]] = field(
+        default_factory=dict)
+    # Parameters given as values instead of random ones (lengths, ROIs: unbatched index-like tensors).
+    params: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 CASES: Dict[str, List[Case]] = {}
@@ -280,6 +285,290 @@ case(
     Case("all_static_ones", mx.sym.squeeze(D, name="sq"), {"data": (3, 1)}, batches=(5,),
          why="MXNet's squeeze() also drops a batch axis of size 1; the export keeps the batch axis"),
 )
+
+
+# ---- tensor construction and layout (symbuilder/onnx/ops_tensor.py) ---------------------------
+def in_range(low: int, high: int) -> Callable[[np.random.RandomState, Tuple[int, ...]], np.ndarray]:
+    """Integer-valued floats in [low, high): index-like inputs that must be valid."""
+    return lambda rng, shape: rng.randint(low, high, size=shape).astype(np.float32)
+
+
+def _elemwise(op: str, a: mx.sym.Symbol, b: mx.sym.Symbol) -> mx.sym.Symbol:
+    # The non-broadcast comparisons (`a == b` on symbols) are only reachable by their op name.
+    return getattr(mx.sym._internal, op)(a, b, name="cmp")
+
+
+def _scalar_op(op: str, a: mx.sym.Symbol, scalar: float) -> mx.sym.Symbol:
+    return getattr(mx.sym._internal, op)(a, scalar=scalar, name="cmp")
+
+
+def with_ties(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # Few distinct values: equal operands are frequent, so == / <= / >= are really exercised.
+    return rng.randint(-2, 3, size=shape).astype(np.float32)
+
+
+case("ones_like", Case("4d", mx.sym.ones_like(D, name="o"), {"data": (2, 3, 1)}))
+case("zeros_like", Case("2d", mx.sym.zeros_like(D, name="z"), {"data": (4,)}))
+case("_ones", Case("added", mx.sym.broadcast_add(D, mx.sym.ones(shape=(1, 3), name="o")), {"data": (3,)}))
+case("_zeros", Case("int32_cast", mx.sym.broadcast_add(D, mx.sym.Cast(mx.sym.zeros(shape=(3,), dtype="int32", name="z"),
+                                                                     dtype="float32")), {"data": (3,)}))
+case(
+    "_arange",
+    Case("start_stop_step_repeat", mx.sym.broadcast_add(D, mx.sym.arange(start=1.5, stop=4.0, step=0.5, repeat=2,
+                                                                         name="ar")), {"data": (10,)}),
+    Case("count_only", mx.sym.broadcast_mul(D, mx.sym.arange(4, name="ar")), {"data": (4,)}),
+)
+case(
+    "_contrib_arange_like",
+    Case("all", mx.sym.contrib.arange_like(D, start=2.0, step=0.5, name="al"), {"data": (2, 3)}),
+    Case("batch_axis_repeat", mx.sym.contrib.arange_like(D, axis=0, repeat=2, step=3.0, name="al"), {"data": (3,)}),
+    Case("axis1", mx.sym.contrib.arange_like(D, axis=-1, name="al"), {"data": (2, 4)}),
+)
+case(
+    "tile",
+    Case("same_rank", mx.sym.tile(D, reps=(2, 1, 3), name="t"), {"data": (2, 3)}),
+    Case("short_reps", mx.sym.tile(D, reps=(2,), name="t"), {"data": (2, 3)}),
+    Case("long_reps", mx.sym.tile(D, reps=(2, 1, 2), name="t"), {"data": (3,)}),
+)
+case(
+    "repeat",
+    Case("axis1", mx.sym.repeat(D, repeats=2, axis=1, name="rp"), {"data": (3, 2)}),
+    Case("batch_axis", mx.sym.repeat(D, repeats=3, axis=0, name="rp"), {"data": (2,)}),
+    Case("flattened", mx.sym.repeat(D, repeats=2, name="rp"), {"data": (3,)}),
+)
+case(
+    "SliceChannel",
+    Case("three_parts", mx.sym.Group(list(mx.sym.split(D, num_outputs=3, axis=1, name="sp"))), {"data": (6, 2)}),
+    Case("squeeze_axis", mx.sym.Group(list(mx.sym.split(D, num_outputs=2, axis=-1, squeeze_axis=True,
+                                                        name="sp"))), {"data": (3, 2)}),
+)
+case(
+    "stack",
+    Case("axis1", mx.sym.stack(D, D2, axis=1, name="st"), {"data": (3,), "data2": (3,)}),
+    Case("axis_last", mx.sym.stack(D, D2, D, axis=-1, name="st"), {"data": (2, 3), "data2": (2, 3)}),
+)
+case("add_n", Case("three", mx.sym.add_n(D, D2, D, name="an"), {"data": (4,), "data2": (4,)}))
+case(
+    "SwapAxis",
+    Case("1_2", mx.sym.swapaxes(D, dim1=1, dim2=2, name="sw"), {"data": (3, 4)}),
+    Case("batch_last", mx.sym.swapaxes(D, dim1=0, dim2=2, name="sw"), {"data": (3, 4)}),
+)
+case(
+    "reverse",
+    Case("axis1", mx.sym.reverse(D, axis=1, name="rv"), {"data": (4, 2)}),
+    Case("two_axes", mx.sym.reverse(D, axis=(0, 2), name="rv"), {"data": (3, 2)}),
+)
+case(
+    "shape_array",
+    # Dynamic: the batch entry must follow the batch the model runs at.
+    Case("3d", mx.sym.shape_array(D, name="sa"), {"data": (3, 4)}),
+)
+case("size_array", Case("3d", mx.sym.size_array(D, name="sz"), {"data": (3, 4)}))
+case(
+    "broadcast_to",
+    Case("keep_batch", mx.sym.broadcast_to(D, shape=(0, 3, 4), name="bt"), {"data": (1, 4)}),
+)
+case(
+    "broadcast_axis",
+    Case("two_axes", mx.sym.broadcast_axis(D, axis=(1, 3), size=(3, 2), name="ba"), {"data": (1, 4, 1)}),
+)
+case(
+    "broadcast_like",
+    Case("whole_shape", mx.sym.broadcast_like(D, D2, name="bl"), {"data": (1, 4), "data2": (3, 4)}),
+)
+case(
+    "reshape_like",
+    Case("whole", mx.sym.reshape_like(D, D2, name="rl"), {"data": (6,), "data2": (2, 3)}),
+    Case("ranges", mx.sym.reshape_like(D, D2, lhs_begin=1, lhs_end=2, rhs_begin=1, rhs_end=3, name="rl"),
+         {"data": (6, 2), "data2": (3, 2, 7)}),
+)
+case(
+    "slice_like",
+    Case("all_axes", mx.sym.slice_like(D, D2, name="sl"), {"data": (5, 4), "data2": (3, 2)}),
+    Case("axes_2", mx.sym.slice_like(D, D2, axes=(2,), name="sl"), {"data": (5, 4), "data2": (1, 2)}),
+    Case("batch_axis", mx.sym.slice_like(D, mx.sym.slice_axis(D2, axis=0, begin=0, end=-1), axes=(0, -1),
+                                         name="sl"), {"data": (4,), "data2": (2,)}, batches=(2, 5)),
+)
+case(
+    "Pad",
+    Case("constant", mx.sym.pad(D, mode="constant", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), constant_value=1.5,
+                                name="pd"), {"data": (2, 3, 4)}),
+    Case("edge", mx.sym.pad(D, mode="edge", pad_width=(0, 0, 0, 0, 2, 1, 0, 3), name="pd"), {"data": (2, 3, 4)}),
+    Case("reflect", mx.sym.pad(D, mode="reflect", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), name="pd"),
+         {"data": (2, 3, 4)}),
+)
+case(
+    "Crop",
+    Case("offset_hw", mx.sym.Crop(D, offset=(1, 2), h_w=(3, 2), name="cr"), {"data": (2, 5, 6)}),
+    Case("center_like", mx.sym.Crop(D, D2, center_crop=True, num_args=2, name="cr"),
+         {"data": (2, 7, 6), "data2": (1, 4, 3)}),
+)
+case("space_to_depth", Case("block2", mx.sym.space_to_depth(D, block_size=2, name="sd"), {"data": (3, 4, 6)}))
+case("depth_to_space", Case("block2", mx.sym.depth_to_space(D, block_size=2, name="ds"), {"data": (8, 2, 3)}))
+
+# ---- comparison and logical (symbuilder/onnx/ops_compare.py) ----------------------------------
+for name in ("equal", "not_equal", "greater", "greater_equal", "lesser", "lesser_equal",
+             "logical_and", "logical_or", "logical_xor"):
+    case(f"broadcast_{name}", Case("row_broadcast", getattr(mx.sym, f"broadcast_{name}")(D, D2, name="cmp"),
+                                   {"data": (3, 4), "data2": (1, 4)}, with_ties))
+    case(f"_{name}", Case("same_shape", _elemwise(f"_{name}", D, D2), {"data": (3, 4), "data2": (3, 4)}, with_ties))
+    case(f"_{name}_scalar", Case("scalar", _scalar_op(f"_{name}_scalar", D, 1.0), {"data": (6,)}, with_ties),
+         Case("scalar_zero", _scalar_op(f"_{name}_scalar", D, 0.0), {"data": (6,)}, with_ties))
+case("logical_not", Case("ties", mx.sym.logical_not(D, name="ln"), {"data": (6,)}, with_ties))
+
+
+def mod_operands(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # Both signs, zeros (MXNet: x mod 0 = 0) and exact multiples (remainder 0 keeps its sign).
+    return (rng.randint(-6, 7, size=shape) * 0.5).astype(np.float32)
+
+
+case("broadcast_mod", Case("signs_and_zeros", mx.sym.broadcast_mod(D, D2, name="md"),
+                           {"data": (3, 4), "data2": (1, 4)}, mod_operands))
+case("_mod", Case("signs_and_zeros", _elemwise("_mod", D, D2), {"data": (3, 4), "data2": (3, 4)}, mod_operands))
+case("_mod_scalar", Case("positive", D % 1.5, {"data": (6,)}, mod_operands),
+     Case("negative", D % -1.5, {"data": (6,)}, mod_operands))
+case("_rmod_scalar", Case("positive", 2.5 % D, {"data": (6,)}, mod_operands))
+case(
+    "where",
+    Case("same_shape", mx.sym.where(D, D2, D2 * 2.0, name="wh"), {"data": (3, 4), "data2": (3, 4)}, with_ties),
+    Case("row_condition", mx.sym.where(mx.sym.sum(D, axis=1, name="s"), D2, D2 * 2.0, name="wh"),
+         {"data": (3,), "data2": (2, 3)}, with_ties),
+)
+
+# ---- sorting and indexing (symbuilder/onnx/ops_index.py) --------------------------------------
+case(
+    "topk",
+    Case("indices_default", mx.sym.topk(D, k=2, name="tk"), {"data": (3, 5)}),
+    Case("value_axis1_ascend", mx.sym.topk(D, k=3, axis=1, ret_typ="value", is_ascend=True, name="tk"),
+         {"data": (4, 2)}),
+    Case("both_int32", mx.sym.Group(list(mx.sym.topk(D, k=2, ret_typ="both", dtype="int32", name="tk"))),
+         {"data": (6,)}),
+    Case("k0_whole_axis", mx.sym.topk(D, k=0, ret_typ="value", name="tk"), {"data": (5,)}),
+)
+case(
+    "argsort",
+    Case("ascend", mx.sym.argsort(D, name="as"), {"data": (3, 5)}),
+    Case("descend_axis1", mx.sym.argsort(D, axis=1, is_ascend=False, dtype="int64", name="as"), {"data": (4, 2)}),
+)
+for op in ("argmax", "argmin"):
+    fn = getattr(mx.sym, op)
+    case(op, Case("axis1", fn(D, axis=1, name="am"), {"data": (4, 3)}),
+         Case("keepdims", fn(D, axis=-1, keepdims=True, name="am"), {"data": (4, 3)}),
+         Case("flattened", fn(D, name="am"), {"data": (4, 3)}))
+case(
+    "take",
+    Case("clip_axis0", mx.sym.take(mx.sym.Variable("w"), D, name="tk"), {"data": (4,)}, indices(7),
+         params={"w": np.arange(14, dtype=np.float32).reshape(7, 2)}),
+    Case("wrap_axis1", mx.sym.take(D2, D, axis=1, mode="wrap", name="tk"), {"data": (3,), "data2": (5, 2)},
+         input_makers={"data": in_range(-12, 12)}),
+    Case("clip_batch_axis", mx.sym.take(D2, mx.sym.Variable("idx"), axis=0, name="tk"), {"data2": (3,)},
+         params={"idx": np.array([0, 9, -3, 1], np.float32)}),
+)
+case(
+    "pick",
+    Case("axis_last", mx.sym.pick(D2, D, name="pk"), {"data": (3,), "data2": (3, 4)},
+         input_makers={"data": in_range(0, 4)}),
+    Case("axis1_keepdims_clip", mx.sym.pick(D2, D, axis=1, keepdims=True, name="pk"), {"data": (1, 4), "data2": (3, 4)},
+         input_makers={"data": indices(3)}),
+    Case("wrap", mx.sym.pick(D2, D, axis=1, mode="wrap", name="pk"), {"data": (4,), "data2": (3, 4)},
+         input_makers={"data": in_range(-7, 7)}),
+)
+case(
+    "gather_nd",
+    # MXNet indexes with the first axis of the indices: (2, batch) pairs into a (3, 4) table.
+    Case("pairs", mx.sym.gather_nd(mx.sym.Variable("w"), mx.sym.transpose(D), name="gn"), {"data": (2,)},
+         input_makers={"data": in_range(0, 3)}, params={"w": np.arange(12, dtype=np.float32).reshape(3, 4)}),
+    Case("slices", mx.sym.gather_nd(mx.sym.Variable("w"), mx.sym.transpose(D), name="gn"), {"data": (1,)},
+         input_makers={"data": in_range(0, 3)}, params={"w": np.arange(12, dtype=np.float32).reshape(3, 4)}),
+)
+case(
+    "one_hot",
+    Case("out_of_range_rows", mx.sym.one_hot(D, depth=5, name="oh"), {"data": (3,)}, indices(5)),
+    Case("values_dtype", mx.sym.one_hot(D, depth=4, on_value=2.5, off_value=-1.0, dtype="float16", name="oh"),
+         {"data": (2,)}, in_range(0, 4)),
+)
+
+# ---- layers (symbuilder/onnx/ops_nn.py) -------------------------------------------------------
+case(
+    "_contrib_AdaptiveAvgPooling2D",
+    Case("global", mx.sym.contrib.AdaptiveAvgPooling2D(D, output_size=1, name="ap"), {"data": (3, 5, 6)}),
+    Case("uneven_bins", mx.sym.contrib.AdaptiveAvgPooling2D(D, output_size=(3, 4), name="ap"), {"data": (2, 7, 9)}),
+    Case("even", mx.sym.contrib.AdaptiveAvgPooling2D(D, output_size=(2, 3), name="ap"), {"data": (2, 4, 6)}),
+)
+case(
+    "_contrib_BilinearResize2D",
+    Case("size_align", mx.sym.contrib.BilinearResize2D(D, height=7, width=5, name="br"), {"data": (2, 4, 3)}),
+    Case("down_half_pixel", mx.sym.contrib.BilinearResize2D(D, height=3, width=4, align_corners=False, name="br"),
+         {"data": (2, 5, 7)}),
+    Case("scale_up_half_pixel", mx.sym.contrib.BilinearResize2D(D, scale_height=2.0, scale_width=1.5, mode="odd_scale",
+                                                               align_corners=False, name="br"), {"data": (2, 4, 4)}),
+)
+case(
+    "UpSampling",
+    Case("nearest_2", mx.sym.UpSampling(D, scale=2, sample_type="nearest", name="up"), {"data": (2, 3, 4)}),
+    Case("nearest_3", mx.sym.UpSampling(D, scale=3, sample_type="nearest", name="up"), {"data": (1, 2, 2)}),
+)
+case(
+    "L2Normalization",
+    Case("instance", mx.sym.L2Normalization(D, name="l2"), {"data": (3, 2, 2)}),
+    Case("channel", mx.sym.L2Normalization(D, mode="channel", name="l2"), {"data": (3, 2, 2)}),
+    Case("spatial_eps", mx.sym.L2Normalization(D, mode="spatial", eps=1e-3, name="l2"), {"data": (3, 2, 2)}),
+)
+case("LRN", Case("nsize3", mx.sym.LRN(D, nsize=3, alpha=1e-3, beta=0.7, knorm=1.5, name="lrn"), {"data": (5, 3, 3)},
+                 positive))
+case(
+    "norm",
+    Case("all", mx.sym.norm(D, name="nm"), {"data": (3, 4)}),
+    Case("l1_axis1_keepdims", mx.sym.norm(D, ord=1, axis=1, keepdims=True, name="nm"), {"data": (3, 4)}),
+    Case("l2_axes", mx.sym.norm(D, axis=(1, 2), name="nm"), {"data": (3, 4)}),
+)
+case("hard_sigmoid", Case("alpha_beta", mx.sym.hard_sigmoid(D * 3.0, alpha=0.3, beta=0.4, name="hs"), {"data": (8,)}))
+case("log2", Case("unary", mx.sym.log2(D, name="l2"), {"data": (5,)}, positive))
+case(
+    "dot",
+    Case("2d_param", mx.sym.dot(D, mx.sym.Variable("w"), name="dt"), {"data": (4,)},
+         params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)}),
+    Case("2d_transposes", mx.sym.dot(mx.sym.Variable("w"), D, transpose_a=True, transpose_b=True, name="dt"),
+         {"data": (4,)}, params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)}),
+    Case("3d_tensordot", mx.sym.dot(D, mx.sym.Variable("w"), name="dt"), {"data": (2, 3)},
+         params={"w": np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)}),
+)
+case(
+    "batch_dot",
+    Case("plain", mx.sym.batch_dot(D, D2, name="bd"), {"data": (2, 3), "data2": (3, 4)}),
+    Case("transposes", mx.sym.batch_dot(D, D2, transpose_a=True, transpose_b=True, name="bd"),
+         {"data": (3, 2), "data2": (4, 3)}),
+)
+case(
+    "_linalg_gemm2",
+    Case("alpha_transpose_b", mx.sym.linalg.gemm2(D, D2, transpose_b=True, alpha=0.5, name="gm"),
+         {"data": (2, 3), "data2": (4, 3)}),
+    Case("transpose_a", mx.sym.linalg.gemm2(D, D2, transpose_a=True, name="gm"), {"data": (3, 2), "data2": (3, 4)}),
+)
+
+
+# ---- sequences (symbuilder/onnx/ops_sequence.py) ----------------------------------------------
+L = mx.sym.Variable("lengths")
+_LEN_N4 = np.array([1.0, 3.0, 2.5, 2.0], np.float32)  # for time-major data (T=batch, N=4): T >= 3
+for op, fn in [("SequenceMask", mx.sym.SequenceMask), ("SequenceLast", mx.sym.SequenceLast)]:
+    case(
+        op,
+        Case("batch_major", fn(D, L, use_sequence_length=True, axis=1, name="sq"), {"data": (4, 2), "lengths": ()},
+             input_makers={"lengths": in_range(1, 5)}),
+        Case("time_major", fn(D, L, use_sequence_length=True, name="sq"), {"data": (4, 3)}, batches=(3, 5),
+             params={"lengths": _LEN_N4}, why="the batch is the time axis: lengths up to 3 need T >= 3"),
+        Case("no_lengths", fn(D, name="sq"), {"data": (4,)}),
+    )
+case("SequenceMask", Case("value_4d", mx.sym.SequenceMask(D, L, use_sequence_length=True, value=-2.0, axis=1,
+                                                          name="sq"), {"data": (3, 2, 2), "lengths": ()},
+                          input_makers={"lengths": in_range(0, 4)}))
+case(
+    "SequenceReverse",
+    Case("lengths", mx.sym.SequenceReverse(D, L, use_sequence_length=True, name="sr"), {"data": (4, 2)},
+         batches=(3, 5), params={"lengths": np.array([1.0, 3.0, 2.0, 3.0], np.float32)}),
+    Case("no_lengths", mx.sym.SequenceReverse(D, name="sr"), {"data": (4, 2)}),
+)
+case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, name="ds"), {"data": (3, 6)}))
 
 
 def all_cases() -> List[Tuple[str, Case]]:

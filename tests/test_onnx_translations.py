@@ -19,6 +19,7 @@ import pytest
 
 from symbuilder.errors import ExportError
 from symbuilder.onnx import SUPPORTED_OPSETS, check_translatable, register, registered_ops, to_onnx
+from symbuilder.onnx.registry import opset_ranges
 from onnx_cases import CASES, Case, all_cases, positive, random_param
 
 BATCH = 5
@@ -40,19 +41,28 @@ def _params(symbol: mx.sym.Symbol, shapes: Mapping[str, Tuple[int, ...]], seed: 
     return params
 
 
+def _case_params(c: Case, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    # The given values' shapes help shape inference (take's table cannot be inferred from its output).
+    given = {k: v.shape for k, v in c.params.items()}
+    random = _params(c.symbol, {**shapes, **given})
+    return {**{k: v for k, v in random.items() if k not in given}, **c.params}
+
+
 def _inputs(c: Case, batch: int, seed: int = 1) -> Dict[str, np.ndarray]:
     rng = np.random.RandomState(seed)
     out = {}
     for name, sample in c.sample_shapes.items():
         shape = (batch,) + tuple(sample)
-        out[name] = c.make_input(rng, shape) if c.make_input else rng.randn(*shape).astype(np.float32)
+        make = c.input_makers.get(name, c.make_input)
+        out[name] = make(rng, shape) if make else rng.randn(*shape).astype(np.float32)
     return out
 
 
 def mxnet_reference(symbol: mx.sym.Symbol, params: Mapping[str, np.ndarray],
                     inputs: Mapping[str, np.ndarray]) -> List[np.ndarray]:
     """MXNet inference outputs; label variables bound to zeros (they do not affect the forward pass)."""
-    arg_shapes, _, _ = symbol.infer_shape(**{k: v.shape for k, v in inputs.items()})
+    known = {k: v.shape for k, v in params.items() if k in symbol.list_arguments()}
+    arg_shapes, _, _ = symbol.infer_shape(**known, **{k: v.shape for k, v in inputs.items()})
     args = {}
     for name, shape in zip(symbol.list_arguments(), arg_shapes):
         value = inputs.get(name, params.get(name))
@@ -74,7 +84,7 @@ def ort_run(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray], optimize: 
 
 def export_case(c: Case, opset: int = 17, dynamic_batch: bool = True) -> Tuple[onnx.ModelProto, Dict[str, np.ndarray]]:
     shapes = {k: (BATCH,) + tuple(v) for k, v in c.sample_shapes.items()}
-    params = _params(c.symbol, shapes)
+    params = _case_params(c, shapes)
     model = to_onnx(c.symbol, params, shapes, opset=opset, dynamic_batch=dynamic_batch)
     onnx.checker.check_model(model, full_check=True)
     return model, params
@@ -89,6 +99,7 @@ def assert_matches_mxnet(c: Case, model: onnx.ModelProto, params: Mapping[str, n
             assert len(got) == len(expected)
             for g, e in zip(got, expected):
                 assert g.shape == e.shape, f"batch {batch}: ONNX shape {g.shape} != MXNet {e.shape}"
+                assert g.dtype == e.dtype, f"batch {batch}: ONNX dtype {g.dtype} != MXNet {e.dtype}"
                 np.testing.assert_allclose(g, e, rtol=0, atol=c.atol,
                                            err_msg=f"batch {batch}, ORT optimize={optimize}")
 
@@ -109,11 +120,32 @@ def test_every_case_op_is_registered(op: str) -> None:
 # ---- each translation against MXNet ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("op,c", all_cases(), ids=[f"{op}-{c.id}" for op, c in all_cases()])
-def test_translation_matches_mxnet(op: str, c: Case) -> None:
+# The opsets every case runs at: the range ends, the default, 18 (Reduce* axes became inputs) and
+# the first opset of each version of the case's op (where its translation switches).
+_KEY_OPSETS = (13, 17, 18, 21)
+
+
+def _case_opsets(op: str) -> List[int]:
+    ranges = opset_ranges(op)
+    wanted = set(_KEY_OPSETS) | {lo for lo, _ in ranges}
+    return sorted(o for o in wanted if any(lo <= o <= hi for lo, hi in ranges))
+
+
+_OP_CASE_OPSETS = [(op, c, o) for op, c in all_cases() for o in _case_opsets(op)]
+
+
+@pytest.mark.parametrize("op,c,opset", _OP_CASE_OPSETS, ids=[f"{op}-{c.id}-opset{o}" for op, c, o in _OP_CASE_OPSETS])
+def test_translation_matches_mxnet(op: str, c: Case, opset: int) -> None:
     assert op in _ops_in(c.symbol), f"case {c.id} does not contain op {op}"
-    model, params = export_case(c)
+    model, params = export_case(c, opset=opset)
+    assert model.opset_import[0].version == opset
     assert_matches_mxnet(c, model, params)
+
+
+@pytest.mark.parametrize("op", registered_ops())
+def test_every_version_of_an_op_is_exercised(op: str) -> None:
+    ranges = opset_ranges(op)
+    assert all(any(lo <= o <= hi for o in _case_opsets(op)) for lo, hi in ranges), ranges
 
 
 def _representative_net() -> Case:

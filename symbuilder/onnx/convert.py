@@ -12,10 +12,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
-from symbuilder.onnx import translations as _translations  # noqa: F401  (registers the ops)
-from symbuilder.onnx.registry import GraphParts, OpContext, TensorInfo, lookup
-
-SUPPORTED_OPSETS: Tuple[int, ...] = tuple(range(13, 22))
+from symbuilder.onnx import all_ops  # noqa: F401  (registers every translation)
+from symbuilder.onnx.opsets import SUPPORTED_OPSETS
+from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges,
+                                       ranges_text, registered_ops)
 
 BATCH_DIM = "batch"
 
@@ -36,11 +36,32 @@ def _node_attrs(node: Mapping[str, Any]) -> Dict[str, str]:
     return {k: str(v) for k, v in raw.items() if not k.startswith("__")}
 
 
-def check_translatable(symbol: mx.sym.Symbol) -> None:
-    """Raise ExportError naming the first op (and its node) that has no ONNX translation."""
+def _check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise ExportError(f"opset {opset} is not supported; choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+
+
+def check_translatable(symbol: mx.sym.Symbol, opset: int = 17) -> None:
+    """Raise ONE ExportError listing every op of ``symbol`` without a translation at ``opset``,
+    with its node count and first node, so a user learns all of them at once."""
+    _check_opset(opset)
+    missing: Dict[str, List[str]] = {}
     for node in _graph_json(symbol)["nodes"]:
-        if node["op"] != "null":
-            lookup(node["op"], node["name"])
+        if node["op"] != "null" and find(node["op"], opset) is None:
+            missing.setdefault(node["op"], []).append(node["name"])
+    if not missing:
+        return
+    if len(missing) == 1:  # one op: lookup's message, which callers and users already know
+        op, names = next(iter(missing.items()))
+        lookup(op, names[0], opset)
+    items = []
+    for op, names in missing.items():
+        item = f"'{op}' ({len(names)} node{'s' if len(names) > 1 else ''}, first '{names[0]}'"
+        if opset_ranges(op):  # the op is translated, just not at this opset
+            item += f"; translated at opsets {ranges_text(op)}"
+        items.append(item + ")")
+    raise ExportError(f"no ONNX translation at opset {opset} for {len(missing)} ops: {', '.join(items)}; "
+                      f"symbuilder translates: {', '.join(registered_ops(opset))}")
 
 
 def _infer(internals: mx.sym.Symbol, known: Mapping[str, Tuple[int, ...]]) -> List[Optional[Tuple[int, ...]]]:
@@ -98,7 +119,9 @@ def _tensor_infos(
                 )
     else:
         shapes_b = shapes_a
-    dtypes = {k: np.dtype(v) for k, v in input_dtypes.items()}
+    # Inputs without a declared dtype are float32: without it, MXNet's type inference of ops
+    # that set their own dtype (one_hot dtype=float16) was lost.
+    dtypes = {k: np.dtype(input_dtypes.get(k, "float32")) for k in input_shapes}
     dtypes.update({k: v.dtype for k, v in params.items() if k in declared})
     types = _infer_dtypes(internals, dtypes)
     infos: Dict[str, TensorInfo] = {}
@@ -139,9 +162,7 @@ def to_onnx(
     ``input_shapes`` gives every data input's full shape, batch axis first. Label variables of
     loss heads are dropped; outputs carry MXNet's output names.
     """
-    if opset not in SUPPORTED_OPSETS:
-        raise ExportError(f"opset {opset} is not supported; choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
-    check_translatable(symbol)
+    check_translatable(symbol, opset)
     params = {k: _as_numpy(v) for k, v in params.items()}
     input_dtypes = dict(input_dtypes or {})
     arguments = set(symbol.list_arguments())
@@ -193,7 +214,7 @@ def to_onnx(
             dynamic_batch=dynamic_batch,
             parts=parts,
         )
-        lookup(node["op"], node["name"])(ctx)
+        lookup(node["op"], node["name"], opset)(ctx)
 
     output_names = symbol.list_outputs()
     kept_nodes, graph_inputs, used_params = _prune(parts, output_names, params, input_shapes, symbol)

@@ -17,44 +17,91 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
+from symbuilder.onnx.opsets import OPSET_RANGE
 
 Translation = Callable[["OpContext"], None]
 
-_REGISTRY: Dict[str, Translation] = {}
+# One op may have several versions, each for a disjoint inclusive opset range (tf2onnx's pattern):
+# op name -> [(lo, hi, translation)], sorted by lo.
+_REGISTRY: Dict[str, List[Tuple[int, int, Translation]]] = {}
 
 # Sentinel for "attribute has no default: it must be present".
 _REQUIRED = object()
 
 
-def register(op_name: str) -> Callable[[Translation], Translation]:
-    """Register ``fn`` as the translation of MXNet op ``op_name``; a second registration is an error."""
+def _describe(fn: Translation) -> str:
+    return f"{fn.__module__}.{fn.__name__}"
+
+
+def register(op_name: str, opsets: Optional[Tuple[int, int]] = None) -> Callable[[Translation], Translation]:
+    """Register ``fn`` as the translation of MXNet op ``op_name`` for the inclusive opset range
+    ``opsets`` (default: every supported opset). Ranges of one op must not overlap."""
+    lo, hi = OPSET_RANGE if opsets is None else opsets
 
     def deco(fn: Translation) -> Translation:
-        if op_name in _REGISTRY:
-            raise ExportError(
-                f"duplicate ONNX translation for MXNet op '{op_name}': "
-                f"{_REGISTRY[op_name].__module__}.{_REGISTRY[op_name].__name__} and {fn.__module__}.{fn.__name__}"
-            )
-        _REGISTRY[op_name] = fn
+        if not OPSET_RANGE[0] <= lo <= hi <= OPSET_RANGE[1]:
+            raise ExportError(f"translation {_describe(fn)} of '{op_name}': opsets ({lo}, {hi}) are not a range "
+                              f"within the supported {OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
+        versions = _REGISTRY.setdefault(op_name, [])
+        for a, b, other in versions:
+            if lo <= b and a <= hi:
+                raise ExportError(
+                    f"duplicate ONNX translation for MXNet op '{op_name}' at opsets {max(a, lo)}..{min(b, hi)}: "
+                    f"{_describe(other)} and {_describe(fn)}"
+                )
+        versions.append((lo, hi, fn))
+        versions.sort(key=lambda v: v[0])
         return fn
 
     return deco
 
 
-def registered_ops() -> List[str]:
-    """The MXNet op names that have a translation, sorted."""
-    return sorted(_REGISTRY)
+def _loaded() -> Dict[str, List[Tuple[int, int, Translation]]]:
+    """The registry with every translation module imported (they register on import; importing
+    them here, not at the top, avoids the cycle translation -> registry -> translation)."""
+    from symbuilder.onnx import all_ops  # noqa: F401
+    return _REGISTRY
 
 
-def lookup(op_name: str, node_name: str) -> Translation:
-    """The translation of ``op_name``; ExportError naming the op, the node and the known ops otherwise."""
-    try:
-        return _REGISTRY[op_name]
-    except KeyError:
+def registered_ops(opset: Optional[int] = None) -> List[str]:
+    """The MXNet op names that have a translation (at ``opset``, or at any opset), sorted."""
+    return sorted(op for op, versions in _loaded().items()
+                  if opset is None or any(lo <= opset <= hi for lo, hi, _ in versions))
+
+
+def opset_ranges(op_name: str) -> List[Tuple[int, int]]:
+    """The inclusive opset ranges of the versions of ``op_name``'s translation, lowest first."""
+    return [(lo, hi) for lo, hi, _ in _loaded().get(op_name, [])]
+
+
+def ranges_text(op_name: str) -> str:
+    """``13..17, 18..21``: the opset ranges of ``op_name``'s versions, for messages."""
+    return ", ".join(f"{lo}..{hi}" for lo, hi in opset_ranges(op_name))
+
+
+def find(op_name: str, opset: Optional[int] = None) -> Optional[Translation]:
+    """The version of ``op_name``'s translation that covers ``opset`` (None: the newest), or None."""
+    versions = _loaded().get(op_name, [])
+    if opset is None:
+        return versions[-1][2] if versions else None
+    return next((fn for lo, hi, fn in versions if lo <= opset <= hi), None)
+
+
+def lookup(op_name: str, node_name: str, opset: Optional[int] = None) -> Translation:
+    """The translation of ``op_name`` at ``opset`` (None: at any opset); ExportError naming the op,
+    the node and what is known otherwise."""
+    fn = find(op_name, opset)
+    if fn is not None:
+        return fn
+    if op_name in _loaded():
         raise ExportError(
-            f"no ONNX translation for MXNet op '{op_name}' (node '{node_name}'); "
-            f"symbuilder translates: {', '.join(registered_ops())}"
-        ) from None
+            f"no ONNX translation at opset {opset} for MXNet op '{op_name}' (node '{node_name}'); "
+            f"it is translated at opsets {ranges_text(op_name)}"
+        )
+    raise ExportError(
+        f"no ONNX translation for MXNet op '{op_name}' (node '{node_name}'); "
+        f"symbuilder translates: {', '.join(registered_ops(opset))}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import SpecError
+from ..onnx.opsets import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
 from ..sources import SOURCES
 from .yamlload import Locations, Path, load_yaml
@@ -292,7 +293,7 @@ class TrainSpec:
 @dataclasses.dataclass
 class OnnxSpec:
     """ONNX export options."""
-    opset: int = field("int", "ONNX opset", 17, minimum=13, maximum=19)
+    opset: int = field("int", "ONNX opset", 17, minimum=OPSET_RANGE[0], maximum=OPSET_RANGE[1])
     dynamic_batch: bool = field("bool", "symbolic batch axis on inputs and outputs", True)
 
 

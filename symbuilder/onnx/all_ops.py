@@ -1,0 +1,7 @@
+"""Importing this module registers every translation (each module registers its ops on import).
+
+The registry imports it on its first query, so a caller that imports only the registry (e.g.
+the spec checks) still sees every op.
+"""
+from symbuilder.onnx import translations  # noqa: F401  (also registers ops_math)
+from symbuilder.onnx import ops_compare, ops_index, ops_nn, ops_sequence, ops_tensor  # noqa: F401

@@ -1,0 +1,142 @@
+"""MXNet -> ONNX translations of sorting and indexing ops (topk, argsort, argmax/argmin, take,
+pick, gather_nd, one_hot).
+
+MXNet carries indices as floats (float32 by default) and truncates them to integers, as ONNX's
+Cast does; indices MXNet writes out are cast back to the op's ``dtype``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from symbuilder.onnx.ops_tensor import dims_of, onnx_dtype
+from symbuilder.onnx.registry import OpContext, normalize_axis, register
+
+
+def as_int64(ctx: OpContext, x: str) -> str:
+    return ctx.node("Cast", [x], suffix="as_int64", to=TensorProto.INT64)
+
+
+def _cast_out(ctx: OpContext, x: str, i: int, dtype: str) -> None:
+    ctx.node("Cast", [x], ctx.outputs[i:i + 1], to=onnx_dtype(dtype))
+
+
+def _explicit_none(ctx: OpContext, key: str) -> bool:
+    # attr_* read a written "None" as absent; here None (flatten) differs from the default.
+    return ctx.attrs.get(key, "").strip() == "None"
+
+
+def _axis_or_refuse(ctx: OpContext, default: int) -> int:
+    if _explicit_none(ctx, "axis"):
+        raise ctx.error("axis=None (over the flattened input) is not supported")
+    return normalize_axis(ctx.attr_int("axis", default), ctx.in_rank(0), ctx)
+
+
+def _topk(ctx: OpContext, axis: int, k: int, largest: bool) -> tuple:
+    values, idx = ctx.fresh("values"), ctx.fresh("indices")
+    ctx.node("TopK", [ctx.inputs[0], ctx.ints([k], "k")], [values, idx], axis=axis, largest=int(largest), sorted=1)
+    return values, idx
+
+
+@register("topk")
+def topk(ctx: OpContext) -> None:
+    axis = _axis_or_refuse(ctx, -1)
+    ret = ctx.attr_str("ret_typ", "indices")
+    if ret not in ("value", "indices", "both"):
+        raise ctx.error(f"ret_typ='{ret}' is not supported (value, indices, both)")
+    k = ctx.attr_int("k", 1)
+    if k < 1:  # MXNet: k < 1 sorts the whole axis
+        k = ctx.in_shape(0)[axis]
+    values, idx = _topk(ctx, axis, k, largest=not ctx.attr_bool("is_ascend", False))
+    dtype = ctx.attr_str("dtype", "float32")
+    if ret == "value":
+        ctx.node("Identity", [values], ctx.outputs[:1])
+    elif ret == "indices":
+        _cast_out(ctx, idx, 0, dtype)
+    else:
+        ctx.node("Identity", [values], ctx.outputs[:1])
+        _cast_out(ctx, idx, 1, dtype)
+
+
+@register("argsort")
+def argsort(ctx: OpContext) -> None:
+    axis = _axis_or_refuse(ctx, -1)
+    _, idx = _topk(ctx, axis, ctx.in_shape(0)[axis], largest=not ctx.attr_bool("is_ascend", True))
+    _cast_out(ctx, idx, 0, ctx.attr_str("dtype", "float32"))
+
+
+def _arg_reduce(ctx: OpContext, onnx_op: str) -> None:
+    keepdims = ctx.attr_bool("keepdims", False)
+    x, axis = ctx.inputs[0], ctx.attr_int("axis", None)
+    if axis is None:  # over the flattened input: shape (1,)
+        x, axis, keepdims = ctx.reshape(x, [-1], suffix="flat"), 0, True
+    else:
+        axis = normalize_axis(axis, ctx.in_rank(0), ctx)
+    idx = ctx.node(onnx_op, [x], axis=axis, keepdims=int(keepdims))
+    # MXNet returns the index as a float of the input's dtype.
+    _cast_out(ctx, idx, 0, ctx.input_infos[0].dtype)
+
+
+@register("argmax")
+def argmax(ctx: OpContext) -> None:
+    _arg_reduce(ctx, "ArgMax")
+
+
+@register("argmin")
+def argmin(ctx: OpContext) -> None:
+    _arg_reduce(ctx, "ArgMin")
+
+
+def _bounded(ctx: OpContext, idx: str, data: str, axis: int, mode: str) -> str:
+    """Integer indices into ``data``'s ``axis``, clipped or wrapped as MXNet's ``mode`` says."""
+    if mode not in ("clip", "wrap"):
+        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap)")
+    idx = as_int64(ctx, idx)
+    dim = ctx.squeeze(dims_of(ctx, data, [axis]), [0], suffix="dim")  # at run time: the axis may be the batch
+    if mode == "wrap":
+        return ctx.node("Mod", [idx, dim], fmod=0)  # integer Mod: Python's sign, as MXNet's wrap
+    last = ctx.node("Sub", [dim, ctx.const(np.int64(1), "one")])
+    return ctx.node("Clip", [idx, ctx.const(np.int64(0), "zero"), last])
+
+
+@register("take")
+def take(ctx: OpContext) -> None:
+    axis = normalize_axis(ctx.attr_int("axis", 0), ctx.in_rank(0), ctx)
+    idx = _bounded(ctx, ctx.inputs[1], ctx.inputs[0], axis, ctx.attr_str("mode", "clip"))
+    ctx.node("Gather", [ctx.inputs[0], idx], ctx.outputs[:1], axis=axis)
+
+
+@register("pick")
+def pick(ctx: OpContext) -> None:
+    if _explicit_none(ctx, "axis"):
+        raise ctx.error("axis=None is not supported")
+    rank = ctx.in_rank(0)
+    axis = normalize_axis(ctx.attr_int("axis", -1), rank, ctx)
+    keepdims = ctx.attr_bool("keepdims", False)
+    idx = _bounded(ctx, ctx.inputs[1], ctx.inputs[0], axis, ctx.attr_str("mode", "clip"))
+    if ctx.in_rank(1) == rank - 1:
+        idx = ctx.unsqueeze(idx, [axis])
+    picked = ctx.node("GatherElements", [ctx.inputs[0], idx], None if not keepdims else ctx.outputs[:1], axis=axis)
+    if not keepdims:
+        ctx.squeeze(picked, [axis], ctx.outputs[:1])
+
+
+@register("gather_nd")
+def gather_nd(ctx: OpContext) -> None:
+    # MXNet indexes with the FIRST axis of `indices` (M, ...); ONNX GatherND with the last.
+    r = ctx.in_rank(1)
+    idx = ctx.transpose(as_int64(ctx, ctx.inputs[1]), list(range(1, r)) + [0])
+    ctx.node("GatherND", [ctx.inputs[0], idx], ctx.outputs[:1])
+
+
+@register("one_hot")
+def one_hot(ctx: OpContext) -> None:
+    depth = ctx.attr_int("depth")
+    dtype = np.dtype(ctx.attr_str("dtype", "float32"))
+    values = ctx.const(np.asarray([ctx.attr_float("off_value", 0.0), ctx.attr_float("on_value", 1.0)], dtype), "values")
+    idx = as_int64(ctx, ctx.inputs[0])
+    # ONNX counts negative indices from the end; MXNet gives them an all-off row, as ONNX does
+    # for indices >= depth: move them there.
+    depth_c = ctx.const(np.int64(depth), "depth")
+    idx = ctx.node("Where", [ctx.node("Less", [idx, ctx.const(np.int64(0), "zero")]), depth_c, idx])
+    ctx.node("OneHot", [idx, ctx.reshape(depth_c, [1], suffix="depth1"), values], ctx.outputs[:1], axis=-1)

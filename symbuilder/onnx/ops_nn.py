@@ -1,0 +1,170 @@
+"""MXNet -> ONNX translations of the remaining layer ops real graphs need: adaptive pooling,
+resizing, normalizations, matrix products and a few elementwise activations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+
+from symbuilder.onnx.ops_tensor import shape_of
+from symbuilder.onnx.registry import OpContext, normalize_axis, register
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive pooling and resizing
+
+
+def _bin_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) averaging weights of MXNet's adaptive bins [floor(i*n/m), ceil((i+1)*n/m))."""
+    m = np.zeros((size_out, size_in), dtype=np.float32)
+    for i in range(size_out):
+        lo = (i * size_in) // size_out
+        hi = -((-(i + 1) * size_in) // size_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+@register("_contrib_AdaptiveAvgPooling2D")
+def adaptive_avg_pooling_2d(ctx: OpContext) -> None:
+    h, w = ctx.in_shape(0)[2:]
+    oh, ow = ctx.out_shape(0)[2:]
+    # Each output cell averages a rectangle of rows x columns, so the pooling is separable:
+    # rows (A_h @ x) then columns (x @ A_w^T), with static bin matrices.
+    cols = ctx.node("MatMul", [ctx.inputs[0], ctx.const(_bin_matrix(w, ow).T, "cols")])
+    ctx.node("MatMul", [ctx.const(_bin_matrix(h, oh), "rows"), cols], ctx.outputs[:1])
+
+
+def _resize(ctx: OpContext, out_hw: Tuple[int, int], mode: str, transform: str, **extra) -> None:
+    """Resize to static (H, W) with the runtime batch and channels (sizes, not float scales)."""
+    sizes = ctx.node("Concat", [shape_of(ctx, ctx.inputs[0], 0, 2), ctx.ints(out_hw, "hw")], suffix="sizes", axis=0)
+    ctx.node("Resize", [ctx.inputs[0], "", "", sizes], ctx.outputs[:1], mode=mode,
+             coordinate_transformation_mode=transform, **extra)
+
+
+@register("_contrib_BilinearResize2D")
+def bilinear_resize_2d(ctx: OpContext) -> None:
+    # Every mode (size, scales, like, odd_scale...) only decides the output size, which MXNet's
+    # shape inference has resolved. MXNet's align_corners=True maps corner to corner; False is PyTorch's half-pixel rule.
+    align = ctx.attr_bool("align_corners", True)
+    _resize(ctx, ctx.out_shape(0)[2:], "linear", "align_corners" if align else "pytorch_half_pixel")
+
+
+@register("UpSampling")
+def upsampling(ctx: OpContext) -> None:
+    if ctx.attr_str("sample_type") != "nearest":
+        raise ctx.error(f"sample_type='{ctx.attr_str('sample_type')}' is not supported (nearest only)")
+    if ctx.attr_int("num_args", 1) != 1:
+        raise ctx.error(f"num_args={ctx.attr_int('num_args')} (several inputs summed) is not supported")
+    # Integer scale, nearest: output pixel (i, j) is input (i // s, j // s).
+    _resize(ctx, ctx.out_shape(0)[2:], "nearest", "asymmetric", nearest_mode="floor")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalizations
+
+
+@register("L2Normalization")
+def l2_normalization(ctx: OpContext) -> None:
+    rank = ctx.in_rank(0)
+    mode = ctx.attr_str("mode", "instance")
+    axes = {"instance": range(1, rank), "channel": [1], "spatial": range(2, rank)}.get(mode)
+    if axes is None:
+        raise ctx.error(f"mode='{mode}' is not supported")
+    x = ctx.inputs[0]
+    sq = ctx.reduce("ReduceSum", ctx.node("Mul", [x, x]), list(axes), keepdims=True)
+    norm = ctx.node("Sqrt", [ctx.node("Add", [sq, ctx.scalar_like(ctx.attr_float("eps", 1e-10), 0, "eps")])])
+    ctx.node("Div", [x, norm], ctx.outputs[:1])
+
+
+@register("LRN")
+def lrn(ctx: OpContext) -> None:
+    ctx.node("LRN", ctx.inputs[:1], ctx.outputs[:1], alpha=ctx.attr_float("alpha", 1e-4),
+             beta=ctx.attr_float("beta", 0.75), bias=ctx.attr_float("knorm", 2.0), size=ctx.attr_int("nsize"))
+
+
+@register("norm")
+def norm(ctx: OpContext) -> None:
+    ord_ = ctx.attr_int("ord", 2)
+    if ord_ not in (1, 2):
+        raise ctx.error(f"ord={ord_} is not supported (1, 2)")
+    if ctx.attr_str("out_dtype", None) is not None:
+        raise ctx.error("out_dtype is not supported")
+    rank = ctx.in_rank(0)
+    axes = sorted({normalize_axis(a, rank, ctx) for a in ctx.attr_ints("axis", ())}) or list(range(rank))
+    keepdims = ctx.attr_bool("keepdims", False)
+    op = "ReduceL2" if ord_ == 2 else "ReduceL1"
+    if len(axes) == rank and not keepdims:  # MXNet's full reduction is shape (1,)
+        ctx.reshape(ctx.reduce(op, ctx.inputs[0], axes, keepdims=False), [1], ctx.outputs[:1])
+    else:
+        ctx.reduce(op, ctx.inputs[0], axes, keepdims=keepdims, outputs=ctx.outputs[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise
+
+
+@register("hard_sigmoid")
+def hard_sigmoid(ctx: OpContext) -> None:
+    ctx.node("HardSigmoid", ctx.inputs[:1], ctx.outputs[:1], alpha=ctx.attr_float("alpha", 0.2),
+             beta=ctx.attr_float("beta", 0.5))
+
+
+@register("log2")
+def log2(ctx: OpContext) -> None:
+    ln = ctx.node("Log", ctx.inputs[:1])
+    ctx.node("Mul", [ln, ctx.scalar_like(1.0 / math.log(2.0), 0, "inv_ln2")], ctx.outputs[:1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix products
+
+
+def _last_two_swapped(ctx: OpContext, x: str, rank: int) -> str:
+    return ctx.transpose(x, list(range(rank - 2)) + [rank - 1, rank - 2])
+
+
+@register("dot")
+def dot(ctx: OpContext) -> None:
+    ta, tb = ctx.attr_bool("transpose_a", False), ctx.attr_bool("transpose_b", False)
+    if ctx.attr_str("forward_stype", None) is not None:
+        raise ctx.error("forward_stype (sparse storage) is not supported")
+    a, b = ctx.inputs[:2]
+    ra, rb = ctx.in_rank(0), ctx.in_rank(1)
+    if (ta or tb) and (ra != 2 or rb != 2):
+        raise ctx.error("transpose_a/transpose_b with an input of rank != 2 is not supported")
+    if ra == 2 and rb == 2:
+        a = ctx.transpose(a, [1, 0]) if ta else a
+        b = ctx.transpose(b, [1, 0]) if tb else b
+        ctx.node("MatMul", [a, b], ctx.outputs[:1])
+        return
+    # N-D: MXNet contracts a's last axis with b's FIRST axis (a tensordot), not a batched matmul.
+    k = ctx.in_shape(0)[-1]
+    a2 = ctx.reshape(a, [-1, k], suffix="a2d")
+    b2 = ctx.reshape(b, [k, -1], suffix="b2d")
+    ctx.reshape(ctx.node("MatMul", [a2, b2]), ctx.reshape_target(ctx.output_infos[0]), ctx.outputs[:1])
+
+
+@register("batch_dot")
+def batch_dot(ctx: OpContext) -> None:
+    a, b = ctx.inputs[:2]
+    ra, rb = ctx.in_rank(0), ctx.in_rank(1)
+    a = _last_two_swapped(ctx, a, ra) if ctx.attr_bool("transpose_a", False) else a
+    b = _last_two_swapped(ctx, b, rb) if ctx.attr_bool("transpose_b", False) else b
+    ctx.node("MatMul", [a, b], ctx.outputs[:1])
+
+
+@register("_linalg_gemm2")
+def linalg_gemm2(ctx: OpContext) -> None:
+    if ctx.attr_int("axis", -2) not in (-2, ctx.in_rank(0) - 2):
+        raise ctx.error(f"axis={ctx.attr_int('axis')} (matrices not in the last two axes) is not supported")
+    a, b = ctx.inputs[:2]
+    ra = ctx.in_rank(0)
+    a = _last_two_swapped(ctx, a, ra) if ctx.attr_bool("transpose_a", False) else a
+    b = _last_two_swapped(ctx, b, ctx.in_rank(1)) if ctx.attr_bool("transpose_b", False) else b
+    alpha = ctx.attr_float("alpha", 1.0)
+    if alpha == 1.0:
+        ctx.node("MatMul", [a, b], ctx.outputs[:1])
+    else:
+        ctx.node("Mul", [ctx.node("MatMul", [a, b]), ctx.scalar_like(alpha, 0, "alpha")], ctx.outputs[:1])

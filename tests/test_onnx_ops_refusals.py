@@ -1,0 +1,45 @@
+"""Attribute values the new translations cannot express faithfully are refused, naming the op,
+the node and the attribute; and an op with two versions really emits two ONNX forms."""
+from __future__ import annotations
+
+import mxnet as mx
+import pytest
+
+from symbuilder.errors import ExportError
+from symbuilder.onnx import to_onnx
+
+D = mx.sym.Variable("data")
+E = mx.sym.Variable("data2")
+
+REFUSED = [
+    ("topk", mx.sym.topk(D, k=2, ret_typ="mask", name="n0"), {"data": (2, 5)}, "ret_typ='mask'"),
+    ("topk", mx.sym.topk(D, k=2, axis=None, name="n0"), {"data": (2, 5)}, "axis=None"),
+    ("argsort", mx.sym.argsort(D, axis=None, name="n0"), {"data": (2, 5)}, "axis=None"),
+    ("take", mx.sym.take(E, D, mode="raise", name="n0"), {"data": (2,), "data2": (4, 3)}, "mode='raise'"),
+    ("UpSampling", mx.sym.UpSampling(D, mx.sym.Variable("w"), scale=2, sample_type="bilinear", num_filter=2,
+                                     name="n0"), {"data": (1, 2, 3, 3)}, "sample_type='bilinear'"),
+    ("broadcast_like", mx.sym.broadcast_like(D, E, lhs_axes=(1,), rhs_axes=(1,), name="n0"),
+     {"data": (2, 1), "data2": (2, 3)}, "lhs_axes=(1,)"),
+    ("_arange", mx.sym.broadcast_add(D, mx.sym.arange(start=0, stop=3, infer_range=True, name="n0")),
+     {"data": (2, 3)}, "infer_range=True"),
+    ("dot", mx.sym.dot(D, E, transpose_a=True, name="n0"), {"data": (2, 3, 4), "data2": (2, 5)},
+     "transpose_a/transpose_b"),
+]
+
+
+@pytest.mark.parametrize("op,sym,shapes,attr", REFUSED, ids=[f"{r[0]}-{r[3]}" for r in REFUSED])
+def test_unfaithful_attribute_values_are_refused(op, sym, shapes, attr) -> None:
+    with pytest.raises(ExportError) as info:
+        to_onnx(sym, {}, shapes)
+    message = str(info.value)
+    assert message.startswith(f"cannot export MXNet op '{op}' (node 'n0'): "), message
+    assert attr in message
+
+
+@pytest.mark.parametrize("opset,has_num_outputs", [(13, False), (17, False), (18, True), (21, True)])
+def test_split_version_follows_the_opset(opset: int, has_num_outputs: bool) -> None:
+    sym = mx.sym.Group(list(mx.sym.split(D, num_outputs=3, axis=1, name="sp")))
+    model = to_onnx(sym, {}, {"data": (2, 6)}, opset=opset)
+    split = [n for n in model.graph.node if n.op_type == "Split"]
+    assert len(split) == 1 and len(split[0].output) == 3
+    assert ("num_outputs" in {a.name for a in split[0].attribute}) is has_num_outputs
