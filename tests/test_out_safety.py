@@ -207,7 +207,7 @@ def test_a_data_mistake_found_under_the_lock_leaves_nothing(project, tmp_path, c
     """The lock (and the folders made to hold it) are taken before the data is read; a
     mistake found then must still leave the tree as it was."""
     refused(["build", project, "--out", "new/deep/model", "--set", "data.train.label=benig"],
-            capsys, tmp_path, "../data/sub/bc.csv:1", "no label column 'benig'")
+            capsys, tmp_path, "--set data.train.label=benig", "no label column 'benig'")
 
 
 def test_launch_refuses_the_same_outs_before_starting_any_process(project, tmp_path, capsys):
