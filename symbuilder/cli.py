@@ -156,6 +156,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .serving import verify_export
     report = verify_export(args.folder, data=args.data, manifest_sha256=args.manifest_sha256)
+    if len(report["problems"]) == 1:  # one problem, one line
+        print(f"symbuilder: failed: {args.folder}: {report['problems'][0]}", file=sys.stderr)
+        return EXIT_FAILED
     for problem in report["problems"]:
         print(f"{args.folder}: {problem}", file=sys.stderr)
     if not report["passed"]:

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
@@ -53,7 +54,9 @@ def load_checkpoint(prefix: str, epoch: int):
             hint = f" (epochs present: {', '.join(others)})" if others else ""
             raise UsageError(f"no such checkpoint file{hint}", file=path)
     try:
-        symbol = mx.sym.load_json(read_symbol_json(symbol_file))
+        text = read_symbol_json(symbol_file)
+        with _cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
+            symbol = mx.sym.load_json(text)
     except mx.base.MXNetError as e:
         raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
                          file=symbol_file) from None
@@ -73,6 +76,22 @@ def load_checkpoint(prefix: str, epoch: int):
         raise UsageError("no arg:/aux: parameters in this file (not written by "
                          "Module.save_checkpoint?)", file=params_file)
     return symbol, arg_params, aux_params
+
+
+@contextlib.contextmanager
+def _cxx_log_silenced() -> Iterator[None]:
+    """MXNet's C++ log lines go to file descriptor 2 directly; for one short call that only
+    logs (its errors come back as exceptions), point it at /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def read_symbol_json(path: str) -> str:
@@ -531,8 +550,11 @@ def model_problems(folder: str, manifest: Mapping[str, Any]) -> List[str]:
                 model = onnx.load_model_from_string(f.read())
             manifest_check.check_onnx_graph(manifest, model.graph.input, model.graph.output,
                                             name)
+            _ort_session(os.path.join(folder, name), ExportError)  # cached for the run after
         except manifest_check.ManifestFieldError as e:
             problems.append(f"{exporting.MANIFEST}: {e}")
+        except ExportError as e:
+            problems.append(str(e)[len(folder) + 1:] if str(e).startswith(folder) else str(e))
         except Exception as e:  # protobuf's DecodeError and friends: bytes that are no model
             problems.append(f"{name}: not a readable ONNX model ({_first_line(e)})")
     return problems
@@ -567,9 +589,31 @@ def _failed_check() -> Iterator[None]:
 
 
 def _load_export_checkpoint(folder: str, manifest: Mapping[str, Any]):
+    """The export's checkpoint, with parameters that fit its symbol at the manifest's input
+    shapes; ExportError naming the file otherwise (a readable but wrong file included)."""
+    import mxnet as mx
+    from .errors import mxnet_message
     prefix = os.path.join(folder, manifest["checkpoint"]["symbol"][: -len("-symbol.json")])
     with _failed_check():
-        return load_checkpoint(prefix, manifest["epoch"])
+        symbol, arg_params, aux_params = load_checkpoint(prefix, manifest["epoch"])
+    params_file = os.path.join(folder, manifest["checkpoint"]["params"])
+    shapes = {i["name"]: (1,) + tuple(i["shape"][1:]) for i in manifest["inputs"]}
+    try:
+        arg_shapes, _, aux_shapes = symbol.infer_shape_partial(**shapes)
+    except mx.base.MXNetError as e:
+        raise ExportError(f"{prefix}-symbol.json: does not take the manifest's inputs: "
+                          f"{mxnet_message(e)}") from None
+    wanted = list(zip(symbol.list_arguments(), arg_shapes)) + \
+        list(zip(symbol.list_auxiliary_states(), aux_shapes))
+    given = {**arg_params, **aux_params}
+    for name, shape in wanted:
+        if name in shapes or name.endswith("_label"):
+            continue
+        if name not in given or tuple(given[name].shape) != tuple(shape or ()):
+            found = tuple(given[name].shape) if name in given else "missing"
+            raise ExportError(f"{params_file}: parameter '{name}': expected shape "
+                              f"{tuple(shape or ())}, found {found}")
+    return symbol, arg_params, aux_params
 
 
 def _ort_session(path: str, error: type):
