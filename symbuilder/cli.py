@@ -364,27 +364,30 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _ignore_signals() -> None:
+    """From here on SIGINT and SIGTERM do nothing. Dispositions are process-wide: blocking
+    them in the main thread is not enough once MXNet's and ORT's threads exist (a signal
+    goes to any thread that does not block it)."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def _signals_handled(keep_blocked: bool) -> Iterator[None]:
-    """SIGTERM raises Terminated while the command runs; both signals are blocked from the
-    moment an interrupt is being reported (a second Ctrl-C must not break the line), and any
-    still pending at the end is dropped, not delivered after main() returned."""
+def _signals_handled(keep_ignored: bool) -> Iterator[None]:
+    """SIGTERM raises Terminated while the command runs; at the end both signals are ignored
+    (a late one must not cut the exit short), and restored unless `keep_ignored`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    entry_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    old = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        signal.signal(signal.SIGTERM, old_term)
-        pending = signal.sigpending() & _SIGNALS
-        saved = {s: signal.signal(s, signal.SIG_IGN) for s in pending}  # SIG_IGN drops them
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        if not keep_blocked:  # run(): the process exits with them blocked, after the line
-            signal.pthread_sigmask(signal.SIG_SETMASK, entry_mask - _SIGNALS)
+        _ignore_signals()
+        if not keep_ignored:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 def _import_heavy(names: tuple) -> None:
@@ -439,10 +442,14 @@ def _mxnet_quiet(verbose: bool) -> Iterator[None]:
             del module.print
 
 
-def main(argv: Optional[List[str]] = None, *, keep_signals_blocked: bool = False) -> int:
+def main(argv: Optional[List[str]] = None, *, keep_signals_ignored: bool = False) -> int:
     """The command's exit code. SIGINT and SIGTERM end it with one line and exit 130."""
-    with _signals_handled(keep_signals_blocked):
-        return _main(argv)
+    try:
+        with _signals_handled(keep_signals_ignored):
+            return _main(argv)
+    except KeyboardInterrupt as e:  # in the instant between the command's end and the ignore
+        _ignore_signals()
+        return _interrupted(e, None)
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -464,7 +471,7 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"{prefix}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # nothing may cut this line short
+        _ignore_signals()  # nothing may cut this line short
         return _interrupted(e, args)
     except BrokenPipeError:
         # The reader went away (`| head`): whatever was running did not finish. Exit as a
@@ -491,7 +498,7 @@ def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -
 
 
 def run() -> None:
-    code = main(keep_signals_blocked=True)  # a late signal must not interrupt the exit
+    code = main(keep_signals_ignored=True)  # a late signal must not interrupt the exit
     from .distributed import exit_failed_worker
     exit_failed_worker(code)  # a failed dist worker must not wait in the kvstore's barrier
     sys.exit(code)
