@@ -6,7 +6,6 @@ own chatter stays off the terminal.
 Each expectation is pinned exactly (message, exit code, nothing written) or computed
 independently (hashlib for the manifest's sha256, numpy for float32's range).
 """
-import copy
 import csv
 import hashlib
 import io
@@ -149,9 +148,10 @@ def _set(manifest, path, value):
     (("classes",), [0, 1, 2], "classes: 3 classes, but the model outputs 2 values per sample"),
     (("classes",), [1, 1], "classes: 1 appears twice"),
     (("classes",), None, "classes: a classifier's export needs its class list"),
-    (("parity", "atol"), 1e5, "parity.atol: expected a number in (0, 0.01], received 100000.0 "
+    (("parity", "atol"), 1e5, "parity.atol: expected a number in [0, 0.01], received 100000.0 "
                               "(number)"),
-    (("parity", "atol"), 0, "parity.atol: expected a number in (0, 0.01], received 0 (integer)"),
+    (("parity", "atol"), 0.0101, "parity.atol: expected a number in [0, 0.01], received 0.0101"),
+    (("parity", "atol"), -1e-6, "parity.atol: expected a number in [0, 0.01], received -1e-06"),
     (("inputs", 0, "shape"), ["batch", 31], "inputs[0].columns: 30 columns for samples of shape "
                                             "[31]"),
     (("inputs", 0, "name"), "x", "parity.random_range.x: missing"),
@@ -442,10 +442,7 @@ def _mutate(folder, mutation):
     if kind in ("delete", "retype", "revalue"):
         parent, key = _get(manifest, target[:-1]), target[-1]
         if kind == "delete":
-            if isinstance(parent, list):
-                parent.pop(key)
-            else:
-                parent.pop(key)
+            parent.pop(key)
         elif kind == "retype":
             parent[key] = rng.choice([v for v in OTHER_TYPES if _kind(v) != _kind(parent[key])])
         else:
