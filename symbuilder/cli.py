@@ -6,9 +6,16 @@ usage (one located line). No MXNet import here: library modules load it when nee
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import logging
 import os
+import re
+import signal
 import sys
-from typing import Callable, Dict, List, Optional
+import threading
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .errors import SymbuilderError, UsageError
 from .onnx.opsets import SUPPORTED_OPSETS
@@ -58,7 +65,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     figures = "  ".join(f"val {k}={v:.4f}" for k, v in metrics.items())
     if parity:
         figures += f"  onnx max|diff|={parity['max_abs']:.2g}"
-    print(f"{out.out_dir}: {figures}")
+    from .exporting import manifest_sha256
+    # The manifest holds every other file's sha256: this one hash pins the whole export.
+    print(f"{out.out_dir}: {figures}  manifest sha256={manifest_sha256(out.out_dir)}")
     return EXIT_OK
 
 
@@ -112,6 +121,8 @@ def _nonnegative_int(text: str) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .serving import export_checkpoint, parse_input
     shapes = dict(parse_input(text) for text in args.input)
+    if args.random == 0 and not args.data:
+        raise UsageError("--random 0 needs --data: the check needs samples to compare on")
     data = None
     if args.data:
         if len(shapes) != 1:
@@ -132,7 +143,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .serving import predict
-    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint)
+    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
+                          manifest_sha256=args.manifest_sha256)
     if args.out:
         with open(args.out, "w", newline="") as f:
             predictions.write_csv(f)
@@ -144,7 +156,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .serving import verify_export
-    report = verify_export(args.folder, data=args.data)
+    report = verify_export(args.folder, data=args.data, manifest_sha256=args.manifest_sha256)
+    if len(report["problems"]) == 1:  # one problem, one line
+        print(f"symbuilder: failed: {args.folder}: {report['problems'][0]}", file=sys.stderr)
+        return EXIT_FAILED
     for problem in report["problems"]:
         print(f"{args.folder}: {problem}", file=sys.stderr)
     if not report["passed"]:
@@ -158,6 +173,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         f"{c['samples']} {k.replace('_', '-')}" for k, c in p["inputs"].items()))
     print(f"{args.folder}: ok ({len(report['files'])} files match the manifest{figures})")
     return EXIT_OK
+
+
+def _sha256(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits (as the build printed), "
+                                         f"received {text!r}")
+    return text.strip().lower()
 
 
 def _build_argv(args: argparse.Namespace) -> List[str]:
@@ -316,6 +338,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write here instead of to standard output")
     p.add_argument("--checkpoint", action="store_true",
                    help="run the MXNet checkpoint instead of the ONNX model")
+    p.add_argument("--manifest-sha256", type=_sha256, metavar="HASH",
+                   help="refuse the export unless its manifest.json has this sha256 (the "
+                        "build prints it)")
 
     text = ("check every file of an export folder against the manifest's sha256 and re-run "
             "the ONNX-vs-checkpoint parity check")
@@ -325,26 +350,135 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="EXPORT_DIR", help="an export folder (with manifest.json)")
     p.add_argument("--data", metavar="FILE", help="real samples to add: .npy, .npz or .csv "
                    "(columns matched by the manifest's feature names)")
+    p.add_argument("--manifest-sha256", type=_sha256, metavar="HASH",
+                   help="fail unless manifest.json has this sha256 (the build prints it): "
+                        "the manifest's own fields (classes, atol, inputs) are then pinned too")
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "verbose", False):
-        os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+EXIT_INTERRUPTED = 130  # SIGINT's shell convention; SIGTERM ends the same way (one line, 130)
+_HEAVY = ("mxnet", "onnx", "onnxruntime")  # what every command but schema loads
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python raises KeyboardInterrupt for SIGINT: the same unwinding
+    (staging folders removed, the previous export whole), the same clean end."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _ignore_signals() -> None:
+    """From here on SIGINT and SIGTERM do nothing. Dispositions are process-wide: blocking
+    them in the main thread is not enough once MXNet's and ORT's threads exist (a signal
+    goes to any thread that does not block it)."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _signals_handled(keep_ignored: bool) -> Iterator[None]:
+    """SIGTERM raises Terminated while the command runs; at the end both signals are ignored
+    (a late one must not cut the exit short), and restored unless `keep_ignored`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return COMMANDS[args.command](args)
+        yield
+    finally:
+        _ignore_signals()
+        if not keep_ignored:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _import_heavy(names: tuple) -> None:
+    """Import MXNet and ONNX Runtime with SIGINT/SIGTERM blocked: an interrupt inside an
+    import leaves a half-initialised module (a second import of onnxruntime then fails with
+    'generic_type ... already registered'). A signal sent meanwhile is delivered when the
+    import is done, as a KeyboardInterrupt where main() handles it."""
+    if threading.current_thread() is not threading.main_thread():
+        for name in names:
+            importlib.import_module(name)
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        for name in names:
+            importlib.import_module(name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _drop(*args: Any, **kwargs: Any) -> None:
+    """print() for MXNet's modules: `infer_shape error. Arguments:` and the like go nowhere
+    (symbuilder reports the error itself, as one located line)."""
+
+
+class _NotMXNet(logging.Filter):
+    """Drops the records MXNet logs on the root logger (`Params file ... is empty`, ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}mxnet{os.sep}" not in record.pathname
+
+
+@contextlib.contextmanager
+def _mxnet_quiet(verbose: bool) -> Iterator[None]:
+    """MXNet's own chatter off unless --verbose: the print() calls in its Python modules
+    (shadowed by a module-level `print`), its warnings, its root-logger records. The C++ side
+    is MXNET_SUBGRAPH_VERBOSE=0, set before MXNet is imported."""
+    mx_modules = [sys.modules.get(n) for n in ("mxnet.symbol.symbol", "mxnet.optimizer.optimizer")]
+    mx_modules = [m for m in mx_modules if m is not None and not verbose]
+    log_filter = _NotMXNet()
+    for module in mx_modules:
+        module.print = _drop  # type: ignore[attr-defined]
+    if not verbose:
+        logging.getLogger().addFilter(log_filter)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.filterwarnings("ignore", module=r"mxnet(\..*)?$")
+            yield
+    finally:
+        logging.getLogger().removeFilter(log_filter)
+        for module in mx_modules:
+            del module.print
+
+
+def main(argv: Optional[List[str]] = None, *, keep_signals_ignored: bool = False) -> int:
+    """The command's exit code. SIGINT and SIGTERM end it with one line and exit 130."""
+    try:
+        with _signals_handled(keep_signals_ignored):
+            return _main(argv)
+    except KeyboardInterrupt as e:  # in the instant between the command's end and the ignore
+        _ignore_signals()
+        return _interrupted(e, None)
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = None
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # pending ones arrive here
+        args = make_parser().parse_args(argv)
+        verbose = getattr(args, "verbose", False)
+        if not verbose:
+            os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+        if args.command != "schema":
+            _import_heavy(_HEAVY)
+        with _mxnet_quiet(verbose):
+            return COMMANDS[args.command](args)
     except SymbuilderError as e:
         located = bool(getattr(e, "location", ""))
         prefix = "" if located else ("symbuilder: error: " if e.exit_code == EXIT_USAGE
                                      else "symbuilder: failed: ")
         print(f"{prefix}{e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        hint = " (continue with --resume)" if getattr(args, "command", "") == "build" else ""
-        print(f"interrupted; the previous export (if any) is unchanged{hint}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        _ignore_signals()  # nothing may cut this line short
+        return _interrupted(e, args)
     except BrokenPipeError:
         # The reader went away (`| head`): whatever was running did not finish. Exit as a
         # shell reports SIGPIPE, and keep Python from complaining about the closed stream.
@@ -359,8 +493,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
 
 
+def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -> int:
+    name = "SIGTERM" if isinstance(error, Terminated) else "SIGINT"
+    command = getattr(args, "command", "")
+    hint = " (continue with --resume)" if command == "build" else ""
+    written = ("; the export is the previous one or the new one, whole"
+               if command in ("build", "export") else "")
+    print(f"symbuilder: interrupted ({name}){written}{hint}", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+
+
 def run() -> None:
-    code = main()
+    code = main(keep_signals_ignored=True)  # a late signal must not interrupt the exit
     from .distributed import exit_failed_worker
     exit_failed_worker(code)  # a failed dist worker must not wait in the kvstore's barrier
     sys.exit(code)

@@ -39,6 +39,12 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def manifest_sha256(folder: str) -> str:
+    """The sha256 of an export's manifest.json: printed by the build, pinned by
+    `verify --manifest-sha256` (the manifest holds every other file's hash)."""
+    return sha256_file(os.path.join(folder, MANIFEST))
+
+
 def _exchange(a: str, b: str) -> bool:
     """Atomically swap two paths (Linux renameat2). False where unsupported."""
     if not sys.platform.startswith("linux"):

@@ -3,17 +3,20 @@ file, the parity suite every export runs, Triton layouts, CSV prediction, export
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import re
+import sys
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
 from . import exporting
+from . import manifest as manifest_check
 from .errors import DataError, ExportError, UsageError
 
 DEFAULT_SEED = 0
@@ -43,6 +46,7 @@ def load_checkpoint(prefix: str, epoch: int):
     """(symbol, arg_params, aux_params) of a Module checkpoint; a UsageError naming the file
     that is missing or unreadable."""
     import mxnet as mx
+    from .errors import mxnet_message
     symbol_file, params_file = checkpoint_files(prefix, epoch)
     for path in (symbol_file, params_file):
         if not os.path.isfile(path):
@@ -50,15 +54,15 @@ def load_checkpoint(prefix: str, epoch: int):
             hint = f" (epochs present: {', '.join(others)})" if others else ""
             raise UsageError(f"no such checkpoint file{hint}", file=path)
     try:
-        symbol = mx.sym.load(symbol_file)
+        text = read_symbol_json(symbol_file)
+        with _cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
+            symbol = mx.sym.load_json(text)
     except mx.base.MXNetError as e:
-        from .errors import mxnet_message
         raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
                          file=symbol_file) from None
     try:
         saved = mx.nd.load(params_file)
     except mx.base.MXNetError as e:
-        from .errors import mxnet_message
         raise UsageError(f"not a readable MXNet params file: {mxnet_message(e)}",
                          file=params_file) from None
     arg_params, aux_params = {}, {}
@@ -72,6 +76,67 @@ def load_checkpoint(prefix: str, epoch: int):
         raise UsageError("no arg:/aux: parameters in this file (not written by "
                          "Module.save_checkpoint?)", file=params_file)
     return symbol, arg_params, aux_params
+
+
+@contextlib.contextmanager
+def _cxx_log_silenced() -> Iterator[None]:
+    """MXNet's C++ log lines go to file descriptor 2 directly; for one short call that only
+    logs (its errors come back as exceptions), point it at /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def read_symbol_json(path: str) -> str:
+    """The text of an MXNet symbol file, checked before MXNet parses it: UTF-8 JSON with a
+    node list in which every input refers to an earlier node (MXNet writes them in
+    topological order; a later or missing one is a cycle or a dangling edge), and heads and
+    arg_nodes that name nodes. A UsageError naming the file otherwise."""
+    def bad(message: str) -> UsageError:
+        return UsageError(f"not a readable MXNet symbol file: {message}", file=path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        graph = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"not UTF-8 JSON ({e})") from None
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if not isinstance(nodes, list) or not nodes:
+        raise bad("expected a JSON object with a non-empty 'nodes' list")
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("op"), str) or \
+                not isinstance(node.get("name"), str):
+            raise bad(f"nodes[{i}]: expected an object with 'op' and 'name' strings")
+        for edge in node.get("inputs", []):
+            if not _edge_to(edge, i):
+                raise bad(f"nodes[{i}] ('{node['name']}'): input {json.dumps(edge)} is not "
+                          f"an earlier node (a cycle or a missing node)")
+    for key in ("heads", "arg_nodes"):
+        refs = graph.get(key, [])
+        ok = isinstance(refs, list) and all(
+            _edge_to(r, len(nodes)) if key == "heads" else _index_below(r, len(nodes))
+            for r in refs)
+        if not ok or (key == "heads" and not refs):
+            raise bad(f"{key}: expected references to the {len(nodes)} nodes, found "
+                      f"{json.dumps(refs)[:60]}")
+    return data.decode("utf-8")
+
+
+def _index_below(value: Any, limit: int) -> bool:
+    return type(value) is int and 0 <= value < limit
+
+
+def _edge_to(edge: Any, limit: int) -> bool:
+    """[node, output(, version)] with node < limit and non-negative integers."""
+    return isinstance(edge, list) and len(edge) in (2, 3) and _index_below(edge[0], limit) and \
+        all(type(v) is int and v >= 0 for v in edge[1:])
 
 
 def _sibling_params(prefix: str) -> List[str]:
@@ -406,25 +471,169 @@ class Predictions:
 
 
 def read_manifest(folder: str) -> Dict[str, Any]:
+    """The manifest's JSON object, unchecked. A path that is not an export (no folder, no
+    manifest) is a UsageError (exit 2); a manifest that is not a JSON object is an export that
+    fails its check: ExportError (exit 1)."""
     path = os.path.join(folder, exporting.MANIFEST)
     if not os.path.isdir(folder):
         raise UsageError("no such export folder", file=folder)
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or os.path.islink(path):
         raise UsageError(f"not an export folder: no {exporting.MANIFEST}", file=folder)
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"not a readable manifest: {e}", file=path) from None
-    if not isinstance(manifest, dict):
-        raise UsageError("not a symbuilder manifest (expected a JSON object)", file=path)
+        return manifest_check.parse_json(data)
+    except ValueError as e:  # UnicodeDecodeError and json's errors included
+        raise ExportError(f"{path}: not a readable manifest: {e}") from None
+
+
+def load_export(folder: str, *, manifest_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """The manifest of an export folder, checked: the pinned sha256 when given, then every
+    field verify and predict rely on (symbuilder.manifest). ExportError naming the manifest
+    and the field otherwise."""
+    manifest = read_manifest(folder)
+    path = os.path.join(folder, exporting.MANIFEST)
+    if manifest_sha256 is not None:
+        actual = exporting.manifest_sha256(folder)
+        if not manifest_check.sha256_matches(manifest_sha256, actual):
+            raise ExportError(f"{path}: sha256 is {actual}, but --manifest-sha256 pins "
+                              f"{manifest_sha256.strip().lower()}")
+    try:
+        manifest_check.check_schema(manifest)
+        manifest_check.check_consistent(manifest)
+    except manifest_check.ManifestFieldError as e:
+        raise manifest_check.located(path, e) from None
     return manifest
 
 
-def _resolve_model(target: str) -> Tuple[Optional[str], Optional[Dict[str, Any]], Optional[str]]:
-    """(export folder or None, manifest or None, onnx path or None) for a folder or an .onnx."""
+def file_problems(folder: str, manifest: Mapping[str, Any]) -> Tuple[List[str], List[str]]:
+    """(files that match the manifest, problems): every listed file present, a regular file
+    inside the folder, with the manifest's size and sha256; no file the manifest omits."""
+    listed = manifest["files"]
+    present = set(listed_files(folder))
+    problems: List[str] = []
+    ok = []
+    for name in sorted(listed):
+        why = manifest_check.inside(folder, name)
+        if why is None:
+            path = os.path.join(folder, name)
+            if os.path.getsize(path) != listed[name]["bytes"] or \
+                    exporting.sha256_file(path) != listed[name]["sha256"]:
+                why = "changed (sha256 differs from the manifest)"
+        if why:
+            problems.append(f"{name}: {why}")
+        else:
+            ok.append(name)
+    for name in sorted(present - set(listed)):
+        problems.append(f"{name}: not in the manifest")
+    return ok, problems
+
+
+def _model_files(manifest: Mapping[str, Any]) -> List[str]:
+    """The ONNX models of an export: its .onnx, and the Triton copies (once per content)."""
+    models = [manifest["onnx"]["file"]] if manifest.get("onnx") else []
+    models += [n for n in manifest["files"] if n.startswith("triton/") and
+               n.endswith("/model.onnx")]
+    seen: set = set()
+    return [m for m in models if not (manifest["files"][m]["sha256"] in seen or
+                                      seen.add(manifest["files"][m]["sha256"]))]
+
+
+def model_problems(folder: str, manifest: Mapping[str, Any]) -> List[str]:
+    """Each ONNX model against the manifest: readable, and taking the inputs and giving the
+    output width the manifest declares (after file_problems found the bytes unchanged)."""
+    import onnx
+    problems = []
+    for name in _model_files(manifest):
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                model = onnx.load_model_from_string(f.read())
+            manifest_check.check_onnx_graph(manifest, model.graph.input, model.graph.output,
+                                            name)
+            _ort_session(os.path.join(folder, name), ExportError)  # cached for the run after
+        except manifest_check.ManifestFieldError as e:
+            problems.append(f"{exporting.MANIFEST}: {e}")
+        except ExportError as e:
+            problems.append(str(e)[len(folder) + 1:] if str(e).startswith(folder) else str(e))
+        except Exception as e:  # protobuf's DecodeError and friends: bytes that are no model
+            problems.append(f"{name}: not a readable ONNX model ({_first_line(e)})")
+    return problems
+
+
+def checked_export(folder: str, *, manifest_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """load_export, and the files and models held against it: what predict runs before it
+    trusts an export. ExportError with the first problem otherwise."""
+    manifest = load_export(folder, manifest_sha256=manifest_sha256)
+    _, problems = file_problems(folder, manifest)
+    problems = problems or model_problems(folder, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more; see symbuilder verify)" if len(problems) > 1 \
+            else ""
+        raise ExportError(f"{folder}: {problems[0]}{more}")
+    return manifest
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def _failed_check() -> Iterator[None]:
+    """Inside an export that passed its hash check, an unreadable file is a failed check
+    (exit 1), not the user's bad input: a UsageError becomes an ExportError."""
+    try:
+        yield
+    except UsageError as e:
+        raise ExportError(str(e)) from None
+
+
+def _load_export_checkpoint(folder: str, manifest: Mapping[str, Any]):
+    """The export's checkpoint, with parameters that fit its symbol at the manifest's input
+    shapes; ExportError naming the file otherwise (a readable but wrong file included)."""
+    import mxnet as mx
+    from .errors import mxnet_message
+    prefix = os.path.join(folder, manifest["checkpoint"]["symbol"][: -len("-symbol.json")])
+    with _failed_check():
+        symbol, arg_params, aux_params = load_checkpoint(prefix, manifest["epoch"])
+    params_file = os.path.join(folder, manifest["checkpoint"]["params"])
+    shapes = {i["name"]: (1,) + tuple(i["shape"][1:]) for i in manifest["inputs"]}
+    try:
+        arg_shapes, _, aux_shapes = symbol.infer_shape_partial(**shapes)
+    except mx.base.MXNetError as e:
+        raise ExportError(f"{prefix}-symbol.json: does not take the manifest's inputs: "
+                          f"{mxnet_message(e)}") from None
+    wanted = list(zip(symbol.list_arguments(), arg_shapes)) + \
+        list(zip(symbol.list_auxiliary_states(), aux_shapes))
+    given = {**arg_params, **aux_params}
+    for name, shape in wanted:
+        if name in shapes or name.endswith("_label"):
+            continue
+        if name not in given or tuple(given[name].shape) != tuple(shape or ()):
+            found = tuple(given[name].shape) if name in given else "missing"
+            raise ExportError(f"{params_file}: parameter '{name}': expected shape "
+                              f"{tuple(shape or ())}, found {found}")
+    return symbol, arg_params, aux_params
+
+
+def _ort_session(path: str, error: type):
+    """An ONNX Runtime session for `path`; `error` (UsageError for a user's bare .onnx,
+    ExportError inside an export) naming the file when ORT cannot load it."""
+    from .verify import _session
+    try:
+        return _session(path, True)
+    except Exception as e:  # ORT's pybind errors (InvalidProtobuf, Fail, InvalidGraph ...)
+        message = f"not a model ONNX Runtime can load: {_first_line(e)}"
+        raise (error(message, file=path) if issubclass(error, UsageError)
+               else error(f"{path}: {message}")) from None
+
+
+def _resolve_model(target: str, manifest_sha256: Optional[str] = None
+                   ) -> Tuple[Optional[str], Optional[Dict[str, Any]], Optional[str]]:
+    """(export folder or None, checked manifest or None, onnx path or None) for a folder or
+    an .onnx file."""
     if os.path.isdir(target):
-        manifest = read_manifest(target)
+        manifest = checked_export(target, manifest_sha256=manifest_sha256)
         onnx_entry = manifest.get("onnx")
         path = os.path.join(target, onnx_entry["file"]) if onnx_entry else None
         return target, manifest, path
@@ -434,15 +643,19 @@ def _resolve_model(target: str) -> Tuple[Optional[str], Optional[Dict[str, Any]]
     if os.path.isfile(os.path.join(folder, exporting.MANIFEST)):
         manifest = read_manifest(folder)
         if (manifest.get("onnx") or {}).get("file") == os.path.basename(target):
-            return folder, manifest, target
+            return folder, checked_export(folder, manifest_sha256=manifest_sha256), target
+    if manifest_sha256 is not None:
+        raise UsageError("--manifest-sha256 needs an export folder (this file has no "
+                         "manifest beside it)", file=target)
     return None, None, target
 
 
 def label_column(manifest: Mapping[str, Any]) -> Optional[str]:
     """The data's label column (csv) as the build's spec named it; None when unknown."""
-    data = (manifest.get("spec") or {}).get("data") or {}
-    label = (data.get("train") or {}).get("label")
-    return label if isinstance(label, str) else None
+    value: Any = manifest
+    for key in ("spec", "data", "train", "label"):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional[str]
@@ -460,6 +673,7 @@ def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional
     if not rows or not any(c.strip() for c in rows[0]):
         raise DataError("empty CSV file; expected a header row", file=path, line=1)
     header = [h.strip() for h in rows[0]]
+    _refuse_duplicates(header, path)
     if feature_names is None:
         feature_names = [h for h in header if h != label]
     missing = [n for n in feature_names if n not in header]
@@ -498,6 +712,10 @@ def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional
             if not np.isfinite(v):
                 raise DataError(f"column '{header[i]}': not a finite number: {text}", file=path,
                                 line=lineno)
+            if abs(v) >= _FLOAT32_OVERFLOW:
+                raise DataError(f"column '{header[i]}': {text} is outside float32's range "
+                                f"(largest {np.finfo(np.float32).max:.7g}), the model's input "
+                                "type", file=path, line=lineno)
             vals.append(v)
         out.append(vals)
     if not out:
@@ -505,32 +723,48 @@ def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional
     return np.asarray(out, dtype=np.float32)
 
 
+# The smallest magnitude float32 rounds to infinity: the largest float32 plus half an ulp.
+_FLOAT32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
+
+
+def _refuse_duplicates(header: Sequence[str], path: str) -> None:
+    """Two columns of one name: matching by name would feed the first into both places."""
+    first: Dict[str, int] = {}
+    for k, name in enumerate(header, start=1):
+        if name in first:
+            raise DataError(f"column name '{name}' appears twice (fields {first[name]} and "
+                            f"{k}); columns are matched by name, so each must be unique",
+                            file=path, line=1)
+        first[name] = k
+
+
 def predict(target: str, csv_path: str, *, checkpoint: bool = False,
-            batch_size: int = 1024) -> Predictions:
+            batch_size: int = 1024, manifest_sha256: Optional[str] = None) -> Predictions:
     """Run an export (folder, or its .onnx; or the checkpoint with `checkpoint=True`) on the
     CSV's rows. Columns are matched to the manifest's feature names; the label column, if
-    present, is ignored. A bare .onnx without a manifest takes every column in file order."""
-    folder, manifest, onnx_path = _resolve_model(target)
+    present, is ignored. A bare .onnx without a manifest takes every column in file order.
+    An export is checked first (manifest fields, file hashes, the ONNX graph against the
+    manifest): ExportError when it fails."""
+    folder, manifest, onnx_path = _resolve_model(target, manifest_sha256)
     manifest = manifest or {}
     label = label_column(manifest)
     fixed_batch = None
     if checkpoint:
         if not folder or not manifest.get("checkpoint"):
             raise UsageError("--checkpoint needs an export folder with a checkpoint", file=target)
-        import mxnet as mx
         from .verify import mxnet_forward
-        ckpt = manifest["checkpoint"]
-        symbol, arg_params, aux_params = mx.model.load_checkpoint(
-            os.path.join(folder, ckpt["symbol"][: -len("-symbol.json")]), int(manifest["epoch"]))
+        symbol, arg_params, aux_params = _load_export_checkpoint(folder, manifest)
         run = lambda feed: mxnet_forward(symbol, arg_params, aux_params, feed)[0]  # noqa: E731
         output_name = symbol.list_outputs()[0]
         graph_inputs = [(i["name"], None) for i in manifest["inputs"]]
     else:
         if onnx_path is None:
             raise UsageError("this export has no ONNX model; use --checkpoint", file=target)
-        from .verify import _session, onnx_forward
-        session = _session(onnx_path, True)
+        from .verify import onnx_forward
+        session = _ort_session(onnx_path, ExportError if folder else UsageError)
         graph_inputs = [(i.name, i.shape) for i in session.get_inputs()]
+        if not graph_inputs or not session.get_outputs():
+            raise UsageError("an ONNX model without inputs or outputs", file=onnx_path)
         first = graph_inputs[0][1]
         fixed_batch = first[0] if first and isinstance(first[0], int) else None
         if fixed_batch:
@@ -573,7 +807,14 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
         if fixed_batch and n < fixed_batch:  # a fixed-batch ONNX model: pad the last chunk
             chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed_batch - n, axis=0)])
                      for k, v in chunk.items()}
-        parts.append(np.asarray(run(chunk))[:n])
+        try:
+            parts.append(np.asarray(run(chunk))[:n])
+        except Exception as e:  # ORT/MXNet refusing the inputs: name the model and the cause
+            if folder:
+                raise ExportError(f"{target}: the model fails on these inputs: "
+                                  f"{_first_line(e)}") from None
+            raise UsageError(f"the model fails on {csv_path}'s rows: {_first_line(e)}",
+                             file=target) from None
     values = np.concatenate(parts).reshape(len(rows), -1).astype(np.float32)
     classes = manifest.get("classes")
     meaning = ((manifest.get("outputs") or [{}])[0]).get("meaning", "")
@@ -592,11 +833,13 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
 
 
 def listed_files(folder: str) -> List[str]:
-    """Every file under `folder` (relative, '/'-separated) except the manifest."""
+    """Every file under `folder` (relative, '/'-separated) except the manifest; a symlinked
+    folder is listed as an entry too (an export has none, so it is named, not followed)."""
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        for name in sorted(files):
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        for name in sorted(files + links):
             rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
             if rel != exporting.MANIFEST:
                 found.append(rel)
@@ -605,78 +848,86 @@ def listed_files(folder: str) -> List[str]:
 
 def load_samples(path: str, manifest: Optional[Mapping[str, Any]] = None) -> np.ndarray:
     """Real samples from .npy, .npz (array X) or .csv; a CSV's columns are matched by the
-    manifest's feature names (its label column ignored), or all taken in file order."""
+    manifest's feature names (its label column ignored), or all taken in file order. A
+    DataError naming the file for anything else (object arrays and pickles included: they are
+    never loaded)."""
     from .sources import read_table
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in ("npy", "npz"):
-        return np.asarray(read_table(path, ext, label=None).features)
+        if not os.path.isfile(path):
+            raise DataError("no such data file", file=path)
+        try:
+            values = np.asarray(read_table(path, ext, label=None).features)
+        except (ValueError, OSError, EOFError) as e:  # numpy's refusals: pickles, bad headers
+            raise DataError(f"not a readable .{ext} file: {_first_line(e)}", file=path) from None
+        if values.dtype.kind not in "fiub" or values.ndim < 2 or not len(values):
+            raise DataError(f"expected a numeric array of samples (N, ...), found "
+                            f"{values.dtype} {list(values.shape)}", file=path)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise DataError("NaN or infinite values", file=path)
+        if np.abs(values).max() >= _FLOAT32_OVERFLOW:
+            raise DataError("values outside float32's range, the model's input type", file=path)
+        return values
+    if ext != "csv":
+        raise DataError("expected a .npy, .npz or .csv file", file=path)
     manifest = manifest or {}
     return read_rows(path, manifest.get("feature_names"), label_column(manifest))
 
 
 def verify_export(folder: str, *, data: Optional[Any] = None,
-                  random_samples: int = DEFAULT_RANDOM_SAMPLES) -> Dict[str, Any]:
-    """Check every file of an export folder against the manifest's sha256 and size, then re-run
+                  random_samples: int = DEFAULT_RANDOM_SAMPLES,
+                  manifest_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """Check an export folder: the manifest's fields (and its sha256 when pinned), every file
+    against the manifest's sha256 and size, the ONNX graph against the manifest, then re-run
     the parity check (ONNX vs checkpoint) on random samples drawn as the build drew them, plus
-    `data` (an array, or a file for load_samples) when given. Returns {"passed", "problems", "files", "parity"}; UsageError when the
-    folder is not an export."""
-    manifest = read_manifest(folder)
-    listed = manifest.get("files") or {}
-    present = set(listed_files(folder))
-    problems: List[str] = []
-    ok = []
-    for name in sorted(listed):
-        path = os.path.join(folder, name)
-        if name not in present:
-            problems.append(f"{name}: missing")
-            continue
-        entry = listed[name]
-        if os.path.getsize(path) != entry.get("bytes") or \
-                exporting.sha256_file(path) != entry.get("sha256"):
-            problems.append(f"{name}: changed (sha256 differs from the manifest)")
-            continue
-        ok.append(name)
-    for name in sorted(present - set(listed)):
-        problems.append(f"{name}: not in the manifest")
+    `data` (an array, or a file for load_samples) when given. Returns {"passed", "problems",
+    "files", "parity"}; UsageError when the folder is not an export, ExportError when its
+    manifest is not valid."""
+    manifest = load_export(folder, manifest_sha256=manifest_sha256)
+    ok, problems = file_problems(folder, manifest)
+    problems = problems or model_problems(folder, manifest)
     report: Dict[str, Any] = {"folder": folder, "files": ok, "problems": problems,
                               "parity": None}
-    if problems:
-        report["passed"] = False
-        return report
-    ckpt, onnx_entry = manifest.get("checkpoint"), manifest.get("onnx")
-    models = []
-    if onnx_entry:
-        models.append(onnx_entry["file"])
-    models += [n for n in ok if n.startswith("triton/") and n.endswith("/model.onnx")]
-    # A copy with the same bytes (the Triton model is the ONNX file) needs no second run.
-    seen = set()
-    models = [m for m in models if not (listed[m]["sha256"] in seen or
-                                        seen.add(listed[m]["sha256"]))]
-    if ckpt and models:
-        import mxnet as mx
-        prefix = os.path.join(folder, ckpt["symbol"][: -len("-symbol.json")])
-        symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, int(manifest["epoch"]))
-        recorded = manifest.get("parity") or {}
-        inputs = manifest.get("inputs") or []
-        shapes = {i["name"]: tuple(i["shape"][1:]) for i in inputs}
-        held_out = None
-        if isinstance(data, str):
-            data = load_samples(data, manifest)
-        if data is not None:
-            name = inputs[0]["name"]
-            held_out = {name: np.asarray(data, np.float32).reshape((len(data),) + shapes[name])}
-        random_info = (recorded.get("inputs") or {}).get("random") or {}
-        parity = {}
-        for model_file in models:
-            parity[model_file] = parity_suite(
-                symbol, arg_params, aux_params, os.path.join(folder, model_file),
-                atol=float(recorded.get("atol", 1e-5)), held_out=held_out, sample_shapes=shapes,
-                random_samples=random_samples, seed=int(random_info.get("seed", DEFAULT_SEED)),
-                ranges=recorded.get("random_range"))
-            if not parity[model_file]["passed"]:
-                p = parity[model_file]
-                problems.append(f"{model_file}: ONNX Runtime disagrees with the checkpoint: max "
-                                f"abs difference {p['max_abs']:.3g} > atol {p['atol']:g}")
-        report["parity"] = parity
+    models = _model_files(manifest)
+    if not problems and manifest.get("checkpoint") and models:
+        report["parity"] = _verify_parity(folder, manifest, models, data, random_samples,
+                                          problems)
     report["passed"] = not problems
     return report
+
+
+def _verify_parity(folder: str, manifest: Mapping[str, Any], models: Sequence[str],
+                   data: Optional[Any], random_samples: int, problems: List[str]
+                   ) -> Dict[str, Any]:
+    """parity_suite for each model file against the export's checkpoint; a problem per model
+    that disagrees."""
+    symbol, arg_params, aux_params = _load_export_checkpoint(folder, manifest)
+    recorded = manifest["parity"]
+    shapes = {i["name"]: tuple(i["shape"][1:]) for i in manifest["inputs"]}
+    held_out = None
+    if isinstance(data, str):
+        data = load_samples(data, manifest)
+    if data is not None:
+        name = manifest["inputs"][0]["name"]
+        held_out = {name: _as_samples(np.asarray(data, np.float32), shapes[name], name)}
+    random_info = recorded["inputs"].get("random") or {}
+    parity = {}
+    for model_file in models:
+        with _failed_check():
+            p = parity_suite(symbol, arg_params, aux_params, os.path.join(folder, model_file),
+                             atol=float(recorded["atol"]), held_out=held_out,
+                             sample_shapes=shapes, random_samples=random_samples,
+                             seed=int(random_info.get("seed", DEFAULT_SEED)),
+                             ranges=recorded.get("random_range"))
+        parity[model_file] = p
+        if not p["passed"]:
+            problems.append(f"{model_file}: ONNX Runtime disagrees with the checkpoint: max "
+                            f"abs difference {p['max_abs']:.3g} > atol {p['atol']:g}")
+    return parity
+
+
+def _as_samples(values: np.ndarray, shape: Sequence[int], name: str) -> np.ndarray:
+    if values.ndim < 1 or int(np.prod(values.shape[1:])) != int(np.prod(shape)):
+        raise DataError(f"--data: {list(values.shape[1:])} values per sample for input "
+                        f"'{name}', whose sample shape is {list(shape)}")
+    return values.reshape((len(values),) + tuple(shape))
