@@ -217,6 +217,11 @@ def _check_optimizer(spec: Spec) -> None:
                          f"{suggest_text(name, registry)}; MXNet has: {', '.join(sorted(registry))}")
     check_keywords(name, train.optimizer_params, optimizer_defaults(name),
                    ("train", "optimizer_params"), spec.error, owned=OPTIMIZER_OWNED)
+    if name == "groupadagrad" and float(train.optimizer_params.get("wd", 0.0) or 0.0) != 0.0:
+        # MXNet asserts wd == 0 inside its first update; say why, and what to do.
+        raise spec.error(("train", "optimizer_params"),
+                         f"'{train.optimizer}' does not support weight decay (MXNet asserts wd "
+                         "== 0); remove wd, or use adagrad")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notes (ccsgd) are not the user's error
@@ -234,11 +239,6 @@ def _check_training(spec: Spec) -> None:
     train = spec.train
     _check_optimizer(spec)
     name = train.optimizer.lower()
-    if name == "groupadagrad" and float(train.optimizer_params.get("wd", 0.0) or 0.0) != 0.0:
-        # MXNet asserts wd == 0 inside its first update; say so before training.
-        raise spec.error(("train", "optimizer_params"),
-                         f"'{train.optimizer}' does not support weight decay (MXNet asserts wd "
-                         "== 0); remove wd, or use adagrad")
     running = [i.normalize for i in spec.all_inputs
                if i.normalize is not None and i.normalize.freeze and i.normalize.stats == "running"]
     if running and name in LR_MULT_UNSAFE:
