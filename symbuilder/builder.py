@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
@@ -263,7 +264,10 @@ def infer_shapes(spec: Spec, symbol: mx.sym.Symbol, batch_size: int = 1) -> Dict
 def _infer_shape(symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, ...]]) -> Tuple[Any, Any, Any]:
     """symbol.infer_shape, with MXNet's one non-MXNetError failure turned into one."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints its arguments on failure
+        # MXNet prints its arguments on failure, and warns about a shape it cannot decide;
+        # both become the one located error below.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return symbol.infer_shape(**shapes)
     except mx.base.MXNetError:
         raise

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, List, Optional
 
 import mxnet as mx
+import numpy as np
 
 from .builder import InputLayerNames, build_symbol, infer_shapes, layer_names, layer_shapes
 from .errors import ExportError
@@ -78,7 +80,12 @@ def check_initialization(spec: Spec, symbol: mx.sym.Symbol) -> None:
         shape = tuple(shapes[name])
         trial = shape if _elements(shape) <= 1 << 16 else tuple(min(d, 8) for d in shape)
         try:
-            initializer(mx.init.InitDesc(name, attrs.get(name, {})), mx.nd.zeros(trial))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy's "invalid value in sqrt": NaN weights
+                array = mx.nd.zeros(trial)
+                initializer(mx.init.InitDesc(name, attrs.get(name, {})), array)
+                if not np.isfinite(array.asnumpy()).all():
+                    raise ValueError("it gives values that are not finite (NaN or inf)")
         except Exception as e:  # ValueError/AssertionError/MXNetError from the initializer
             raise _initialization_error(spec, name, shape, owners.get(name), e) from None
 

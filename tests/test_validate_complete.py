@@ -353,3 +353,13 @@ def test_mutations_that_validate_accepts_build(tmp_path):
 
     check()
     assert stats["built"] >= 10, stats
+
+
+def test_an_initializer_that_gives_nan_is_refused(tmp_path, capsys):
+    """xavier with a negative magnitude takes a square root of it: NaN weights, a run that
+    diverges at once. numpy's warning is turned into the located refusal."""
+    spec = make_spec(tmp_path, spec_text(initializer="{name: xavier, magnitude: -2}"))
+    code, out, err = run(["validate", spec, "--no-data"], capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"{spec}:17:3: train.initializer: cannot initialize 'fc1_weight' of shape "
+                   "(8, 30) (layer 'fc1'): invalid value encountered in sqrt\n"), err
