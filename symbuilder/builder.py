@@ -369,17 +369,18 @@ def check_graph(spec: Spec, symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, 
     32-bit shape arithmetic wrapped around), more than 2^31 parameters in all."""
     internals = symbol.get_internals()
     data = data_shapes(spec, 1)
-    with contextlib.redirect_stdout(io.StringIO()):
-        _, out_types, _ = internals.infer_type(**{name: "float32" for name in data})
-        _, out_shapes, _ = internals.infer_shape(**data)
     owner = _output_owners(spec, symbol)
+    out_types = _infer_types(spec, internals, data, owner)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, out_shapes, _ = internals.infer_shape(**data)
     batch = spec.train.batch_size
     for name, shape in data.items():
         if _elements(shape) * batch >= MAX_TENSOR_ELEMENTS:
             raise spec.error(("train", "batch_size"), f"a batch of {batch} samples of input "
                              f"'{name}' has {_elements(shape) * batch:,} elements; MXNet's pip "
                              "builds allow fewer than 2^31 per tensor")
-    for name, dtype, shape in zip(internals.list_outputs(), out_types, out_shapes):
+    for name, dtype, shape in zip(internals.list_outputs(), out_types or [np.float32] * len(out_shapes),
+                                  out_shapes):
         index = owner.get(name)
         if index is None:
             continue
@@ -404,6 +405,30 @@ def check_graph(spec: Spec, symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, 
     if total > MAX_TENSOR_ELEMENTS:
         raise spec.error(("layers",), f"the network has {total:,} parameters; symbuilder builds "
                                       f"at most 2^31 ({MAX_TENSOR_ELEMENTS:,})")
+
+
+def _infer_types(spec: Spec, internals: mx.sym.Symbol, data: Dict[str, Tuple[int, ...]],
+                 owner: Dict[str, int]) -> Optional[List[Any]]:
+    """Every internal output's dtype from float32 inputs; a failure (log_softmax with
+    use_length and no length input) is located at the first layer whose type fails."""
+    types = {name: "float32" for name in data}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return internals.infer_type(**types)[1]
+    except mx.base.MXNetError as e:
+        error = e
+    for k, name in enumerate(internals.list_outputs()):
+        if name not in owner:
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                internals[k].infer_type(**{n: t for n, t in types.items()
+                                          if n in internals[k].list_arguments()})
+        except mx.base.MXNetError as e:
+            index = owner[name]
+            raise spec.error(("layers", index), f"{spec.layers[index].op}: "
+                                                f"{mxnet_message(e)}") from None
+    raise spec.error(("output",), f"{spec.output.op}: {mxnet_message(error)}") from None
 
 
 def _elements(shape: Tuple[int, ...]) -> int:
