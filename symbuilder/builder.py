@@ -5,13 +5,19 @@ error messages all derive from it. Shape inference errors are located at the lay
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import io
 import json
-from typing import Any, Dict, List, Tuple
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
 
 import mxnet as mx
+import numpy as np
 
 from .errors import mxnet_message
+from .spec.fields import MAX_TENSOR_ELEMENTS
 from .spec.model import InputSpec, Spec
 
 
@@ -54,20 +60,8 @@ def layer_names(spec: Spec) -> List[str]:
 
 
 def _initializer(init: Dict[str, Any], where: Tuple, spec: Spec) -> mx.init.Initializer:
-    kwargs = {k: v for k, v in init.items() if k != "name"}
-    name = init.get("name")
-    if not isinstance(name, str):
-        raise spec.error(where + ("name",) if "name" in init else where,
-                         "an initializer needs a name (xavier, uniform, normal, zero, one, ...)")
-    try:
-        return mx.init.create(name, **kwargs)
-    except Exception as e:  # MXNet raises ValueError/TypeError/KeyError for a bad name or kwargs
-        known = sorted(k for k in mx.init.Initializer._registry if not k.startswith("_")) \
-            if hasattr(mx.init.Initializer, "_registry") else []
-        from .spec.catalog_suggest import suggest_text
-        hint = suggest_text(name, known) if known else ""
-        raise spec.error(where, f"invalid initializer {init!r}{hint}: "
-                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    from .spec.semantics import make_initializer
+    return make_initializer(spec, init, where)
 
 
 def build_input(input_spec: InputSpec) -> mx.sym.Symbol:
@@ -108,13 +102,67 @@ def _layer_attrs(spec: Spec, index: int) -> Dict[str, str]:
         raise spec.error(where, e.message) from None
 
 
+class GraphNames:
+    """Every node and variable name the graph has so far, with who made it, so that a name
+    made twice (an input called fc1_weight beside layer fc1, a label called like an input)
+    is one located error at the second, not MXNet's duplicate-argument shape failure."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.owners: Dict[str, str] = {}
+
+    def claim(self, name: str, owner: str, where: Tuple, what: str = "") -> None:
+        if name in self.owners:
+            made = f"{what} '{name}', which" if what else f"'{name}', which"
+            raise self.spec.error(where, f"{made} is already the name of {self.owners[name]}; "
+                                         "rename one of them")
+        self.owners[name] = owner
+
+    def claim_inputs(self) -> None:
+        for i, item in enumerate(self.spec.all_inputs):
+            where = self.spec.input_path(i) + ("name",)
+            self.claim(item.name, f"the input '{item.name}'", where)
+            if item.normalize is not None:
+                names = InputLayerNames.for_input(item.name)
+                for name in dataclasses.astuple(names):
+                    self.claim(name, f"the input layer of '{item.name}'", where,
+                               f"input '{item.name}' makes its input layer's name")
+
+    def claim_layer(self, index: int, name: str, node: mx.sym.Symbol,
+                    inputs: List[mx.sym.Symbol]) -> None:
+        """The layer's node name and the variables composing it created (its parameters)."""
+        layer = self.spec.layers[index]
+        where = ("layers", index, "name") if layer.name else ("layers", index)
+        self.claim(name, f"layer '{name}' (layers[{index}])", where)
+        given = collections.Counter(s.name for s in inputs if s.get_children() is None)
+        children = node.get_children()
+        for child in (children if children is not None else []):
+            if child.get_children() is not None:
+                continue
+            if given[child.name] > 0:
+                given[child.name] -= 1
+                continue
+            self.claim(child.name, f"the parameter '{child.name}' of layer '{name}' "
+                                   f"(layers[{index}])", where,
+                       f"layer '{name}' creates the parameter")
+
+    def claim_head(self) -> None:
+        out = self.spec.output
+        where = ("output", "name")  # located at the output section when the name is the default
+        self.claim(out.name, f"the output head '{out.name}'", where)
+        self.claim(out.label_name, f"the label of '{out.name}'", where,
+                   f"the head '{out.name}' reads its label as")
+
+
 def build_inputs(spec: Spec) -> Dict[str, mx.sym.Symbol]:
     """Each data input, normalized by its own input layer, by input name."""
     return {item.name: build_input(item) for item in spec.all_inputs}
 
 
-def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol]) -> mx.sym.Symbol:
-    """The layer DAG on top of the normalized inputs. Returns the last layer."""
+def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol],
+                 graph: Optional[GraphNames] = None) -> mx.sym.Symbol:
+    """The layer DAG on top of the normalized inputs. Returns the last layer. `graph`, when
+    given, has the inputs' names and gets every layer's."""
     names = layer_names(spec)
     produced: Dict[str, mx.sym.Symbol] = dict(starts)
     previous = next(iter(starts.values())) if len(starts) == 1 else None
@@ -156,6 +204,8 @@ def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol]) -> mx.sym.Symbol:
             node = op_fn(*inputs, name=name, **param_vars, **attrs)
         except Exception as e:  # MXNetError / TypeError from MXNet's op wrapper
             raise spec.error(("layers", i), f"{layer.op}: {mxnet_message(e)}") from None
+        if graph is not None:
+            graph.claim_layer(i, name, node, inputs)
         if len(node.list_outputs()) > 1:
             node = node[0]  # multi-output ops (e.g. SliceChannel) feed their first output on
         produced[name] = node
@@ -179,9 +229,14 @@ def build_symbol(spec: Spec, *, check_shapes: bool = True) -> mx.sym.Symbol:
 
     This is the function a legacy pipeline calls to get the symbol for its own Module code.
     """
-    symbol = build_head(spec, build_layers(spec, build_inputs(spec)))
+    graph = GraphNames(spec)
+    graph.claim_inputs()
+    body = build_layers(spec, build_inputs(spec), graph)
+    graph.claim_head()
+    symbol = build_head(spec, body)
     if check_shapes:
-        infer_shapes(spec, symbol)
+        shapes = infer_shapes(spec, symbol)
+        check_graph(spec, symbol, shapes)
     return symbol
 
 
@@ -209,7 +264,11 @@ def infer_shapes(spec: Spec, symbol: mx.sym.Symbol, batch_size: int = 1) -> Dict
 def _infer_shape(symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, ...]]) -> Tuple[Any, Any, Any]:
     """symbol.infer_shape, with MXNet's one non-MXNetError failure turned into one."""
     try:
-        return symbol.infer_shape(**shapes)
+        # MXNet prints its arguments on failure, and warns about a shape it cannot decide;
+        # both become the one located error below.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return symbol.infer_shape(**shapes)
     except mx.base.MXNetError:
         raise
     except Exception as e:  # MXNet raises a bare Exception for tensors beyond 2^31 elements
@@ -239,7 +298,7 @@ def _locate_shape_error(spec: Spec, batch_size: int) -> None:
             raise spec.error(("layers", i), f"{spec.layers[i].op} '{names[i]}' cannot take input "
                              f"shape {received}: {mxnet_message(e)}") from None
     body = build_layers(spec, starts)
-    _, out, _ = body.infer_shape(**shapes)
+    _, out, _ = _infer_shape(body, shapes)
     label = f" (label shape follows the data: {out[0]})" if out else ""
     raise spec.error(("output",), f"{spec.output.op} cannot take input shape {out[0] if out else '?'}"
                      f"{label}")
@@ -257,7 +316,8 @@ def _input_shapes_of(spec: Spec, starts: Dict[str, mx.sym.Symbol], index: int,
         else:
             k = names.index(ref)
             node = build_layers(dataclasses.replace(spec, layers=spec.layers[:k + 1]), starts)
-        _, out, _ = node.infer_shape_partial(**shapes)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, out, _ = node.infer_shape_partial(**shapes)
         return tuple(out[0])
 
     try:
@@ -299,3 +359,149 @@ def layer_shapes(spec: Spec, symbol: mx.sym.Symbol) -> List[Dict[str, Any]]:
                      "shape": tuple(out_by_name.get(out_key, out_by_name.get(f"{name}_output0", ()))),
                      "params": count})
     return rows
+
+
+# MXNet's pip wheels index tensors with 32-bit integers (USE_INT64_TENSOR_SIZE=0); beyond
+# 2^31 elements it fails at allocation, after the data is read (fields.MAX_TENSOR_ELEMENTS).
+def check_graph(spec: Spec, symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, ...]]) -> None:
+    """What shape inference accepts but training would not: a tensor that is not float32, a
+    tensor of 2^31 elements or more at the training batch size (or a dimension MXNet's
+    32-bit shape arithmetic wrapped around), more than 2^31 parameters in all."""
+    internals = symbol.get_internals()
+    data = data_shapes(spec, 1)
+    owner = _output_owners(spec, symbol)
+    out_types = _infer_types(spec, internals, data, owner)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, out_shapes, _ = internals.infer_shape(**data)
+    batch = spec.train.batch_size
+    for name, shape in data.items():
+        if _elements(shape) * batch >= MAX_TENSOR_ELEMENTS:
+            raise spec.error(("train", "batch_size"), f"a batch of {batch} samples of input "
+                             f"'{name}' has {_elements(shape) * batch:,} elements; MXNet's pip "
+                             "builds allow fewer than 2^31 per tensor")
+    for name, dtype, shape in zip(internals.list_outputs(), out_types or [np.float32] * len(out_shapes),
+                                  out_shapes):
+        index = owner.get(name)
+        if index is None:
+            continue
+        if np.dtype(dtype) != np.float32:
+            layer = spec.layers[index]
+            raise spec.error(("layers", index, "dtype" if "dtype" in layer.attrs else "op"),
+                             f"{layer.op} outputs {np.dtype(dtype).name}, but the exported graph "
+                             "is float32 end to end (the ONNX inputs and outputs, the parity "
+                             "check); leave it out, or keep dtype float32")
+        _check_size(spec, index, f"its output of shape {tuple(shape)}", shape, batch)
+        _check_wrapped(spec, index, symbol, shape)
+    params = [n for n in symbol.list_arguments() + symbol.list_auxiliary_states()
+              if n not in data and n != spec.output.label_name]
+    arg_owner = _argument_owners(spec, symbol)
+    total = 0
+    for name in params:
+        n = _elements(shapes[name])
+        total += n
+        if name in arg_owner:
+            _check_size(spec, arg_owner[name], f"its parameter '{name}' of shape "
+                        f"{tuple(shapes[name])}", shapes[name], 1)
+    if total > MAX_TENSOR_ELEMENTS:
+        raise spec.error(("layers",), f"the network has {total:,} parameters; symbuilder builds "
+                                      f"at most 2^31 ({MAX_TENSOR_ELEMENTS:,})")
+
+
+def _infer_types(spec: Spec, internals: mx.sym.Symbol, data: Dict[str, Tuple[int, ...]],
+                 owner: Dict[str, int]) -> Optional[List[Any]]:
+    """Every internal output's dtype from float32 inputs; a failure (log_softmax with
+    use_length and no length input) is located at the first layer whose type fails."""
+    types = {name: "float32" for name in data}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return internals.infer_type(**types)[1]
+    except mx.base.MXNetError as e:
+        error = e
+    for k, name in enumerate(internals.list_outputs()):
+        if name not in owner:
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                internals[k].infer_type(**{n: t for n, t in types.items()
+                                          if n in internals[k].list_arguments()})
+        except mx.base.MXNetError as e:
+            index = owner[name]
+            raise spec.error(("layers", index), f"{spec.layers[index].op}: "
+                                                f"{mxnet_message(e)}") from None
+    raise spec.error(("output",), f"{spec.output.op}: {mxnet_message(error)}") from None
+
+
+def _elements(shape: Tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _check_size(spec: Spec, index: int, what: str, shape: Tuple[int, ...], batch: int) -> None:
+    if any(int(d) <= 0 for d in shape):
+        raise spec.error(("layers", index), f"{spec.layers[index].op}: {what} has a dimension "
+                         "MXNet's 32-bit shape arithmetic overflowed; use smaller attributes")
+    n = _elements(shape) * batch
+    if n >= MAX_TENSOR_ELEMENTS:
+        at = f" at batch size {batch}" if batch > 1 else ""
+        raise spec.error(("layers", index), f"{spec.layers[index].op}: {what} has {n:,} "
+                         f"elements{at}; MXNet's pip builds allow fewer than 2^31 per tensor")
+
+
+def _check_wrapped(spec: Spec, index: int, symbol: mx.sym.Symbol, shape: Tuple[int, ...]) -> None:
+    """repeat and tile compute an output dimension as a product in 32 bits, which wraps
+    around silently (repeat 143165577 times of 30 values gives 14): recompute it exactly."""
+    layer = spec.layers[index]
+    if layer.op not in ("repeat", "tile"):
+        return
+    node = _layer_node(symbol, layer_names(spec)[index])
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, (in_shape,), _ = node.get_children()[0].infer_shape(**data_shapes(spec, 1))
+    if layer.op == "repeat":
+        axis = layer.attrs.get("axis")
+        repeats = int(layer.attrs["repeats"])
+        want = ((_elements(in_shape) * repeats,) if axis is None else
+                tuple(d * repeats if k == axis % len(in_shape) else d
+                      for k, d in enumerate(in_shape)))
+    else:
+        reps = [int(r) for r in layer.attrs.get("reps", ())]
+        ndim = max(len(reps), len(in_shape))
+        padded_in = (1,) * (ndim - len(in_shape)) + tuple(in_shape)
+        padded_reps = [1] * (ndim - len(reps)) + reps
+        want = tuple(d * r for d, r in zip(padded_in, padded_reps))
+    if tuple(shape) != want:
+        _check_size(spec, index, f"its output of shape {want}", want, spec.train.batch_size)
+        raise spec.error(("layers", index), f"{layer.op}: MXNet computes the output shape "
+                         f"{tuple(shape)} instead of {want} (32-bit overflow)")
+
+
+def _layer_node(symbol: mx.sym.Symbol, name: str) -> mx.sym.Symbol:
+    internals = symbol.get_internals()
+    outputs = internals.list_outputs()
+    key = f"{name}_output" if f"{name}_output" in outputs else f"{name}_output0"
+    return internals[outputs.index(key)]
+
+
+def _output_owners(spec: Spec, symbol: mx.sym.Symbol) -> Dict[str, int]:
+    """Internal output name (fc1_output, split0_output3) -> the index of its layer."""
+    index = {name: i for i, name in enumerate(layer_names(spec))}
+    out: Dict[str, int] = {}
+    for name in symbol.get_internals().list_outputs():
+        node, sep, _ = name.rpartition("_output")
+        if sep and node in index:
+            out[name] = index[node]
+    return out
+
+
+def _argument_owners(spec: Spec, symbol: mx.sym.Symbol) -> Dict[str, int]:
+    """Parameter name -> the index of the first layer that reads it."""
+    index = {name: i for i, name in enumerate(layer_names(spec))}
+    nodes = json.loads(symbol.tojson())["nodes"]
+    out: Dict[str, int] = {}
+    for node in nodes:
+        if node["op"] != "null" and node["name"] in index:
+            for source in node["inputs"]:
+                if nodes[source[0]]["op"] == "null":
+                    out.setdefault(nodes[source[0]]["name"], index[node["name"]])
+    return out

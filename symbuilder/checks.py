@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
-from typing import List
+import warnings
+from typing import Any, List, Optional
 
 import mxnet as mx
+import numpy as np
 
 from .builder import InputLayerNames, build_symbol, infer_shapes, layer_names, layer_shapes
 from .errors import ExportError
@@ -17,7 +19,9 @@ def check_static(spec: Spec, symbol: mx.sym.Symbol) -> None:
     spec that could never be exported fails in a second, not after training."""
     from .train import contexts
     contexts(spec)
+    check_kvstore(spec)
     check_optimizer_shapes(spec, symbol)
+    check_initialization(spec, symbol)
     if "onnx" in spec.export.formats:
         check_onnx_translatable(spec, symbol)
 
@@ -38,6 +42,80 @@ def check_onnx_translatable(spec: Spec, symbol: mx.sym.Symbol) -> None:
             raise spec.error(("export", "formats"), str(e)) from None
 
 
+def check_kvstore(spec: Spec) -> None:
+    """nccl reduces on GPUs through NVIDIA's library: a CPU build of MXNet cannot create it."""
+    if spec.train.kvstore == "nccl" and mx.context.num_gpus() == 0:
+        raise spec.error(("train", "kvstore"), "nccl needs GPUs and a CUDA build of mxnet, but "
+                                               "this MXNet sees 0 GPU(s); use local or device")
+
+
+def check_labels(spec: Spec, data: Any) -> None:
+    """What needs the labels, checked after the data is read and before any training: a
+    binary-only metric (f1, mcc raise on a batch with a third class) on more classes."""
+    from .metrics import BINARY_ONLY, metric_kind
+    from .spec.semantics import metric_path
+    if data.classes is None or len(data.classes) <= 2:
+        return
+    for i, metric in enumerate(spec.metrics):
+        if metric_kind(metric) == BINARY_ONLY:
+            raise spec.error(metric_path(spec, i), f"'{metric}' is a binary metric, but the "
+                             f"labels have {len(data.classes)} classes; use acc, ce or pcc")
+
+
+def check_initialization(spec: Spec, symbol: mx.sym.Symbol) -> None:
+    """Run the initializers Module.init_params would run, on every parameter of the graph
+    (the real shape up to 2^16 elements, else the same rank with dimensions cut to 8): an
+    initializer that cannot fill a parameter (xavier on a 1-D bias, a parameter named so that
+    MXNet picks no default) fails here instead of after the data is read."""
+    from .builder import _argument_owners
+    from .spec.semantics import make_initializer
+    shapes = infer_shapes(spec, symbol)
+    initializer = make_initializer(spec, spec.train.initializer, ("train", "initializer"))
+    attrs = symbol.attr_dict()
+    owners = _argument_owners(spec, symbol)
+    skip = {spec.output.label_name, *(item.name for item in spec.all_inputs)}
+    for name in symbol.list_arguments() + symbol.list_auxiliary_states():
+        if name in skip:
+            continue
+        shape = tuple(shapes[name])
+        trial = shape if _elements(shape) <= 1 << 16 else tuple(min(d, 8) for d in shape)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # numpy's "invalid value in sqrt": NaN weights
+                array = mx.nd.zeros(trial)
+                initializer(mx.init.InitDesc(name, attrs.get(name, {})), array)
+                if not np.isfinite(array.asnumpy()).all():
+                    raise ValueError("it gives values that are not finite (NaN or inf)")
+        except Exception as e:  # ValueError/AssertionError/MXNetError from the initializer
+            raise _initialization_error(spec, name, shape, owners.get(name), e) from None
+
+
+def _elements(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _initialization_error(spec: Spec, name: str, shape: tuple, index: Optional[int],
+                          error: Exception) -> Exception:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if index is None:
+        return spec.error(("train", "initializer"), f"cannot initialize '{name}' of shape "
+                                                    f"{shape}: {text}")
+    layer = spec.layers[index]
+    slot = name[len(layer_names(spec)[index]) + 1:]
+    if slot in layer.params and layer.params[slot].init is not None:
+        return spec.error(("layers", index, "params", slot, "init"),
+                          f"cannot initialize '{name}' of shape {shape}: {text}")
+    if "Unknown initialization pattern" in text:
+        return spec.error(("layers", index), f"MXNet picks an initializer by the parameter's "
+                          f"name (*_weight, *_bias, *_gamma, *_beta), and '{name}' has none; "
+                          f"give one: params: {{{slot}: {{init: {{name: normal}}}}}}")
+    return spec.error(("train", "initializer"), f"cannot initialize '{name}' of shape {shape} "
+                                                f"(layer '{layer_names(spec)[index]}'): {text}")
+
+
 def validate(spec: Spec, *, check_data: bool = True) -> str:
     """Build the symbol with shape inference, check devices, ONNX support and (unless
     `check_data` is false) the data files, labels and shapes. Returns a one-line summary."""
@@ -48,6 +126,7 @@ def validate(spec: Spec, *, check_data: bool = True) -> str:
     if check_data:
         from .data import load_data
         data = load_data(spec)
+        check_labels(spec, data)
         parts.append(f"{len(data.train)} training and {len(data.val)} validation samples")
         if data.classes is not None:
             parts.append(f"{len(data.classes)} classes")

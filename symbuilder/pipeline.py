@@ -20,7 +20,7 @@ import numpy as np
 from . import exporting
 from .builder import build_symbol
 from .checkpoints import RunStore, is_run_file
-from .checks import check_static
+from .checks import check_labels, check_static
 from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
 from .errors import UsageError
@@ -367,6 +367,7 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
             held.enter_context(out_lock(out_dir))
         check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
         data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
+        check_labels(spec, data)  # what needs the labels (f1 on 10 classes), before any epoch
         worker = distributed.join(spec, progress=say) if dist else None
         if worker is not None and worker.chief:
             held.enter_context(out_lock(out_dir))

@@ -14,9 +14,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from .yamlload import Locations, Path
 
 REQUIRED = dataclasses.MISSING
+# MXNet 1.9.1's pip wheels index tensors with 32-bit integers (USE_INT64_TENSOR_SIZE=0): the
+# one home of that limit (sample shapes here, every tensor of the graph in builder.check_graph).
+MAX_TENSOR_ELEMENTS = 2 ** 31
+# numpy 1.23's NPY_MAXDIMS is 32 (a 33-D batch fails while the data is read, measured); the
+# batch axis takes one.
+MAX_SAMPLE_DIMS = 31
 
 # Names that become file names or graph names: no separators, no '..', no control chars.
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# Matched with fullmatch: `$` alone would let a trailing newline through.
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 
 def field(kind: Any, doc: str, default: Any = REQUIRED, *, choices: Sequence[Any] = (),
@@ -72,7 +79,7 @@ class Reader:
         return value
 
     def _read_name(self, value: Any, path: Path, meta: Mapping[str, Any]) -> str:
-        if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
+        if not isinstance(value, str) or not NAME_RE.fullmatch(value) or ".." in value:
             raise self.fail(path, "expected a name of letters, digits, '_', '-' or '.' starting "
                                   f"with a letter or '_' (it names files), received {describe(value)}")
         return value
@@ -114,11 +121,14 @@ class Reader:
                 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
             raise self.fail(path, "expected a list of positive integers (one sample, no batch "
                                   f"axis), received {describe(value)}")
+        if len(value) > MAX_SAMPLE_DIMS:
+            raise self.fail(path, f"a sample of {len(value)} dimensions is one too many: numpy "
+                                  f"arrays have at most 32 with the batch axis, so a sample at "
+                                  f"most {MAX_SAMPLE_DIMS}")
         size = 1
         for v in value:
             size *= v
-        if size >= 2 ** 31:
-            # MXNet 1.9.1's pip wheels index tensors with 32-bit integers (USE_INT64_TENSOR_SIZE=0)
+        if size >= MAX_TENSOR_ELEMENTS:
             raise self.fail(path, f"a sample of shape {list(value)} has {size} elements; MXNet's "
                                   "pip builds allow fewer than 2^31 per tensor")
         return tuple(value)

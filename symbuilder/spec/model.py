@@ -29,6 +29,15 @@ CONTEXT_RE = re.compile(r"^(cpu|gpu)\((\d+)\)$")
 KVSTORES = ("local", "device", "dist_sync", "dist_async", "dist_device_sync", "nccl")
 FORMATS = ("checkpoint", "onnx", "triton")
 LAYER_KEYS = ("op", "name", "inputs", "params")
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows' NTFS)
+# Every file or folder name a build derives from the spec's name, at its longest: epoch
+# numbers have at least 4 digits, a pid at most 7 (pid_max 4194304), mkdtemp/mkstemp add 8
+# characters; the export's staging folder is `.<name>.tmp-<pid>-<random>`, moved aside as
+# `.old` while the previous export is replaced.
+DERIVED_FILE_NAMES = ("{name}-symbol.json", "{name}-{epoch}.params.tmp",
+                      "{name}-{epoch}.states.tmp", "{name}-best.params.tmp", ".{name}.run",
+                      ".{name}.data", ".{name}.onnx.tmp-XXXXXXXX",
+                      ".{name}.tmp-9999999-XXXXXXXX.old")
 
 
 @dataclasses.dataclass
@@ -264,7 +273,8 @@ class TrainSpec:
                                         "magnitude: 2.0}", default_factory=lambda: {"name": "xavier"})
     eval_metric: Optional[List[str]] = field("str_list", "MXNet metric names; default: acc, ce "
                                              "for SoftmaxOutput, mse/mae for regression", None)
-    seed: int = field("int", "seeds MXNet, numpy and the train/val split", 0, minimum=0)
+    seed: int = field("int", "seeds MXNet, numpy and the train/val split", 0, minimum=0,
+                      maximum=2 ** 32 - 1)  # numpy's RandomState takes 32-bit seeds
     context: List[str] = field("str_list", "devices: [cpu(0)] or [gpu(0), gpu(1)]",
                                default_factory=lambda: ["cpu(0)"])
     kvstore: str = field("str", "MXNet kvstore", "local", choices=KVSTORES)

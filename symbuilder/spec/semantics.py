@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .catalog import AttrError, check_attrs, op_info
+from ..errors import mxnet_message
 from .catalog_suggest import suggest_text
-from .model import Spec
+from .keywords import check_keywords, signature_defaults
+from .model import DERIVED_FILE_NAMES, HEADS, NAME_MAX, Spec
 
 # Optimizers for which lr_mult=0 does not freeze a parameter that receives a gradient
 # (FIELD-NOTES, re-measured by tests/test_freeze.py). In `dataset` mode beta/gamma get no
@@ -25,7 +27,9 @@ LR_MULT_UNSAFE: Dict[str, str] = {
 
 def check_spec(spec: Spec) -> None:
     """Every check that needs MXNet but not the data or the whole graph."""
+    check_name(spec)
     _check_layers(spec)
+    _check_embedding_inputs(spec)
     _check_training(spec)
     check_schedule(spec)
 
@@ -35,7 +39,15 @@ def check_schedule(spec: Spec) -> None:
     the run leaves none, and MXNet then divides by zero when the warm-up ends. Also run by
     train() after an `--epochs` override."""
     sched = spec.train.lr_scheduler
-    if sched is None or sched.name not in ("poly", "cosine"):
+    if sched is None:
+        return
+    base_lr = spec.train.optimizer_params.get("learning_rate", 0.01)  # as train.lr_scheduler
+    if isinstance(base_lr, (int, float)) and sched.warmup_begin_lr > base_lr:
+        # MXNet's LRScheduler raises this when training starts
+        raise spec.error(("train", "lr_scheduler", "warmup_begin_lr"),
+                         f"a warm-up must rise to the learning rate: warmup_begin_lr "
+                         f"{sched.warmup_begin_lr:g} is above learning_rate {base_lr:g}")
+    if sched.name not in ("poly", "cosine"):
         return
     if sched.warmup_epochs >= spec.train.epochs:
         raise spec.error(("train", "lr_scheduler", "warmup_epochs"),
@@ -46,7 +58,9 @@ def check_schedule(spec: Spec) -> None:
 
 def _check_layers(spec: Spec) -> None:
     from ..builder import InputLayerNames, layer_names
-    reserved = {spec.output.name: "the output head"}
+    # The output head's names are checked where the graph is built (builder.GraphNames),
+    # after every layer's, so a clash is reported at the second name.
+    reserved: Dict[str, str] = {}
     for item in spec.all_inputs:
         reserved[item.name] = f"the input '{item.name}'"
         if item.normalize is not None:
@@ -65,10 +79,8 @@ def _check_layers(spec: Spec) -> None:
             info = op_info(layer.op)
         except AttrError as e:
             raise spec.error(where + ("op",), e.message) from None
-        if layer.op in ("SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput",
-                        "MAERegressionOutput"):
-            raise spec.error(where + ("op",), f"{layer.op} is a loss head: put it under "
-                                              "`output:`, not in `layers:`")
+        _check_not_a_loss(spec, i, info)
+        _check_counts(spec, i)
         try:
             check_attrs(layer.op, layer.attrs)
         except AttrError as e:
@@ -94,21 +106,108 @@ def _check_layers(spec: Spec) -> None:
                 raise spec.error(where + ("inputs", j), f"'{ref}' {why}")
 
 
-def _check_initializer(spec: Spec, init: Dict[str, Any], where: tuple) -> None:
+
+
+def _check_not_a_loss(spec: Spec, index: int, info: Any) -> None:
+    """A layer with a label input is a loss: the network has one label, the head's."""
+    op = spec.layers[index].op
+    where = ("layers", index, "op")
+    if op == "Softmax":
+        raise spec.error(where, "'Softmax' is MXNet's deprecated name of SoftmaxOutput, a loss "
+                                "head with its own label input; use softmax (the activation) as "
+                                "a layer, or SoftmaxOutput under output:")
+    if op in HEADS:
+        raise spec.error(where, f"{op} is a loss head: put it under `output:`, not in `layers:`")
+    if "label" in info.inputs:
+        raise spec.error(where, f"{op} is a loss with its own label input; the network's one "
+                                f"label is the output head's ({', '.join(HEADS)})")
+
+
+# More outputs than this make MXNet's graph calls quadratic: 30,000 split outputs take 6 s
+# to list, a million hang `validate` (measured); 4,096 take 0.1 s.
+MAX_OUTPUTS = 4096
+
+
+def _check_counts(spec: Spec, index: int) -> None:
+    """Counts that size MXNet's graph itself, capped before MXNet is asked to build it."""
+    value = spec.layers[index].attrs.get("num_outputs")
+    if isinstance(value, int) and value > MAX_OUTPUTS:
+        raise spec.error(("layers", index, "num_outputs"),
+                         f"expected at most {MAX_OUTPUTS} outputs, received {value}")
+
+
+def _check_embedding_inputs(spec: Spec) -> None:
+    """Embedding looks its input up as integer ids: it must read raw inputs (normalize:
+    none), never what an input layer made of them (normalized floats, truncated to ids)."""
+    from ..builder import layer_names
+    names = layer_names(spec)
+    normalized = {i.name: i.normalize is not None for i in spec.all_inputs}
+    reads: Dict[str, set] = {name: {name} for name in normalized}  # node -> inputs it depends on
+    previous = spec.all_inputs[0].name
+    for i, (layer, name) in enumerate(zip(spec.layers, names)):
+        refs = layer.inputs if layer.inputs is not None else [previous]
+        reads[name] = set().union(*(reads.get(r, set()) for r in refs))
+        previous = name
+        through = sorted(n for n in reads[name] if normalized[n])
+        if layer.op == "Embedding" and through:
+            raise spec.error(("layers", i, "inputs") if layer.inputs else ("layers", i, "op"),
+                             f"Embedding looks its input up as integer ids, but it reads the "
+                             f"input layer of '{through[0]}' (normalized floats); read an input "
+                             "with normalize: none")
+
+
+def initializer_defaults(name: str) -> Dict[str, Any]:
+    """The keyword arguments of MXNet's initializer `name` (KeyError if there is none)."""
     import mxnet as mx
-    init = dict(init)
-    name = init.pop("name", None)
+    return signature_defaults(mx.registry.get_registry(mx.init.Initializer)[name.lower()])
+
+
+def make_initializer(spec: Spec, init: Dict[str, Any], where: tuple) -> Any:
+    """The mx.init.Initializer a spec's `{name: ..., **kwargs}` means; a located error at the
+    name (unknown, with did-you-mean) or at the keyword (unknown, or of the wrong type)."""
+    import mxnet as mx
+    registry = mx.registry.get_registry(mx.init.Initializer)
+    name = init.get("name")
     if not isinstance(name, str):
-        raise spec.error(where, "an initializer needs a name: xavier, uniform, normal, zero, "
-                                "one, constant, orthogonal, msraprelu, ...")
+        raise spec.error(where + ("name",) if "name" in init else where,
+                         "an initializer needs a name: "
+                         f"{', '.join(sorted(registry))}")
+    if name.lower() not in registry:
+        raise spec.error(where + ("name",), f"unknown initializer '{name}'"
+                         f"{suggest_text(name, registry)}; MXNet has: {', '.join(sorted(registry))}")
+    kwargs = {k: v for k, v in init.items() if k != "name"}
+    check_keywords(f"initializer {name}", kwargs, initializer_defaults(name), where, spec.error)
     try:
-        mx.init.create(name, **init)
-    except Exception as e:  # ValueError (unknown name) / TypeError (bad kwargs)
+        return mx.init.create(name, **kwargs)
+    except Exception as e:  # a value MXNet's constructor refuses (e.g. FusedRNN's mode)
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise spec.error(where, f"invalid initializer {name!r}: {text}") from None
 
 
-def _check_training(spec: Spec) -> None:
+def _check_initializer(spec: Spec, init: Dict[str, Any], where: tuple) -> None:
+    make_initializer(spec, init, where)
+
+
+# Optimizer keywords that symbuilder (or Module.init_optimizer) sets itself.
+OPTIMIZER_OWNED = {
+    "sym": "Module passes the symbol, which carries every lr_mult and wd_mult",
+    "param_idx2name": "Module maps the parameters itself",
+    "param_dict": "Module maps the parameters itself",
+    "lr_scheduler": "use train.lr_scheduler",
+    "begin_num_update": "a --resume restores the update count",
+}
+
+
+def optimizer_defaults(name: str) -> Dict[str, Any]:
+    import mxnet as mx
+    return signature_defaults(mx.optimizer.Optimizer.opt_registry[name])
+
+
+def _check_optimizer(spec: Spec) -> None:
+    """The optimizer's name, its parameters against its real signature, and one trial update
+    on a small weight: whatever MXNet would refuse at the first batch is refused here."""
+    import warnings
+
     import mxnet as mx
     train = spec.train
     registry = mx.optimizer.Optimizer.opt_registry
@@ -116,17 +215,30 @@ def _check_training(spec: Spec) -> None:
     if name not in registry:
         raise spec.error(("train", "optimizer"), f"unknown optimizer '{train.optimizer}'"
                          f"{suggest_text(name, registry)}; MXNet has: {', '.join(sorted(registry))}")
-    try:
-        mx.optimizer.create(name, **train.optimizer_params)
-    except Exception as e:  # TypeError for an unknown keyword, ValueError for a bad value
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise spec.error(("train", "optimizer_params"),
-                         f"{train.optimizer} does not accept these parameters: {text}") from None
+    check_keywords(name, train.optimizer_params, optimizer_defaults(name),
+                   ("train", "optimizer_params"), spec.error, owned=OPTIMIZER_OWNED)
     if name == "groupadagrad" and float(train.optimizer_params.get("wd", 0.0) or 0.0) != 0.0:
-        # MXNet asserts wd == 0 inside its first update; say so before training.
+        # MXNet asserts wd == 0 inside its first update; say why, and what to do.
         raise spec.error(("train", "optimizer_params"),
                          f"'{train.optimizer}' does not support weight decay (MXNet asserts wd "
                          "== 0); remove wd, or use adagrad")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notes (ccsgd) are not the user's error
+            updater = mx.optimizer.get_updater(mx.optimizer.create(name, **train.optimizer_params))
+            weight = mx.nd.ones((2, 2))
+            updater(0, mx.nd.full((2, 2), 0.5), weight)
+            weight.wait_to_read()
+    except Exception as e:  # ValueError/AssertionError/MXNetError from the optimizer's code
+        text = mxnet_message(e) if str(e) else type(e).__name__
+        raise spec.error(("train", "optimizer_params"),
+                         f"{train.optimizer} fails with these parameters: {text}") from None
+
+
+def _check_training(spec: Spec) -> None:
+    train = spec.train
+    _check_optimizer(spec)
+    name = train.optimizer.lower()
     running = [i.normalize for i in spec.all_inputs
                if i.normalize is not None and i.normalize.freeze and i.normalize.stats == "running"]
     if running and name in LR_MULT_UNSAFE:
@@ -135,12 +247,43 @@ def _check_training(spec: Spec) -> None:
                          f"running mode: it {LR_MULT_UNSAFE[name]}; use stats: dataset (every "
                          "optimizer works there) or sgd, nag, adam, rmsprop, adagrad")
     _check_initializer(spec, train.initializer, ("train", "initializer"))
+    _check_metrics(spec)
+
+
+def metric_path(spec: Spec, index: int) -> tuple:
+    listed = spec.train.eval_metric
+    if listed is None:
+        return ("train",)
+    return ("train", "eval_metric", index) if len(listed) > 1 else ("train", "eval_metric")
+
+
+def _check_metrics(spec: Spec) -> None:
+    """Each metric exists, can be created from its name alone, and reads the head's outputs
+    (a classification metric needs SoftmaxOutput, a regression metric a regression head);
+    early stopping watches one of them."""
+    from ..metrics import metric_problem, reported_name
     for i, metric in enumerate(spec.metrics):
-        try:
-            mx.metric.create(metric)
-        except Exception:
-            known = sorted(k for k in mx.metric.EvalMetric._registry  # type: ignore[attr-defined]
-                           ) if hasattr(mx.metric.EvalMetric, "_registry") else []
-            where = ("train", "eval_metric", i) if isinstance(train.eval_metric, list) and \
-                len(train.eval_metric) > 1 else ("train", "eval_metric")
-            raise spec.error(where, f"unknown metric '{metric}'{suggest_text(metric, known)}")
+        problem = metric_problem(metric, spec.output.op)
+        if problem:
+            raise spec.error(metric_path(spec, i), problem)
+    es = spec.train.early_stopping
+    if es is None:
+        return
+    names = {m.lower() for m in spec.metrics} | {reported_name(m) for m in spec.metrics}
+    if es.metric.lower() not in names:
+        listed = ", ".join(f"{m} ({reported_name(m)})" for m in spec.metrics)
+        raise spec.error(("train", "early_stopping", "metric"),
+                         f"'{es.metric}' is not among train.eval_metric; it watches one of: "
+                         f"{listed}")
+
+
+def check_name(spec: Spec) -> None:
+    """The spec's name becomes file names; the longest one derived from it must fit a file
+    system's NAME_MAX of 255 bytes."""
+    longest = max(len(t.format(name=spec.name, epoch="9" * max(4, len(str(spec.train.epochs))))
+                      .encode()) for t in DERIVED_FILE_NAMES)
+    if longest > NAME_MAX:
+        room = NAME_MAX - (longest - len(spec.name.encode()))
+        raise spec.error(("name",), f"a name of {len(spec.name.encode())} bytes is too long: the "
+                                    f"longest file named after it would have {longest} bytes, "
+                                    f"beyond the file system's {NAME_MAX}; use at most {room}")
