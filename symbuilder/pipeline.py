@@ -12,13 +12,13 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from . import exporting
+from . import deploy, exporting
 from .builder import build_symbol
 from .checkpoints import RunStore
 from .checks import check_static
 from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
-from .errors import UsageError
+from .errors import ExportError, UsageError
 from .spec.model import Spec
 from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
@@ -91,6 +91,8 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             manifest["checkpoint"] = exporting.save_checkpoint(
                 staging, spec.name, result.epoch, result.symbol, result.arg_params,
                 result.aux_params)
+            manifest["deploy"] = deploy.write_deploy(staging, spec.name, result.epoch,
+                                                     result.symbol, input_shapes)
         if "onnx" in formats or "triton" in formats:
             from . import serving
             onnx_path = exporting.export_onnx(
@@ -121,6 +123,9 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
         if result.history:
             plot_curves(result.history, os.path.join(staging, "curves.png"),
                         title=f"{spec.name} (exported epoch {result.epoch})")
+        deploy_problems = deploy.check_deploy_symbol(staging, manifest)  # against the ONNX model
+        if deploy_problems:
+            raise ExportError("; ".join(deploy_problems))
         exporting.write_manifest(staging, manifest)
         exporting.publish(staging, out_dir)
     return manifest
