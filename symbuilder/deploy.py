@@ -17,12 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .errors import SymbuilderError
+from .errors import ExportError, SymbuilderError
+from .spec.model import HEADS  # MXNet's four loss heads (the alias `Softmax` loads as SoftmaxOutput)
 
-# The loss heads of MXNet's Module API; "Softmax" is SoftmaxOutput's legacy alias, which old
-# symbol files may still name.
-HEADS = ("SoftmaxOutput", "Softmax", "LogisticRegressionOutput", "LinearRegressionOutput",
-         "MAERegressionOutput")
 _TRUE = ("true", "1")
 
 
@@ -38,7 +35,9 @@ def deploy_symbol(training_symbol: Any,
 
     SoftmaxOutput -> softmax as its forward computes it: over axis 1 with `multi_output`,
     over the last axis with `preserve_shape`, otherwise over all non-batch axes (flatten,
-    softmax, reshape back; with `input_shapes` a 2-D head input gets a plain softmax).
+    softmax, reshape back, as MXNet's native kernel does; with `input_shapes` a 2-D head input
+    gets a plain softmax, and a 4-D one is refused (ExportError), as the ONNX export refuses it:
+    there oneDNN's kernel takes the last axis instead).
     LogisticRegressionOutput -> sigmoid; Linear/MAERegressionOutput -> identity. Attributes
     that only shape the gradient (grad_scale, use_ignore, normalization, ...) are dropped.
     """
@@ -109,6 +108,10 @@ def _prediction(head: Mapping[str, Any], data: List[int], first_id: int, rank: O
         return [_softmax(name, data, 1)]
     if attrs.get("preserve_shape") in _TRUE or rank == 2:
         return [_softmax(name, data, -1)]
+    if rank == 4:  # measured: oneDNN's kernel takes the last axis, the native one all of them
+        raise ExportError(f"'{name}': SoftmaxOutput of a 4-D input without multi_output or "
+                          "preserve_shape has backend-dependent results in MXNet 1.9.1; set "
+                          "one of them, or flatten before the head")
     # MXNet's forward: reshape to (batch, -1), softmax over axis 1, back to the input's shape.
     flat, soft = _unique(f"{name}_flatten", taken), _unique(f"{name}_softmax", taken)
     return [{"op": "Reshape", "name": flat, "attrs": {"shape": "(0, -1)"}, "inputs": [data]},
@@ -180,8 +183,10 @@ def _check_link(folder: str, entry: Mapping[str, Any]) -> List[str]:
     if not link:
         return []
     path = os.path.join(folder, link)
-    if not os.path.islink(path) or os.readlink(path) != entry["params"]:
-        return [f"{link}: not a link to {entry['params']}"]
+    # A copy that followed the link (shutil.copytree, S3) holds the same bytes, which verify's
+    # hashes check; a link elsewhere would make the export depend on a file outside it.
+    if os.path.islink(path) and os.readlink(path) != entry["params"]:
+        return [f"{link}: links to {os.readlink(path)}, not to {entry['params']}"]
     return []
 
 
