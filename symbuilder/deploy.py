@@ -11,11 +11,10 @@ are the training symbol's, stored once.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
-
-import numpy as np
 
 from .errors import ExportError, SymbuilderError
 from .spec.model import HEADS  # MXNet's four loss heads (the alias `Softmax` loads as SoftmaxOutput)
@@ -43,33 +42,40 @@ def deploy_symbol(training_symbol: Any,
     """
     import mxnet as mx
     graph = json.loads(training_symbol.tojson())
-    nodes = graph["nodes"]
-    labels = _label_variables(nodes)
     ranks = _head_input_ranks(training_symbol, input_shapes) if input_shapes else {}
+    nodes, n_outputs, moved = _rewrite(graph, ranks)
+    graph.update(nodes=nodes, node_row_ptr=[0, *itertools.accumulate(n_outputs)],
+                 arg_nodes=[i for i, node in enumerate(nodes) if node["op"] == "null"],
+                 heads=[[moved[nid], idx, 0] for nid, idx, *_ in graph["heads"]])
+    return mx.sym.load_json(json.dumps(graph))
+
+
+def _rewrite(graph: Mapping[str, Any], ranks: Mapping[Tuple[str, int], int]
+             ) -> Tuple[List[Dict[str, Any]], List[int], Dict[int, int]]:
+    """The new node list (in topological order, as MXNet writes it), each new node's output
+    count, and where each kept old node went (for a head: its prediction's last node)."""
+    nodes, row_ptr = graph["nodes"], graph["node_row_ptr"]
+    labels = _label_variables(nodes)
     taken = {node["name"] for node in nodes}
     out: List[Dict[str, Any]] = []
-    moved: Dict[int, int] = {}  # old node id -> new node id
-    row_ptr = graph.get("node_row_ptr")
     n_outputs: List[int] = []
+    moved: Dict[int, int] = {}
     for nid, node in enumerate(nodes):
         if nid in labels:
             continue
-        # A head's label is not in `moved`: it is the one input a prediction does not read.
+        # A dropped label is not in `moved`; a head's prediction reads its first input only.
         inputs = [[moved[src], idx, 0] for src, idx, *_ in node["inputs"] if src in moved]
         if node["op"] in HEADS:
-            rank = ranks.get((nodes[node["inputs"][0][0]]["name"], node["inputs"][0][1]))
-            chain = _prediction(node, inputs[0], len(out), rank, taken)
+            src, idx = node["inputs"][0][:2]
+            chain = _prediction(node, inputs[0], len(out), ranks.get((nodes[src]["name"], idx)),
+                                taken)
             n_outputs += [1] * len(chain)
         else:
             chain = [dict(node, inputs=inputs)]
-            n_outputs.append(row_ptr[nid + 1] - row_ptr[nid] if row_ptr else 1)
+            n_outputs.append(row_ptr[nid + 1] - row_ptr[nid])
         out += chain
         moved[nid] = len(out) - 1
-    graph["nodes"] = out
-    graph["arg_nodes"] = [i for i, node in enumerate(out) if node["op"] == "null"]
-    graph["heads"] = [[moved[nid], idx, 0] for nid, idx, *_ in graph["heads"]]
-    graph["node_row_ptr"] = [int(x) for x in np.concatenate([[0], np.cumsum(n_outputs)])]
-    return mx.sym.load_json(json.dumps(graph))
+    return out, n_outputs, moved
 
 
 def _label_variables(nodes: Sequence[Mapping[str, Any]]) -> Set[int]:

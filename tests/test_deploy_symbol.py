@@ -377,3 +377,21 @@ def test_a_4d_softmax_without_an_axis_is_refused_when_the_shape_is_known():
     dep = deploy.deploy_symbol(head)
     got = dep.bind(mx.cpu(), {"data": mx.nd.array(x)}).forward()[0].asnumpy()
     np.testing.assert_allclose(got, _flat_softmax(x), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_without_symlinks_the_export_names_the_params_file_and_still_checks(tmp_path, monkeypatch):
+    """A file system that refuses symlinks (EPERM, as some FUSE and Windows mounts do)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    spec = load_spec(write_spec(tmp_path, HEAD_SPEC.format(op="LogisticRegressionOutput", k=1)))
+    out = str(tmp_path / "out")
+    build(spec, out_dir=out, epochs=1)
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    entry = manifest["deploy"]
+    assert entry["params_link"] is None and entry["params"] == manifest["checkpoint"]["params"]
+    assert not [name for name in os.listdir(out) if name.endswith(".params")
+                and name != entry["params"]]
+    assert deploy.check_deploy_symbol(out, manifest) == []
