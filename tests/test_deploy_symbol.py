@@ -44,7 +44,8 @@ def _inputs(manifest, n=16, seed=1):
         span = manifest["parity"]["random_range"][item["name"]]
         low = np.reshape(span["low"], shape)
         high = np.reshape(span["high"], shape)
-        feed[item["name"]] = (low + (high - low) * rng.random_sample((n,) + shape)).astype(np.float32)
+        values = low + (high - low) * rng.random_sample((n,) + shape)
+        feed[item["name"]] = values.astype(np.float32)
     return feed
 
 
@@ -192,7 +193,8 @@ WRONG = {"softmax": "_copy", "sigmoid": "_copy", "_copy": "sigmoid"}
 def head_export(request, tmp_path_factory):
     op = request.param
     folder = tmp_path_factory.mktemp(op)
-    spec = load_spec(write_spec(folder, HEAD_SPEC.format(op=op, k=2 if op == "SoftmaxOutput" else 1)))
+    body = HEAD_SPEC.format(op=op, k=2 if op == "SoftmaxOutput" else 1)
+    spec = load_spec(write_spec(folder, body))
     build(spec, out_dir=str(folder / "out"), epochs=1)
     with open(folder / "out" / "manifest.json") as f:
         return op, str(folder / "out"), json.load(f)

@@ -1,14 +1,16 @@
 """How far ONNX Runtime drifts from MXNet on real network shapes (dev only; the figures behind
 the default parity tolerance of issue 13): every `mxnet.gluon.model_zoo.vision` network at
-random weights (pretrained=False: nothing is downloaded; He-initialised, seed 0), hybridized and exported as a
-symbol + params, translated with symbuilder's own `to_onnx` as `symbuilder export` does, run
-on standard-normal input at batch 1 and 2, ORT with all graph optimisations and with none.
+random weights (pretrained=False: nothing is downloaded; He-initialised, seed 0), hybridized
+and exported as symbol + params, translated with symbuilder's own `to_onnx` as `symbuilder
+export` does, run on standard-normal input at batch 1 and 2, ORT with all graph
+optimisations and none.
 
 Per network: max |ort - mx|, the output scale max |mx|, their ratio, and the smallest rtol
 for which |ort - mx| <= atol + rtol * |mx| holds everywhere with atol = 1e-5 * max |mx|.
 Each network runs in its own process, skipped after --timeout seconds.
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/measure_zoo_tolerance.py [--networks a,b] [--json FILE]
+    OMP_NUM_THREADS=1 python tests/benchmarks/measure_zoo_tolerance.py [--networks a,b]
+        [--json FILE] [--timeout 120]
 """
 from __future__ import annotations
 
@@ -121,8 +123,9 @@ def _run_one(name: str, timeout: float) -> Dict[str, Any]:
 
 
 def table(results: List[Dict[str, Any]]) -> str:
-    head = (f"| network | max abs | scale max|mx| | max abs / scale | rtol needed (atol=1e-5·scale) "
-            f"| ratio b1 ENABLE / DISABLE | ratio b2 ENABLE / DISABLE | s |")
+    head = ("| network | max abs | scale max|mx| | max abs / scale "
+            "| rtol needed (atol=1e-5·scale) | ratio b1 ENABLE / DISABLE "
+            "| ratio b2 ENABLE / DISABLE | s |")
     lines = [head, "|" + "---|" * 8]
     for r in results:
         if "error" in r:
