@@ -17,14 +17,15 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .errors import ExportError, SymbuilderError
-from .spec.model import HEADS  # MXNet's four loss heads (the alias `Softmax` loads as SoftmaxOutput)
+from .spec.model import HEADS  # the four loss heads; the alias `Softmax` loads as SoftmaxOutput
 
 _TRUE = ("true", "1")
 
 
 def deploy_names(name: str, epoch: int) -> Dict[str, str]:
     """File names beside `<name>-symbol.json`: the deploy symbol and its params link."""
-    return {"symbol": f"{name}-deploy-symbol.json", "params_link": f"{name}-deploy-{epoch:04d}.params"}
+    return {"symbol": f"{name}-deploy-symbol.json",
+            "params_link": f"{name}-deploy-{epoch:04d}.params"}
 
 
 def deploy_symbol(training_symbol: Any,
