@@ -17,13 +17,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import exporting
+from . import deploy, exporting
 from .builder import build_symbol
 from .checkpoints import RunStore, is_run_file
 from .checks import check_labels, check_static
 from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
-from .errors import UsageError
+from .errors import ExportError, UsageError
 from .spec.model import Spec
 from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
@@ -298,6 +298,8 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             manifest["checkpoint"] = exporting.save_checkpoint(
                 staging, spec.name, result.epoch, result.symbol, result.arg_params,
                 result.aux_params)
+            manifest["deploy"] = deploy.write_deploy(staging, spec.name, result.epoch,
+                                                     result.symbol, input_shapes)
         if "onnx" in formats or "triton" in formats:
             from . import serving
             onnx_path = exporting.export_onnx(
@@ -328,6 +330,9 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
         if result.history:
             plot_curves(result.history, os.path.join(staging, "curves.png"),
                         title=f"{spec.name} (exported epoch {result.epoch})")
+        deploy_problems = deploy.check_deploy_symbol(staging, manifest)  # against the ONNX model
+        if deploy_problems:
+            raise ExportError("; ".join(deploy_problems))
         exporting.write_manifest(staging, manifest)
         exporting.publish(staging, out_dir)
     return manifest

@@ -402,7 +402,7 @@ def test_verify_passes_then_names_every_changed_missing_and_extra_file(built, tm
     shutil.copytree(built[1], folder)
     code, stdout, err = run(["verify", folder], capsys)
     assert code == 0, err
-    assert stdout.startswith(f"{folder}: ok (7 files match the manifest; srv_mlp.onnx vs "
+    assert stdout.startswith(f"{folder}: ok (9 files match the manifest; srv_mlp.onnx vs "
                              "checkpoint max|diff|=")
     assert stdout.rstrip().endswith("on 64 random)")
     with open(os.path.join(folder, "triton", "srv_mlp", "config.pbtxt"), "a") as f:
