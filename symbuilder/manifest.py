@@ -307,11 +307,34 @@ def located(path: str, error: ManifestFieldError) -> ExportError:
     return ExportError(f"{path}: {error}")
 
 
-def inside(folder: str, name: str) -> Optional[str]:
+def declared_links(manifest: Mapping[str, Any]) -> Dict[str, str]:
+    """The one symlink an export may hold, link name -> target name: the deploy symbol's
+    `<name>-deploy-NNNN.params`, pointing at the checkpoint's params file beside it, so that
+    `mx.model.load_checkpoint("<name>-deploy", N)` works without storing the bytes twice.
+    Both must be plain file names (no folder part), so the link cannot lead out of the folder."""
+    deploy = manifest.get("deploy")
+    if not isinstance(deploy, Mapping):
+        return {}
+    link, target = deploy.get("params_link"), deploy.get("params")
+    if not (isinstance(link, str) and isinstance(target, str)) or link == target:
+        return {}
+    if any("/" in n or os.sep in n or n in ("", ".", "..") for n in (link, target)):
+        return {}
+    return {link: target}
+
+
+def inside(folder: str, name: str, links: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """Why `name` (relative) is not a regular file inside `folder`, or None when it is: a
-    symlink (an export holds regular files only, so nothing is read from outside it)."""
+    symlink (an export holds regular files only, so nothing is read from outside it), except
+    a link in `links` (see declared_links) whose text is exactly its declared target."""
     path = os.path.join(folder, name)
     root = os.path.realpath(folder)
+    target = (links or {}).get(name)
+    if target is not None and os.path.islink(path):
+        if os.readlink(path) != target or os.path.islink(os.path.join(folder, target)):
+            return f"is a symlink that does not point at {target} beside it"
+        path = os.path.join(folder, target)
+        name = target
     if os.path.realpath(path) != os.path.join(root, *name.split("/")) or os.path.islink(path):
         return "is a symlink (an export holds regular files only)"
     if not os.path.isfile(path):

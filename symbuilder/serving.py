@@ -513,8 +513,9 @@ def file_problems(folder: str, manifest: Mapping[str, Any]) -> Tuple[List[str], 
     present = set(listed_files(folder))
     problems: List[str] = []
     ok = []
+    links = manifest_check.declared_links(manifest)
     for name in sorted(listed):
-        why = manifest_check.inside(folder, name)
+        why = manifest_check.inside(folder, name, links)
         if why is None:
             path = os.path.join(folder, name)
             if os.path.getsize(path) != listed[name]["bytes"] or \
@@ -892,6 +893,9 @@ def verify_export(folder: str, *, data: Optional[Any] = None,
     if not problems and manifest.get("checkpoint") and models:
         report["parity"] = _verify_parity(folder, manifest, models, data, random_samples,
                                           problems)
+    if not problems and manifest.get("deploy"):
+        from .deploy import check_deploy_symbol  # deploy imports this module's parity suite
+        problems += check_deploy_symbol(folder, manifest)
     report["passed"] = not problems
     return report
 

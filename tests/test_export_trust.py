@@ -330,13 +330,16 @@ def test_export_random_0_without_data_is_a_usage_error(export, tmp_path, capsys)
                              "samples to compare on")
 
 
-@pytest.mark.parametrize("name, save", [
-    ("obj.npz", lambda p: np.savez(p, X=np.array([[1.0], ["a"]], dtype=object))),
-    ("obj.npy", lambda p: np.save(p, np.array([[{"a": 1}]], dtype=object), allow_pickle=True)),
-    ("text.npy", lambda p: open(p, "w").write("not numpy")),
+# The messages are the data sources' own (the same reader as a spec's data).
+@pytest.mark.parametrize("name, save, message", [
+    ("obj.npz", lambda p: np.savez(p, X=np.array([[1.0], ["a"]], dtype=object)),
+     "array 'X' holds Python objects (dtype object), which only pickle can load"),
+    ("obj.npy", lambda p: np.save(p, np.array([[{"a": 1}]], dtype=object), allow_pickle=True),
+     "the array holds Python objects (dtype object), which only pickle can load"),
+    ("text.npy", lambda p: open(p, "w").write("not numpy"), "not a .npy array (a bad header"),
 ])
 def test_export_data_with_pickles_or_garbage_is_refused_unread(export, tmp_path, capsys, name,
-                                                                save):
+                                                                save, message):
     prefix = _checkpoint_with(export, tmp_path)
     data = str(tmp_path / name)
     save(data)
@@ -344,7 +347,7 @@ def test_export_data_with_pickles_or_garbage_is_refused_unread(export, tmp_path,
     code, _, err = run(["export", prefix, "1", "--input", "data=1,30", "--out", out,
                         "--data", data], capsys)
     assert code == 2 and not os.path.exists(out)
-    assert one_line(err).startswith(f"{data}: not a readable .{name[-3:]} file: "), err
+    assert one_line(err).startswith(f"{data}: {message}"), err
 
 
 # ------------------------------------------------------------------------------------------
