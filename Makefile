@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if (3, 8) <= v[:2] <= (3, 11) else "symbuilder needs Python 3.8 to 3.11 (mxnet 1.9.1 needs numpy < 1.24); found %d.%d: run make PYTHON=python3.11 ..." % v[:2])'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	@echo "installing symbuilder and its dependencies into $(VENV) (pip shows its progress)"
+	$(PY) -m pip install --progress-bar on --upgrade pip
+	$(PY) -m pip install --progress-bar on -e ".[test]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
