@@ -86,6 +86,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init_spec  # lazy: each command imports only what it uses
+    spec_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else None
+    text = init_spec(args.csv, label=args.label, task=args.task, spec_dir=spec_dir)
+    if not args.out:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:  # never overwrite a file symbuilder did not create: O_EXCL
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise UsageError("already exists; init never overwrites a file (choose another --out, "
+                         "or remove it yourself)", file=args.out) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    _say(f"{args.out}: written; next: symbuilder build {args.out}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .spec import schema
     if args.update_readme:
@@ -232,7 +250,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": cmd_launch,
     "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
     "export": cmd_export, "predict": cmd_predict, "verify": cmd_verify,
-    "bench": cmd_bench,
+    "bench": cmd_bench, "init": cmd_init,
 }
 
 
@@ -283,6 +301,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
     spec_command("summary", "print the layers with output shapes and parameter counts")
+
+    text = ("write a commented, valid spec for a CSV file: the input shape and columns from the "
+            "file, the head from the label, a small MLP")
+    p = sub.add_parser("init", help=text, description=text + ". Numeric columns become "
+                       "features; a non-numeric one is left out with a comment that says what to "
+                       "do. The label decides the head: text labels or few distinct integers "
+                       "make a classifier, other numbers a regression (--task overrides).")
+    p.add_argument("csv", metavar="DATA_CSV", help="the training data, with a header row")
+    p.add_argument("--label", required=True, metavar="COLUMN", help="the label column")
+    p.add_argument("--task", choices=["classification", "regression"],
+                   help="the task (default: guessed from the label's values)")
+    p.add_argument("--out", metavar="FILE", help="write the spec here (never overwritten) "
+                   "instead of to standard output")
 
     text = ("measure symbuilder's training on this spec against a hand-written Module.fit "
             "loop, a Gluon twin and PyTorch (where installed), and ONNX Runtime against MXNet "
