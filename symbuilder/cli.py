@@ -86,6 +86,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from .evaluation import evaluate_export, report_text  # lazy: ONNX Runtime and MXNet
+    report = evaluate_export(args.model, args.csv, out_dir=args.out,
+                             manifest_sha256=args.manifest_sha256)
+    print(json.dumps(report, indent=1) if args.json else report_text(report))
+    if args.out:
+        _say(f"{args.out}: evaluation.json and plots written")
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from .scaffold import init_spec  # lazy: each command imports only what it uses
     spec_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else None
@@ -250,7 +261,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "launch": cmd_launch,
     "build": cmd_build, "validate": cmd_validate, "summary": cmd_summary, "schema": cmd_schema,
     "export": cmd_export, "predict": cmd_predict, "verify": cmd_verify,
-    "bench": cmd_bench, "init": cmd_init,
+    "bench": cmd_bench, "init": cmd_init, "evaluate": cmd_evaluate,
 }
 
 
@@ -301,6 +312,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
     spec_command("summary", "print the layers with output shapes and parameter counts")
+
+    text = ("judge an export on a labelled CSV: the spec's metrics, a confusion matrix, "
+            "per-class precision/recall/F1, macro and weighted averages and ROC AUC for a "
+            "classifier; MAE, RMSE, R² and residuals for a regression")
+    p = sub.add_parser("evaluate", help=text, description=text + ". Computed on exactly the "
+                       "rows given, with the predictions of ONNX Runtime on the export.")
+    p.add_argument("model", metavar="EXPORT_DIR", help="an export folder")
+    p.add_argument("csv", metavar="DATA_CSV", help="labelled rows, with the label column the "
+                   "spec named")
+    p.add_argument("--out", metavar="DIR", help="also write evaluation.json, "
+                   "confusion_matrix.png and (binary) roc.png here; existing files are refused")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--manifest-sha256", metavar="HASH", help="refuse an export whose manifest "
+                   "has another sha256")
 
     text = ("write a commented, valid spec for a CSV file: the input shape and columns from the "
             "file, the head from the label, a small MLP")

@@ -1,29 +1,87 @@
-"""The training-curves PNG: loss and metrics per epoch, train and val, drawn headless."""
+"""Every PNG symbuilder draws, headless: the training curves of a build, and the confusion
+matrix and ROC curve of `symbuilder evaluate`."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 
-def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "") -> None:
-    """One panel per metric, train and val lines, the exported epoch marked if given."""
-    import matplotlib
+def _pyplot() -> Any:
+    import matplotlib  # lazy: matplotlib costs ~0.3 s to import, and only plots need it
     matplotlib.use("Agg")  # headless: no display on servers and CI
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
+    return plt
 
+
+def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "",
+                exported_epoch: Optional[int] = None) -> None:
+    """One panel per metric, train and val lines, the exported epoch marked by a vertical
+    line; a learning-rate panel when the rate changed during the run (a schedule)."""
+    plt = _pyplot()
     names = list(history[0]["train"]) if history else []
     epochs = [h["epoch"] for h in history]
-    cols = max(1, len(names))
+    rates = [h.get("lr") for h in history]
+    show_lr = len({r for r in rates if r is not None}) > 1
+    cols = max(1, len(names) + show_lr)
     fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         for split, style in (("train", "-"), ("val", "--")):
             values = [h[split].get(name, float("nan")) for h in history]
             ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
         ax.set_title(name)
+    if show_lr:
+        ax = axes[0][len(names)]
+        ax.plot(epochs, [float("nan") if r is None else r for r in rates], "-", marker="o",
+                markersize=3, color="tab:green", label="learning rate")
+        ax.set_title("learning rate")
+    for ax in axes[0][:len(names) + show_lr]:
+        if exported_epoch is not None:
+            ax.axvline(exported_epoch, color="tab:red", linestyle=":", linewidth=1.2,
+                       label=f"exported (epoch {exported_epoch})")
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(counts: Any, classes: Sequence[str], path: str) -> None:
+    """Counts per (true, predicted) class, each cell labelled with its count."""
+    plt = _pyplot()
+    k = len(classes)
+    size = min(12.0, 2.5 + 0.6 * k)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    top = counts.max() if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(counts[i][j]), ha="center", va="center",
+                    color="white" if top and counts[i][j] > top / 2 else "black")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc(points: Dict[str, List[float]], auc: Optional[float], path: str) -> None:
+    """The ROC curve of a binary classifier, with the chance diagonal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    label = "ROC" if auc is None else f"ROC (AUC {auc:.4f})"
+    ax.plot(points["fpr"], points["tpr"], "-", label=label)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

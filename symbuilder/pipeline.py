@@ -329,7 +329,8 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
                 f.write(json.dumps(entry) + "\n")
         if result.history:
             plot_curves(result.history, os.path.join(staging, "curves.png"),
-                        title=f"{spec.name} (exported epoch {result.epoch})")
+                        title=f"{spec.name} (exported epoch {result.epoch})",
+                        exported_epoch=result.epoch)
         deploy_problems = deploy.check_deploy_symbol(staging, manifest)  # against the ONNX model
         if deploy_problems:
             raise ExportError("; ".join(deploy_problems))
