@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
 
 from .errors import SymbuilderError, UsageError
 from .onnx.opsets import SUPPORTED_OPSETS
@@ -104,12 +104,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not args.out:
         sys.stdout.write(text)
         return EXIT_OK
-    try:  # never overwrite a file symbuilder did not create: O_EXCL
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        raise UsageError("already exists; init never overwrites a file (choose another --out, "
-                         "or remove it yourself)", file=args.out) from None
-    with os.fdopen(fd, "w") as f:
+    with _new_file(args.out, "init") as f:
         f.write(text)
     _say(f"{args.out}: written; next: symbuilder build {args.out}")
     return EXIT_OK
@@ -170,16 +165,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _new_file(path: str, command: str) -> Iterator[TextIO]:
+    """`path` opened for writing only if nothing is there (O_EXCL: a command never overwrites
+    a file it did not create), and removed again if the command fails before it is written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise UsageError(f"already exists; {command} never overwrites a file (choose another "
+                         "--out, or remove it yourself)", file=path) from None
+    except OSError as e:
+        raise UsageError(f"cannot be created: {e.strerror}", file=path) from None
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            yield f
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .serving import predict
-    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
-                          manifest_sha256=args.manifest_sha256)
-    if args.out:
-        with open(args.out, "w", newline="") as f:
-            predictions.write_csv(f)
-        _say(f"{args.out}: {len(predictions.values)} predictions")
-    else:
-        predictions.write_csv(sys.stdout)
+    from .serving import predict  # lazy: ONNX Runtime and MXNet
+    if not args.out:
+        predict(args.model, args.csv, checkpoint=args.checkpoint,
+                manifest_sha256=args.manifest_sha256).write_csv(sys.stdout)
+        return EXIT_OK
+    with _new_file(args.out, "predict") as f:  # refused before any prediction is made
+        predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
+                              manifest_sha256=args.manifest_sha256)
+        predictions.write_csv(f)
+    _say(f"{args.out}: {len(predictions.values)} predictions")
     return EXIT_OK
 
 

@@ -263,6 +263,19 @@ def test_predict_input_mistakes_are_located_and_exit_2(export, tmp_path, capsys,
     assert one_line(err).startswith(path + message), err
 
 
+def test_predict_never_overwrites_an_existing_out_file(export, tmp_path, capsys):
+    path = _rows_with(export, tmp_path, lambda r: None)
+    target = tmp_path / "p.csv"
+    target.write_text("someone's file\n")
+    code, stdout, err = run(["predict", export[0], path, "--out", str(target)], capsys)
+    assert code == 2 and stdout == "" and target.read_text() == "someone's file\n"
+    assert one_line(err) == (f"{target}: already exists; predict never overwrites a file "
+                             "(choose another --out, or remove it yourself)")
+    target.unlink()
+    assert run(["predict", export[0], path, "--out", str(target)], capsys)[0] == 0
+    assert target.read_text().startswith("class,")
+
+
 def test_the_largest_float32_is_still_accepted(export, tmp_path, capsys):
     # The bound is float32's own: its largest finite value passes (and saturates the model).
     largest = repr(float(np.finfo(np.float32).max))
