@@ -128,6 +128,15 @@ case(
          {"data": (3, 4, 5)}),
     Case("1d_max", mx.sym.Pooling(D, kernel=(3,), stride=(2,), name="pool"), {"data": (3, 9)}),
     Case("1d_avg", mx.sym.Pooling(D, kernel=(2,), stride=(2,), pool_type="avg", name="pool"), {"data": (3, 8)}),
+    # Lp pooling keeps the sign of the sum of powers (odd p): random signs catch an |x| ** p form.
+    *[Case(f"lp{p}_pad", mx.sym.Pooling(D, kernel=(2, 3), stride=(2, 2), pad=(1, 1), pool_type="lp", p_value=p,
+                                        name="pool"), {"data": (2, 5, 6)}) for p in (1, 2, 3)],
+    Case("lp2_full", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pool_type="lp", p_value=2,
+                                    pooling_convention="full", name="pool"), {"data": (2, 5, 6)}),
+    *[Case(f"global_lp{p}", mx.sym.Pooling(D, kernel=(1, 1), global_pool=True, pool_type="lp", p_value=p,
+                                           name="pool"), {"data": (3, 4, 5)}, atol=2e-5) for p in (2, 3)],
+    Case("1d_lp3", mx.sym.Pooling(D, kernel=(3,), stride=(2,), pool_type="lp", p_value=3, name="pool"),
+         {"data": (3, 9)}),
 )
 case(
     "Activation",
@@ -223,6 +232,14 @@ case(
     "softmax",
     Case("last_axis", mx.sym.softmax(D, name="sm"), {"data": (3, 4)}),
     Case("axis1_temperature", mx.sym.softmax(D, axis=1, temperature=2.5, name="sm"), {"data": (3, 4)}),
+    # BERT's masked softmax: MXNet wants an integer length (data's shape without the axis); 0 gives zeros.
+    Case("use_length", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), use_length=True, name="sm"),
+         {"data": (3, 4), "data2": (3,)}, input_makers={"data2": lambda rng, shape: rng.randint(
+             0, 5, size=shape).astype(np.float32)}),
+    Case("use_length_axis1_temperature", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), axis=1, use_length=True,
+                                                        temperature=2.0, name="sm"),
+         {"data": (4, 3), "data2": (3,)}, input_makers={"data2": lambda rng, shape: rng.randint(
+             0, 5, size=shape).astype(np.float32)}),
 )
 case(
     "log_softmax",
@@ -284,6 +301,8 @@ case(
     Case("axis", mx.sym.squeeze(D, axis=2, name="sq"), {"data": (3, 1, 4)}),
     Case("all_static_ones", mx.sym.squeeze(D, name="sq"), {"data": (3, 1)}, batches=(5,),
          why="MXNet's squeeze() also drops a batch axis of size 1; the export keeps the batch axis"),
+    # A (1, 1) tensor squeezes to MXNet's (1,), not to a 0-d scalar.
+    Case("all_ones_to_1d", mx.sym.squeeze(mx.sym.sum(D, axis=(0, 1), keepdims=True), name="sq"), {"data": (3,)}),
 )
 
 
@@ -444,11 +463,19 @@ case(
     Case("both_int32", mx.sym.Group(list(mx.sym.topk(D, k=2, ret_typ="both", dtype="int32", name="tk"))),
          {"data": (6,)}),
     Case("k0_whole_axis", mx.sym.topk(D, k=0, ret_typ="value", name="tk"), {"data": (5,)}),
+    Case("k0_batch_axis", mx.sym.topk(D, k=0, axis=0, name="tk"), {"data": (3,)}),
+    Case("mask_axis1", mx.sym.topk(D, k=2, axis=1, ret_typ="mask", name="tk"), {"data": (3, 4)}),
+    Case("mask_ascend_k0", mx.sym.topk(D, k=0, ret_typ="mask", is_ascend=True, name="tk"), {"data": (4,)}),
+    Case("flattened_both", mx.sym.Group(list(mx.sym.topk(D, k=3, axis=None, ret_typ="both", name="tk"))),
+         {"data": (2, 3)}),
+    Case("flattened_mask", mx.sym.topk(D, k=4, axis=None, ret_typ="mask", name="tk"), {"data": (2, 3)}),
 )
 case(
     "argsort",
     Case("ascend", mx.sym.argsort(D, name="as"), {"data": (3, 5)}),
     Case("descend_axis1", mx.sym.argsort(D, axis=1, is_ascend=False, dtype="int64", name="as"), {"data": (4, 2)}),
+    Case("flattened", mx.sym.argsort(D, axis=None, name="as"), {"data": (2, 3)}),
+    Case("batch_axis", mx.sym.argsort(D, axis=0, name="as"), {"data": (3,)}),
 )
 for op in ("argmax", "argmin"):
     fn = getattr(mx.sym, op)

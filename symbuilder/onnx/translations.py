@@ -119,18 +119,51 @@ def deconvolution(ctx: OpContext) -> None:
 def pooling(ctx: OpContext) -> None:
     _check_layout(ctx)
     pool_type = ctx.attr_str("pool_type", "max")
+    if pool_type not in ("max", "avg", "sum", "lp"):
+        raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum, lp)")
+    if pool_type == "lp":
+        _lp_pooling(ctx)
+        return
+    _pool(ctx, pool_type, ctx.inputs[0], ctx.outputs[:1])
+
+
+# MXNet's Lp pooling is (sum of x**p) ** (1/p) with the SIGN kept (measured: p=1 of (-5, 2) is -3,
+# p=3 of (-5, 2) is -cbrt(117)); ONNX LpPool takes |x| ** p, which differs for odd p. MXNet
+# accepts p in 1, 2, 3 only. So: x**p, then MXNet's own sum pool (same windows and padding), then
+# the signed root.
+_LP_P_VALUES = (1, 2, 3)
+
+
+def _lp_pooling(ctx: OpContext) -> None:
+    p = ctx.attr_int("p_value")
+    if p not in _LP_P_VALUES:
+        raise ctx.error(f"p_value={p} is not supported (MXNet accepts 1, 2, 3)")
+    x = ctx.inputs[0]
+    if p == 1:
+        _pool(ctx, "sum", x, ctx.outputs[:1])
+        return
+    powered = ctx.node("Mul", [x, x], suffix="x_sq")
+    if p == 3:
+        powered = ctx.node("Mul", [powered, x], suffix="x_cube")
+    summed = _pool(ctx, "sum", powered, None)
+    if p == 2:
+        ctx.node("Sqrt", [summed], ctx.outputs[:1])
+        return
+    # Signed cube root: sign(s) * |s| ** (1/3) (Pow of a negative base by 1/3 is NaN).
+    root = ctx.node("Pow", [ctx.node("Abs", [summed]), ctx.scalar_like(1.0 / 3.0, 0, "one_third")], suffix="cbrt_abs")
+    ctx.node("Mul", [ctx.node("Sign", [summed]), root], ctx.outputs[:1])
+
+
+def _pool(ctx: OpContext, pool_type: str, x: str, outputs) -> str:
+    """Max, avg or sum pooling of ``x`` with the node's kernel/stride/pad/convention; returns the output."""
     rank = ctx.in_rank(0)
     nd = rank - 2
-    if pool_type not in ("max", "avg", "sum"):
-        raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum)")
     if ctx.attr_bool("global_pool", False):
         if pool_type == "max":
-            ctx.node("GlobalMaxPool", ctx.inputs[:1], ctx.outputs[:1])
-        elif pool_type == "avg":
-            ctx.node("GlobalAveragePool", ctx.inputs[:1], ctx.outputs[:1])
-        else:
-            ctx.reduce("ReduceSum", ctx.inputs[0], list(range(2, rank)), keepdims=True, outputs=ctx.outputs[:1])
-        return
+            return ctx.node("GlobalMaxPool", [x], outputs)
+        if pool_type == "avg":
+            return ctx.node("GlobalAveragePool", [x], outputs)
+        return ctx.reduce("ReduceSum", x, list(range(2, rank)), keepdims=True, outputs=outputs)
 
     kernel = list(ctx.attr_ints("kernel"))
     if len(kernel) != nd:
@@ -149,31 +182,27 @@ def pooling(ctx: OpContext) -> None:
         # A sum pool is a depthwise convolution with a kernel of ones: exact for any padding.
         channels = ctx.in_shape(0)[1]
         ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
-        ctx.node("Conv", [ctx.inputs[0], ones], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
-                 pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
-        return
+        return ctx.node("Conv", [x, ones], outputs, kernel_shape=kernel, strides=stride,
+                        pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
 
     onnx_op = "MaxPool" if pool_type == "max" else "AveragePool"
     common = {"kernel_shape": kernel, "strides": stride}
     if pool_type == "avg":
         common["count_include_pad"] = int(ctx.attr_bool("count_include_pad", True))
     if not any(extra):
-        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, **common)
-        return
+        return ctx.node(onnx_op, [x], outputs, pads=pad + pad, **common)
     # ONNX ceil_mode clips partial windows as MXNet does, but drops a last window that would
     # start inside the right padding; MXNet keeps it.
     if _ceil_mode_sizes(in_spatial, kernel, stride, pad) == out_spatial:
-        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, ceil_mode=1, **common)
-        return
+        return ctx.node(onnx_op, [x], outputs, pads=pad + pad, ceil_mode=1, **common)
     if pool_type == "max":
         # MXNet fills a window that lies wholly in padding with the dtype's lowest value (measured
         # -3.4028235e+38); padding with that value reproduces it, and ONNX forbids pads >= kernel.
         dtype = np.dtype(ctx.input_infos[0].dtype)
         lowest = ctx.const(np.asarray(np.finfo(dtype).min, dtype=dtype), "lowest")
         pads = [0, 0] + pad + [0, 0] + [p + e for p, e in zip(pad, extra)]
-        padded = ctx.node("Pad", [ctx.inputs[0], ctx.ints(pads, "pads"), lowest], mode="constant")
-        ctx.node("MaxPool", [padded], ctx.outputs[:1], pads=[0] * (2 * nd), **common)
-        return
+        padded = ctx.node("Pad", [x, ctx.ints(pads, "pads"), lowest], mode="constant")
+        return ctx.node("MaxPool", [padded], outputs, pads=[0] * (2 * nd), **common)
     raise ctx.error(
         f"avg pooling_convention='full' with kernel {tuple(kernel)}, stride {tuple(stride)}, pad {tuple(pad)} on "
         f"{tuple(in_spatial)} makes a window start inside the padding, which ONNX cannot express"
