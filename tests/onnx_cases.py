@@ -600,3 +600,46 @@ case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, n
 
 def all_cases() -> List[Tuple[str, Case]]:
     return [(op, c) for op, cases in CASES.items() for c in cases]
+
+
+# ---- recurrent (symbuilder/onnx/ops_rnn.py) ---------------------------------------------------
+def gluon_rnn(cls: type, **kwargs) -> mx.sym.Symbol:
+    """A hybridizable gluon.rnn layer as MXNet exports it: batch-major data, swapaxes, the packed
+    parameter vector from _rnn_param_concat and begin_state zeros of shape (L*D, 0, H)."""
+    from mxnet import gluon
+    layer = cls(prefix=f"{cls.__name__.lower()}_", layout="NTC", **kwargs)
+    return layer(mx.sym.Variable("data"))
+
+
+def _explicit_rnn(mode: str, layers: int, bidirectional: bool) -> mx.sym.Symbol:
+    """mx.sym.RNN with given initial states (batch-major inputs swapped to MXNet's (L*D, N, H)) and
+    every state output."""
+    dirs = 2 if bidirectional else 1
+    states = [mx.sym.swapaxes(mx.sym.Variable("h0"), dim1=0, dim2=1)]
+    if mode == "lstm":
+        states.append(mx.sym.swapaxes(mx.sym.Variable("c0"), dim1=0, dim2=1))
+    out = mx.sym.RNN(mx.sym.swapaxes(D, dim1=0, dim2=1), mx.sym.Variable("rnn_parameters"), *states, mode=mode,
+                     state_size=3, num_layers=layers, bidirectional=bidirectional, state_outputs=True, name="rnn")
+    return mx.sym.Group(list(out)), {"h0": (layers * dirs, 3), **({"c0": (layers * dirs, 3)} if mode == "lstm" else {})}
+
+
+def _rnn_cases() -> List[Case]:
+    from mxnet import gluon
+    cases = []
+    for cls in (gluon.rnn.LSTM, gluon.rnn.GRU, gluon.rnn.RNN):
+        cases.append(Case(f"gluon_{cls.__name__.lower()}_2layer_bidir",
+                          gluon_rnn(cls, hidden_size=4, num_layers=2, bidirectional=True, input_size=3),
+                          {"data": (5, 3)}))
+    cases.append(Case("gluon_rnn_tanh_1layer", gluon_rnn(gluon.rnn.RNN, hidden_size=4, activation="tanh",
+                                                         input_size=3), {"data": (5, 3)}))
+    for mode, layers, bidir in (("lstm", 2, True), ("gru", 1, True), ("rnn_tanh", 2, False), ("lstm", 1, False)):
+        sym, state_shapes = _explicit_rnn(mode, layers, bidir)
+        cases.append(Case(f"{mode}_{layers}layer{'_bidir' if bidir else ''}_states", sym,
+                          {"data": (5, 3), **state_shapes}))
+    return cases
+
+
+case("RNN", *_rnn_cases())
+case("_rnn_param_concat", Case("packed_vector", mx.sym._internal._rnn_param_concat(
+    mx.sym.Reshape(D, shape=(0, -1)), mx.sym.Reshape(D2, shape=(0, -1)), dim=1, num_args=2, name="pc"),
+    {"data": (2, 3), "data2": (4,)}))

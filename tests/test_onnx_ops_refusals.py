@@ -23,6 +23,16 @@ REFUSED = [
      {"data": (2, 3)}, "infer_range=True"),
     ("dot", mx.sym.dot(D, E, transpose_a=True, name="n0"), {"data": (2, 3, 4), "data2": (2, 5)},
      "transpose_a/transpose_b"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
+                       state_size=4, num_layers=1, projection_size=2, name="n0"), {"data": (5, 2, 3)},
+     "projection_size"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
+                       state_size=4, num_layers=1, lstm_state_clip_min=-1.0, lstm_state_clip_max=1.0, name="n0"),
+     {"data": (5, 2, 3)}, "lstm_state_clip_min"),
+    # The packed vector is unpacked at export: one computed from data has no fixed ONNX weights.
+    ("RNN", mx.sym.RNN(D, mx.sym.broadcast_add(mx.sym.Variable("p"), mx.sym.sum(D) * 0.0), mx.sym.Variable("h"),
+                       mode="gru", state_size=4, num_layers=1, name="n0"), {"data": (5, 2, 3)},
+     "must be stored parameters"),
 ]
 
 

@@ -65,9 +65,26 @@ def zeros_like(ctx: OpContext) -> None:
 
 def _fill(ctx: OpContext, value: float) -> None:
     shape = ctx.attr_ints("shape")
-    if any(d <= 0 for d in shape):
-        raise ctx.error(f"shape={shape}: a dim of 0 (unknown) cannot be exported as a constant")
-    emit_constant(ctx, np.full(shape, value, dtype=np.dtype(ctx.attr_str("dtype", "float32"))))
+    dtype = np.dtype(ctx.attr_str("dtype", "float32"))
+    if all(d > 0 for d in shape):
+        emit_constant(ctx, np.full(shape, value, dtype=dtype))
+        return
+    # A dim of 0 is MXNet's "infer me" (gluon's RNN begin_state: zeros of (L*D, 0, H)); shape
+    # inference resolved it from the consumer. A dim that follows the batch is read at run time.
+    info = ctx.output_infos[0]
+    if info.shape is None:
+        raise ctx.error(f"shape={shape}: MXNet could not infer the dims given as 0")
+    follows = [bool(b) and ctx.dynamic_batch for b in (info.batch_dims or (False,) * len(info.shape))]
+    if not any(follows):
+        emit_constant(ctx, np.full(info.shape, value, dtype=dtype))
+        return
+    batch = int(next(iter(d for d, f in zip(info.shape, follows) if f)))
+    if any(f and d != batch for d, f in zip(info.shape, follows)) or batch != ctx.parts.batch_size:
+        raise ctx.error(f"shape={shape}: the inferred {info.shape} has dims that are multiples of the batch; "
+                        "export with dynamic_batch=False")
+    dims = [ctx.runtime_batch() if f else ctx.ints([d], f"dim{i}") for i, (d, f) in enumerate(zip(info.shape, follows))]
+    target = ctx.node("Concat", dims, suffix="shape", axis=0)
+    ctx.node("ConstantOfShape", [target], ctx.outputs[:1], value=numpy_helper.from_array(np.asarray([value], dtype)))
 
 
 @register("_ones")
