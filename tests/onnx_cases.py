@@ -643,3 +643,23 @@ case("RNN", *_rnn_cases())
 case("_rnn_param_concat", Case("packed_vector", mx.sym._internal._rnn_param_concat(
     mx.sym.Reshape(D, shape=(0, -1)), mx.sym.Reshape(D2, shape=(0, -1)), dim=1, num_args=2, name="pc"),
     {"data": (2, 3), "data2": (4,)}))
+
+
+# ---- interleaved attention (symbuilder/onnx/ops_attention.py) ----------------------------------
+def time_major(x: mx.sym.Symbol) -> mx.sym.Symbol:
+    """Batch-major inputs (the export's batch axis first) swapped to MXNet's (T, N, C)."""
+    return mx.sym.swapaxes(x, dim1=0, dim2=1)
+
+
+_QKV = time_major(D)  # (T=4, N, heads=2 * 3 * d=3)
+_SELF_SCORES = mx.sym.contrib.interleaved_matmul_selfatt_qk(_QKV, heads=2, name="qk")
+case("_contrib_interleaved_matmul_selfatt_qk", Case("2_heads", _SELF_SCORES, {"data": (4, 18)}))
+case("_contrib_interleaved_matmul_selfatt_valatt", Case(
+    "softmax_scores", mx.sym.contrib.interleaved_matmul_selfatt_valatt(_QKV, mx.sym.softmax(_SELF_SCORES), heads=2,
+                                                                       name="va"), {"data": (4, 18)}))
+_ENC_SCORES = mx.sym.contrib.interleaved_matmul_encdec_qk(time_major(D), time_major(D2), heads=3, name="qk")
+case("_contrib_interleaved_matmul_encdec_qk", Case("3_heads", _ENC_SCORES, {"data": (4, 6), "data2": (5, 12)}))
+case("_contrib_interleaved_matmul_encdec_valatt", Case(
+    "softmax_scores", mx.sym.contrib.interleaved_matmul_encdec_valatt(time_major(D2), mx.sym.softmax(_ENC_SCORES),
+                                                                      heads=3, name="va"),
+    {"data": (4, 6), "data2": (5, 12)}))
