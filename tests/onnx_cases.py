@@ -47,6 +47,7 @@ class Case:
         default_factory=dict)
     # Parameters given as values instead of random ones (lengths, ROIs: unbatched index-like tensors).
     params: Dict[str, np.ndarray] = field(default_factory=dict)
+    min_opset: int = 13  # an attribute value ONNX expresses only from this opset on
 
 
 CASES: Dict[str, List[Case]] = {}
@@ -663,3 +664,77 @@ case("_contrib_interleaved_matmul_encdec_valatt", Case(
     "softmax_scores", mx.sym.contrib.interleaved_matmul_encdec_valatt(time_major(D2), mx.sym.softmax(_ENC_SCORES),
                                                                       heads=3, name="va"),
     {"data": (4, 6), "data2": (5, 12)}))
+
+
+# ---- detection (symbuilder/onnx/ops_detection.py) ---------------------------------------------
+def _anchors(rng: np.random.RandomState, n: int, fmt: str) -> np.ndarray:
+    xy = rng.uniform(0.1, 0.9, size=(1, n, 2))
+    wh = rng.uniform(0.05, 0.4, size=(1, n, 2))
+    boxes = np.concatenate([xy, wh] if fmt == "center" else [xy - wh / 2, xy + wh / 2], axis=-1)
+    return boxes.astype(np.float32)
+
+
+_A = mx.sym.Variable("anchors")
+case(
+    "_contrib_box_decode",
+    Case("center_std", mx.sym.contrib.box_decode(D, _A, std0=0.1, std1=0.1, std2=0.2, std3=0.2, name="bd"),
+         {"data": (6, 4)}, params={"anchors": _anchors(np.random.RandomState(0), 6, "center")}),
+    Case("corner_clip", mx.sym.contrib.box_decode(D * 3.0, _A, format="corner", clip=1.5, name="bd"),
+         {"data": (6, 4)}, params={"anchors": _anchors(np.random.RandomState(1), 6, "corner")}),
+)
+case(
+    "_contrib_MultiBoxPrior",
+    Case("sizes_ratios", mx.sym.broadcast_add(mx.sym.contrib.MultiBoxPrior(D, sizes=(0.3, 0.5), ratios=(1, 2, 0.5),
+                                                                         name="mbp"), mx.sym.sum(D) * 0.0),
+         {"data": (2, 3, 4)}),
+    Case("steps_offsets_clip", mx.sym.contrib.MultiBoxPrior(D, sizes=(0.9,), ratios=(1, 3), steps=(0.3, 0.2),
+                                                            offsets=(0.4, 0.6), clip=True, name="mbp"),
+         {"data": (2, 3, 5)}),
+)
+# ROIs in image coordinates (spatial_scale 0.5 maps them onto the 8 x 9 map); batch ids 0 and 1.
+_ROIS = np.array([[0, 1, 1, 12, 9], [1, 4.5, 2.4, 15.8, 12.6], [1, 0, 0, 30, 30], [0, 3, 5, 3.5, 5.2]], np.float32)
+_R = mx.sym.Variable("rois")
+case(
+    "_contrib_ROIAlign",
+    Case("adaptive", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 3), spatial_scale=0.5, name="ra"),
+         {"data": (3, 8, 9)}, batches=(2, 5), params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
+    Case("sample_ratio_2", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(3, 3), spatial_scale=0.5, sample_ratio=2,
+                                                   name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
+         params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
+    Case("aligned", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 2), spatial_scale=0.5, sample_ratio=2,
+                                            aligned=True, name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
+         params={"rois": _ROIS}, min_opset=16, why="the ROIs index batch 0 and 1; aligned needs RoiAlign-16"),
+)
+case(
+    "ROIPooling",
+    # A negative batch index gives MXNet's zeros (MXNet's ROIAlign writes uninitialised memory there instead).
+    Case("with_ignored_roi", mx.sym.ROIPooling(D, _R, pooled_size=(2, 3), spatial_scale=0.5, name="rp"),
+         {"data": (3, 8, 9)}, batches=(2, 5), why="the ROIs index batch 0 and 1",
+         params={"rois": np.concatenate([_ROIS, [[-1, 1, 1, 5, 5]]]).astype(np.float32)}),
+)
+
+
+def detections(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    """(B, N, 6) rows [class id, score, x1, y1, x2, y2]: valid corners, clustered so that boxes
+    overlap, distinct random scores (ties are tested separately, with an order-tolerant match)."""
+    b, n = shape[:2]
+    centers = rng.uniform(0.2, 0.8, size=(b, n, 2)) + rng.choice([0.0, 1.0], size=(b, n, 1))
+    half = rng.uniform(0.1, 0.3, size=(b, n, 2))
+    ids = rng.randint(0, 3, size=(b, n, 1))
+    scores = rng.uniform(0.0, 1.0, size=(b, n, 1))
+    rows = np.concatenate([ids, scores, centers - half, centers + half] + [rng.randn(b, n, shape[2] - 6)], axis=-1)
+    return rows.astype(np.float32)
+
+
+case(
+    "_contrib_box_nms",
+    Case("defaults", mx.sym.contrib.box_nms(D, name="nms"), {"data": (12, 6)}, detections),
+    Case("thresholds_topk", mx.sym.contrib.box_nms(D, overlap_thresh=0.3, valid_thresh=0.2, topk=7, name="nms"),
+         {"data": (12, 6)}, detections),
+    Case("background_force", mx.sym.contrib.box_nms(D, id_index=0, background_id=2, force_suppress=True,
+                                                   name="nms"), {"data": (12, 6)}, detections),
+    Case("center_to_corner_extra_cols", mx.sym.contrib.box_nms(D, in_format="center", out_format="corner",
+                                                              name="nms"), {"data": (10, 7)}, detections),
+    Case("corner_to_center", mx.sym.contrib.box_nms(D, out_format="center", overlap_thresh=0.4, name="nms"),
+         {"data": (10, 6)}, detections),
+)

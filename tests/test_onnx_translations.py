@@ -131,7 +131,7 @@ def _case_opsets(op: str) -> List[int]:
     return sorted(o for o in wanted if any(lo <= o <= hi for lo, hi in ranges))
 
 
-_OP_CASE_OPSETS = [(op, c, o) for op, c in all_cases() for o in _case_opsets(op)]
+_OP_CASE_OPSETS = [(op, c, o) for op, c in all_cases() for o in _case_opsets(op) if o >= c.min_opset]
 
 
 @pytest.mark.parametrize("op,c,opset", _OP_CASE_OPSETS, ids=[f"{op}-{c.id}-opset{o}" for op, c, o in _OP_CASE_OPSETS])
