@@ -138,6 +138,14 @@ case(
                                            name="pool"), {"data": (3, 4, 5)}, atol=2e-5) for p in (2, 3)],
     Case("1d_lp3", mx.sym.Pooling(D, kernel=(3,), stride=(2,), pool_type="lp", p_value=3, name="pool"),
          {"data": (3, 9)}),
+    Case("nhwc_max_pad", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), layout="NHWC", name="pool"),
+         {"data": (6, 7, 3)}),
+    Case("nhwc_avg_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="avg", pooling_convention="full",
+                                         layout="NHWC", name="pool"), {"data": (6, 7, 2)}),
+    Case("nwc_lp2", mx.sym.Pooling(D, kernel=(2,), stride=(2,), pool_type="lp", p_value=2, layout="NWC",
+                                   name="pool"), {"data": (8, 3)}),
+    Case("ndhwc_global_avg", mx.sym.Pooling(D, kernel=(1, 1, 1), global_pool=True, pool_type="avg", layout="NDHWC",
+                                            name="pool"), {"data": (3, 4, 5, 2)}),
 )
 case(
     "Activation",
@@ -241,11 +249,17 @@ case(
                                                         temperature=2.0, name="sm"),
          {"data": (4, 3), "data2": (3,)}, input_makers={"data2": lambda rng, shape: rng.randint(
              0, 5, size=shape).astype(np.float32)}),
+    Case("dtype_float64", mx.sym.softmax(D, dtype="float64", name="sm"), {"data": (3, 4)}),
+    Case("use_length_dtype_float16", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), use_length=True,
+                                                    dtype="float16", name="sm"), {"data": (3, 4), "data2": (3,)},
+         input_makers={"data2": lambda rng, shape: rng.randint(0, 5, size=shape).astype(np.float32)}, atol=1e-3,
+         why="float16 output: its rounding step near 1 is 4.9e-4"),
 )
 case(
     "log_softmax",
     Case("last_axis", mx.sym.log_softmax(D, name="lsm"), {"data": (3, 4)}),
     Case("axis1", mx.sym.log_softmax(D, axis=1, name="lsm"), {"data": (3, 4)}),
+    Case("dtype_float64", mx.sym.log_softmax(D, dtype="float64", name="lsm"), {"data": (3, 4)}),
 )
 for op in ("sum", "mean", "max", "min", "prod"):
     fn = getattr(mx.sym, op)
@@ -395,6 +409,8 @@ case(
 case(
     "broadcast_like",
     Case("whole_shape", mx.sym.broadcast_like(D, D2, name="bl"), {"data": (1, 4), "data2": (3, 4)}),
+    Case("axes", mx.sym.broadcast_like(D, D2, lhs_axes=(1, -1), rhs_axes=(2, 0), name="bl"),
+         {"data": (1, 4, 1), "data2": (2, 3)}),
 )
 case(
     "reshape_like",
@@ -535,6 +551,8 @@ case(
     "UpSampling",
     Case("nearest_2", mx.sym.UpSampling(D, scale=2, sample_type="nearest", name="up"), {"data": (2, 3, 4)}),
     Case("nearest_3", mx.sym.UpSampling(D, scale=3, sample_type="nearest", name="up"), {"data": (1, 2, 2)}),
+    *[Case(f"bilinear_{s}", mx.sym.UpSampling(D, mx.sym.Variable("up_weight"), scale=s, sample_type="bilinear",
+                                              num_filter=3, name="up"), {"data": (3, 4, 5)}) for s in (2, 3)],
 )
 case(
     "L2Normalization",
@@ -549,6 +567,7 @@ case(
     Case("all", mx.sym.norm(D, name="nm"), {"data": (3, 4)}),
     Case("l1_axis1_keepdims", mx.sym.norm(D, ord=1, axis=1, keepdims=True, name="nm"), {"data": (3, 4)}),
     Case("l2_axes", mx.sym.norm(D, axis=(1, 2), name="nm"), {"data": (3, 4)}),
+    Case("out_dtype_same", mx.sym.norm(D, axis=1, out_dtype="float32", name="nm"), {"data": (3, 4)}),
 )
 case("hard_sigmoid", Case("alpha_beta", mx.sym.hard_sigmoid(D * 3.0, alpha=0.3, beta=0.4, name="hs"), {"data": (8,)}))
 case("log2", Case("unary", mx.sym.log2(D, name="l2"), {"data": (5,)}, positive))
@@ -560,6 +579,10 @@ case(
          {"data": (4,)}, params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)}),
     Case("3d_tensordot", mx.sym.dot(D, mx.sym.Variable("w"), name="dt"), {"data": (2, 3)},
          params={"w": np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)}),
+    # N-D with transposes: transpose_a contracts a's first (batch) axis, transpose_b b's last.
+    Case("3d_transpose_a_over_batch", mx.sym.dot(D, D2, transpose_a=True, name="dt"), {"data": (2, 3), "data2": (4,)}),
+    Case("3d_transpose_b_3d_param", mx.sym.dot(D, mx.sym.Variable("w"), transpose_b=True, name="dt"), {"data": (2, 3)},
+         params={"w": np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)}),
 )
 case(
     "batch_dot",

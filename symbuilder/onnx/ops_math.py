@@ -162,11 +162,16 @@ def _softmax(ctx: OpContext, onnx_op: str) -> None:
         peak = ctx.reduce("ReduceMax", x, [axis], keepdims=True, suffix="max")
         centered = ctx.node("Sub", [x, peak], suffix="centered")
         x = ctx.node("Div", [centered, ctx.scalar_like(temperature, 0, "temperature")])
-    if mask is None:
-        ctx.node(onnx_op, [x], ctx.outputs[:1], axis=axis)
-        return
-    soft = ctx.node(onnx_op, [x], axis=axis)
-    ctx.node("Where", [mask, soft, ctx.scalar_like(0.0, 0, "zero")], ctx.outputs[:1])
+    # dtype asks for another output type (float64 from float32: measured); computed in the
+    # input's type and cast, within 1e-7 of MXNet's wider arithmetic.
+    dtype = ctx.attr_str("dtype", None)
+    cast = dtype is not None and np.dtype(dtype) != np.dtype(ctx.input_infos[0].dtype)
+    final = None if cast else ctx.outputs[:1]
+    out = ctx.node(onnx_op, [x], None if mask is not None else final, axis=axis)
+    if mask is not None:
+        out = ctx.node("Where", [mask, out, ctx.scalar_like(0.0, 0, "zero")], final)
+    if cast:
+        ctx.node("Cast", [out], ctx.outputs[:1], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
 
 def _length_mask(ctx: OpContext, axis: int) -> str:

@@ -278,9 +278,20 @@ def broadcast_axis(ctx: OpContext) -> None:
 def broadcast_like(ctx: OpContext) -> None:
     lhs_axes = ctx.attr_ints("lhs_axes", ())
     rhs_axes = ctx.attr_ints("rhs_axes", ())
-    if lhs_axes or rhs_axes:
-        raise ctx.error(f"lhs_axes={lhs_axes} / rhs_axes={rhs_axes} are not supported (only the whole shape)")
-    ctx.node("Expand", [ctx.inputs[0], shape_of(ctx, ctx.inputs[1])], ctx.outputs[:1])
+    if not lhs_axes and not rhs_axes:
+        ctx.node("Expand", [ctx.inputs[0], shape_of(ctx, ctx.inputs[1])], ctx.outputs[:1])
+        return
+    if len(lhs_axes) != len(rhs_axes):
+        raise ctx.error(f"lhs_axes={lhs_axes} and rhs_axes={rhs_axes} differ in length")
+    # The lhs's own shape with dims lhs_axes taken from the rhs's dims rhs_axes (read at run time).
+    rank = ctx.in_rank(0)
+    lhs = [normalize_axis(a, rank, ctx) for a in lhs_axes]
+    rhs = [normalize_axis(a, ctx.in_rank(1), ctx) for a in rhs_axes]
+    taken = {a: i for i, a in enumerate(lhs)}
+    dims = [dims_of(ctx, ctx.inputs[1], [rhs[taken[a]]]) if a in taken else dims_of(ctx, ctx.inputs[0], [a])
+            for a in range(rank)]
+    target = ctx.node("Concat", dims, suffix="target", axis=0)
+    ctx.node("Expand", [ctx.inputs[0], target], ctx.outputs[:1])
 
 
 def _shape_range(ctx: OpContext, x: str, rank: int, begin: Optional[int], end: Optional[int]) -> tuple:

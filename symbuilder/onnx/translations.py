@@ -115,16 +115,32 @@ def deconvolution(ctx: OpContext) -> None:
     )
 
 
+_CHANNEL_LAST_LAYOUTS = ("NWC", "NHWC", "NDHWC")
+
+
 @register("Pooling")
 def pooling(ctx: OpContext) -> None:
-    _check_layout(ctx)
     pool_type = ctx.attr_str("pool_type", "max")
     if pool_type not in ("max", "avg", "sum", "lp"):
         raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum, lp)")
-    if pool_type == "lp":
-        _lp_pooling(ctx)
+    layout = ctx.attr_str("layout", None)
+    if layout in _CHANNEL_LAST_LAYOUTS:
+        # MXNet pools channel-last data on CPU (measured); ONNX pools channel-first: transpose around it.
+        rank = ctx.in_rank(0)
+        first, last = [0, rank - 1] + list(range(1, rank - 1)), [0] + list(range(2, rank)) + [1]
+        shapes = tuple(tuple(s[i] for i in first) for s in (ctx.in_shape(0), ctx.out_shape(0)))
+        x = ctx.transpose(ctx.inputs[0], first, suffix="channel_first")
+        pooled = _pool_any(ctx, pool_type, x, None, shapes)
+        ctx.transpose(pooled, last, ctx.outputs[:1])
         return
-    _pool(ctx, pool_type, ctx.inputs[0], ctx.outputs[:1])
+    _check_layout(ctx)
+    _pool_any(ctx, pool_type, ctx.inputs[0], ctx.outputs[:1], (ctx.in_shape(0), ctx.out_shape(0)))
+
+
+def _pool_any(ctx: OpContext, pool_type: str, x: str, outputs, shapes) -> str:
+    if pool_type == "lp":
+        return _lp_pooling(ctx, x, outputs, shapes)
+    return _pool(ctx, pool_type, x, outputs, shapes)
 
 
 # MXNet's Lp pooling is (sum of x**p) ** (1/p) with the SIGN kept (measured: p=1 of (-5, 2) is -3,
@@ -134,29 +150,28 @@ def pooling(ctx: OpContext) -> None:
 _LP_P_VALUES = (1, 2, 3)
 
 
-def _lp_pooling(ctx: OpContext) -> None:
+def _lp_pooling(ctx: OpContext, x: str, outputs, shapes) -> str:
     p = ctx.attr_int("p_value")
     if p not in _LP_P_VALUES:
         raise ctx.error(f"p_value={p} is not supported (MXNet accepts 1, 2, 3)")
-    x = ctx.inputs[0]
     if p == 1:
-        _pool(ctx, "sum", x, ctx.outputs[:1])
-        return
+        return _pool(ctx, "sum", x, outputs, shapes)
     powered = ctx.node("Mul", [x, x], suffix="x_sq")
     if p == 3:
         powered = ctx.node("Mul", [powered, x], suffix="x_cube")
-    summed = _pool(ctx, "sum", powered, None)
+    summed = _pool(ctx, "sum", powered, None, shapes)
     if p == 2:
-        ctx.node("Sqrt", [summed], ctx.outputs[:1])
-        return
+        return ctx.node("Sqrt", [summed], outputs)
     # Signed cube root: sign(s) * |s| ** (1/3) (Pow of a negative base by 1/3 is NaN).
     root = ctx.node("Pow", [ctx.node("Abs", [summed]), ctx.scalar_like(1.0 / 3.0, 0, "one_third")], suffix="cbrt_abs")
-    ctx.node("Mul", [ctx.node("Sign", [summed]), root], ctx.outputs[:1])
+    return ctx.node("Mul", [ctx.node("Sign", [summed]), root], outputs)
 
 
-def _pool(ctx: OpContext, pool_type: str, x: str, outputs) -> str:
-    """Max, avg or sum pooling of ``x`` with the node's kernel/stride/pad/convention; returns the output."""
-    rank = ctx.in_rank(0)
+def _pool(ctx: OpContext, pool_type: str, x: str, outputs, shapes) -> str:
+    """Max, avg or sum pooling of ``x`` with the node's kernel/stride/pad/convention; returns the output.
+    ``shapes``: the channel-first (input, output) shapes."""
+    in_shape, out_shape = shapes
+    rank = len(in_shape)
     nd = rank - 2
     if ctx.attr_bool("global_pool", False):
         if pool_type == "max":
@@ -173,14 +188,14 @@ def _pool(ctx: OpContext, pool_type: str, x: str, outputs) -> str:
     convention = ctx.attr_str("pooling_convention", "valid")
     if convention not in ("valid", "full"):
         raise ctx.error(f"pooling_convention '{convention}' is not supported (valid, full)")
-    in_spatial = ctx.in_shape(0)[2:]
-    out_spatial = list(ctx.out_shape(0)[2:])
+    in_spatial = in_shape[2:]
+    out_spatial = list(out_shape[2:])
     # 'full' rounds the window count up. Extra end padding that makes MXNet's last windows fit:
     extra = [max(0, (o - 1) * s + k - (i + 2 * p)) for o, s, k, i, p in zip(out_spatial, stride, kernel, in_spatial, pad)]
 
     if pool_type == "sum":
         # A sum pool is a depthwise convolution with a kernel of ones: exact for any padding.
-        channels = ctx.in_shape(0)[1]
+        channels = in_shape[1]
         ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
         return ctx.node("Conv", [x, ones], outputs, kernel_shape=kernel, strides=stride,
                         pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
