@@ -760,4 +760,9 @@ case(
                                                               name="nms"), {"data": (10, 7)}, detections),
     Case("corner_to_center", mx.sym.contrib.box_nms(D, out_format="center", overlap_thresh=0.4, name="nms"),
          {"data": (10, 6)}, detections),
+    # Per-class NMS (GluonCV SSD's setting): boxes of different ids never suppress each other.
+    Case("per_class", mx.sym.contrib.box_nms(D, id_index=0, overlap_thresh=0.3, name="nms"), {"data": (12, 6)},
+         detections),
+    Case("per_class_background_topk", mx.sym.contrib.box_nms(D, id_index=0, background_id=0, topk=8, valid_thresh=0.1,
+                                                             name="nms"), {"data": (12, 6)}, detections),
 )

@@ -40,7 +40,8 @@ def _tied_detections(rng: np.random.RandomState, batch: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("opset", [13, 17])
-@pytest.mark.parametrize("kwargs", [{}, {"overlap_thresh": 0.7, "topk": 9}, {"out_format": "center"}])
+@pytest.mark.parametrize("kwargs", [{}, {"overlap_thresh": 0.7, "topk": 9}, {"out_format": "center"},
+                                    {"id_index": 0, "overlap_thresh": 0.2}])
 def test_box_nms_with_tied_scores_matches_mxnet_up_to_tie_order(opset: int, kwargs: dict) -> None:
     sym = mx.sym.contrib.box_nms(mx.sym.Variable("data"), name="nms", **kwargs)
     model = to_onnx(sym, {}, {"data": (3, 12, 6)}, opset=opset)
@@ -55,7 +56,8 @@ def test_box_nms_with_tied_scores_matches_mxnet_up_to_tie_order(opset: int, kwar
 
 
 @pytest.mark.parametrize("sym,attr", [
-    (mx.sym.contrib.box_nms(mx.sym.Variable("data"), id_index=0, name="n0"), "force_suppress=False"),
+    (mx.sym.contrib.box_nms(mx.sym.Reshape(mx.sym.Variable("data"), shape=(0, 2, -1, 6)), name="n0"),
+     "a rank-4 input"),
     (mx.sym.contrib.ROIAlign(mx.sym.Variable("data"), mx.sym.Variable("rois"), pooled_size=(2, 2),
                              spatial_scale=1.0, position_sensitive=True, name="n0"), "position_sensitive=True"),
 ])

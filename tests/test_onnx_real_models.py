@@ -99,8 +99,8 @@ def _ssd_head(num_classes: int = 3) -> mx.sym.Symbol:
     ids = mx.sym.argmax(foreground, axis=-1, keepdims=True)
     scores = mx.sym.max(foreground, axis=-1, keepdims=True)
     dets = mx.sym.Concat(ids, scores, boxes, dim=-1)
-    return mx.sym.contrib.box_nms(dets, overlap_thresh=0.45, valid_thresh=0.3, topk=60, id_index=0,
-                                  force_suppress=True, name="nms")
+    # GluonCV's SSD setting: per-class NMS (force_suppress=False).
+    return mx.sym.contrib.box_nms(dets, overlap_thresh=0.45, valid_thresh=0.3, topk=60, id_index=0, name="nms")
 
 
 def test_ssd_head() -> None:

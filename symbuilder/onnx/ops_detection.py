@@ -164,12 +164,25 @@ def _tensor(value: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(value)
 
 
+def _class_planes(ctx: OpContext, data: str) -> str:
+    """Bool (B, C, N): box n has the c-th class id of the run, for NonMaxSuppression's class axis
+    (it suppresses within a class only, as MXNet does without force_suppress). C = max id - min id + 1
+    is read at run time. Ids are compared as integers (truncated): MXNet's detectors write integer
+    class ids (argmax); a fractional id would be grouped with its integer part."""
+    ids = ctx.node("Cast", [_column(ctx, data, ctx.attr_int("id_index"), "ids")], suffix="ids_int",
+                   to=TensorProto.INT64)
+    lo = ctx.reduce("ReduceMin", ids, None, keepdims=False, suffix="id_min")
+    count = ctx.node("Add", [ctx.node("Sub", [ctx.reduce("ReduceMax", ids, None, keepdims=False, suffix="id_max"), lo]),
+                             ctx.const(np.int64(1), "one")], suffix="num_classes")
+    classes = ctx.node("Range", [ctx.const(np.int64(0), "zero"), count, ctx.const(np.int64(1), "step")],
+                       suffix="classes")
+    relative = ctx.unsqueeze(ctx.node("Sub", [ids, lo], suffix="ids_rel"), [1], suffix="ids_b1n")
+    return ctx.node("Equal", [relative, ctx.reshape(classes, [1, -1, 1], suffix="classes_1c1")], suffix="planes")
+
+
 def _check_nms(ctx: OpContext) -> None:
     if ctx.in_rank(0) != 3:
         raise ctx.error(f"a rank-{ctx.in_rank(0)} input is not supported (rank 3: batch, boxes, box width)")
-    if ctx.attr_int("id_index", -1) >= 0 and not ctx.attr_bool("force_suppress", False):
-        raise ctx.error("id_index >= 0 with force_suppress=False (per-class NMS over class ids held in the data) "
-                        "is not supported; set force_suppress=True")
     for key in ("in_format", "out_format"):
         if ctx.attr_str(key, "corner") not in ("corner", "center"):
             raise ctx.error(f"{key}='{ctx.attr_str(key)}' is not supported (corner, center)")
@@ -185,6 +198,8 @@ def box_nms(ctx: OpContext) -> None:
     neg_inf = ctx.scalar_like(-np.inf, 0, "neg_inf")
     nms_scores = ctx.unsqueeze(ctx.node("Where", [candidates, score, neg_inf], suffix="nms_scores"), [1],
                                suffix="nms_scores_c")
+    if ctx.attr_int("id_index", -1) >= 0 and not ctx.attr_bool("force_suppress", False):
+        nms_scores = ctx.node("Where", [_class_planes(ctx, data), nms_scores, neg_inf], suffix="class_scores")
     in_center = ctx.attr_str("in_format", "corner") == "center"
     boxes = ctx.node("Slice", [data, ctx.ints([start], "box_start"), ctx.ints([start + 4], "box_end"),
                                ctx.ints([2], "box_axis")], suffix="boxes")
