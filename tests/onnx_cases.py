@@ -628,14 +628,14 @@ def all_cases() -> List[Tuple[str, Case]]:
 
 # ---- recurrent (symbuilder/onnx/ops_rnn.py) ---------------------------------------------------
 def gluon_rnn(cls: type, **kwargs) -> mx.sym.Symbol:
-    """A hybridizable gluon.rnn layer as MXNet exports it: batch-major data, swapaxes, the packed
-    parameter vector from _rnn_param_concat and begin_state zeros of shape (L*D, 0, H)."""
-    from mxnet import gluon
+    """A gluon.rnn layer called on a symbol, as a hybridized parent block exports it: batch-major
+    data, swapaxes, the packed parameter vector from _rnn_param_concat and begin_state zeros of
+    shape (L*D, 0, H)."""
     layer = cls(prefix=f"{cls.__name__.lower()}_", layout="NTC", **kwargs)
     return layer(mx.sym.Variable("data"))
 
 
-def _explicit_rnn(mode: str, layers: int, bidirectional: bool) -> mx.sym.Symbol:
+def _explicit_rnn(mode: str, layers: int, bidirectional: bool) -> Tuple[mx.sym.Symbol, Dict[str, Tuple[int, ...]]]:
     """mx.sym.RNN with given initial states (batch-major inputs swapped to MXNet's (L*D, N, H)) and
     every state output."""
     dirs = 2 if bidirectional else 1

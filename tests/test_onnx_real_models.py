@@ -18,7 +18,7 @@ Tolerance: random-weight graphs differ between MXNet's oneDNN kernels and ONNX R
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Tuple
+from typing import Callable, Dict, Mapping, Tuple
 
 import mxnet as mx
 import numpy as np

@@ -144,8 +144,7 @@ def _nms_candidates(ctx: OpContext, data: str, score: str) -> str:
     if 0 < topk < n:
         lowest = ctx.scalar_like(np.finfo(np.dtype(ctx.input_infos[0].dtype)).min, 0, "lowest")
         ranked = ctx.node("Where", [valid, score, lowest], suffix="ranked")
-        _, best = ctx.fresh("topk_values"), ctx.fresh("topk_indices")
-        ctx.node("TopK", [ranked, ctx.ints([topk], "topk")], [_, best], axis=1, largest=1, sorted=1)
+        best = _descending_order(ctx, ranked, topk, "topk")
         valid = ctx.node("And", [valid, _mark(ctx, score, best, "in_topk")], suffix="valid_topk")
     return valid
 
@@ -191,41 +190,50 @@ def _check_nms(ctx: OpContext) -> None:
 @register("_contrib_box_nms")
 def box_nms(ctx: OpContext) -> None:
     _check_nms(ctx)
-    data, n = ctx.inputs[0], ctx.in_shape(0)[1]
-    start = ctx.attr_int("coord_start", 2)
+    data = ctx.inputs[0]
     score = _column(ctx, data, ctx.attr_int("score_index", 1), "score")
-    candidates = _nms_candidates(ctx, data, score)
     neg_inf = ctx.scalar_like(-np.inf, 0, "neg_inf")
-    nms_scores = ctx.unsqueeze(ctx.node("Where", [candidates, score, neg_inf], suffix="nms_scores"), [1],
-                               suffix="nms_scores_c")
+    nms_scores = ctx.unsqueeze(ctx.node("Where", [_nms_candidates(ctx, data, score), score, neg_inf],
+                                        suffix="nms_scores"), [1], suffix="nms_scores_c")
     if ctx.attr_int("id_index", -1) >= 0 and not ctx.attr_bool("force_suppress", False):
         nms_scores = ctx.node("Where", [_class_planes(ctx, data), nms_scores, neg_inf], suffix="class_scores")
-    in_center = ctx.attr_str("in_format", "corner") == "center"
-    boxes = ctx.node("Slice", [data, ctx.ints([start], "box_start"), ctx.ints([start + 4], "box_end"),
-                               ctx.ints([2], "box_axis")], suffix="boxes")
-    # -inf scores are below any threshold, whether a runtime compares with > or >=.
-    selected = ctx.node("NonMaxSuppression", [boxes, nms_scores, ctx.ints([n], "max_per_class"),
-                                              ctx.const(np.float32([ctx.attr_float("overlap_thresh", 0.5)]), "iou"),
-                                              ctx.const(np.float32([np.finfo(np.float32).min]), "score_min")],
-                        suffix="selected", center_point_box=int(in_center))
-    pairs = ctx.node("Gather", [selected, ctx.ints([0, 2], "batch_box_cols")], suffix="batch_box", axis=1)
-    ones = ctx.node("ConstantOfShape", [shape_of(ctx, pairs, 0, 1)], suffix="kept_ones",
-                    value=_tensor(np.ones(1, np.float32)))
-    zeros = ctx.node("ConstantOfShape", [ctx.node("Shape", [score], suffix="score_shape")], suffix="kept_zeros",
-                     value=_tensor(np.zeros(1, np.float32)))
-    kept = ctx.node("Greater", [ctx.node("ScatterND", [zeros, pairs, ones], suffix="kept_f"),
-                                ctx.const(np.float32(0.5), "kept_half")], suffix="kept")
+    kept = _kept(ctx, data, score, nms_scores)
     # Kept rows first, by descending score: sort on the score with every dropped row at -inf.
-    key = ctx.node("Where", [kept, score, neg_inf], suffix="sort_key")
-    _, order = ctx.fresh("sorted_scores"), ctx.fresh("order")
-    ctx.node("TopK", [key, ctx.ints([n], "n")], [_, order], axis=1, largest=1, sorted=1)
-    rows = _out_format(ctx, data, start, in_center)
+    order = _descending_order(ctx, ctx.node("Where", [kept, score, neg_inf], suffix="sort_key"),
+                              ctx.in_shape(0)[1], "order")
+    rows = _out_format(ctx, data, ctx.attr_int("coord_start", 2), ctx.attr_str("in_format", "corner") == "center")
     index = ctx.node("Expand", [ctx.unsqueeze(order, [2], suffix="order_3d"), ctx.node("Shape", [rows])],
                      suffix="row_index")
     sorted_rows = ctx.node("GatherElements", [rows, index], suffix="sorted_rows", axis=1)
     kept_sorted = ctx.unsqueeze(ctx.node("GatherElements", [kept, order], suffix="kept_sorted", axis=1), [2],
                                 suffix="kept_sorted_3d")
     ctx.node("Where", [kept_sorted, sorted_rows, ctx.scalar_like(-1.0, 0, "minus_one")], ctx.outputs[:1])
+
+
+def _kept(ctx: OpContext, data: str, score: str, nms_scores: str) -> str:
+    """Bool (B, N): the boxes NonMaxSuppression selects (in any class plane)."""
+    start, n = ctx.attr_int("coord_start", 2), ctx.in_shape(0)[1]
+    boxes = ctx.node("Slice", [data, ctx.ints([start], "box_start"), ctx.ints([start + 4], "box_end"),
+                               ctx.ints([2], "box_axis")], suffix="boxes")
+    # -inf scores are below any threshold, whether a runtime compares with > or >=.
+    selected = ctx.node("NonMaxSuppression", [boxes, nms_scores, ctx.ints([n], "max_per_class"),
+                                              ctx.const(np.float32([ctx.attr_float("overlap_thresh", 0.5)]), "iou"),
+                                              ctx.const(np.float32([np.finfo(np.float32).min]), "score_min")],
+                        suffix="selected", center_point_box=int(ctx.attr_str("in_format", "corner") == "center"))
+    pairs = ctx.node("Gather", [selected, ctx.ints([0, 2], "batch_box_cols")], suffix="batch_box", axis=1)
+    ones = ctx.node("ConstantOfShape", [shape_of(ctx, pairs, 0, 1)], suffix="kept_ones",
+                    value=_tensor(np.ones(1, np.float32)))
+    zeros = ctx.node("ConstantOfShape", [ctx.node("Shape", [score], suffix="score_shape")], suffix="kept_zeros",
+                     value=_tensor(np.zeros(1, np.float32)))
+    return ctx.node("Greater", [ctx.node("ScatterND", [zeros, pairs, ones], suffix="kept_f"),
+                                ctx.const(np.float32(0.5), "kept_half")], suffix="kept")
+
+
+def _descending_order(ctx: OpContext, key: str, k: int, suffix: str) -> str:
+    """Indices (B, k) of the k largest ``key`` values along axis 1, largest first."""
+    values, order = ctx.fresh(f"{suffix}_values"), ctx.fresh(f"{suffix}_indices")
+    ctx.node("TopK", [key, ctx.ints([k], f"{suffix}_k")], [values, order], axis=1, largest=1, sorted=1)
+    return order
 
 
 def _out_format(ctx: OpContext, data: str, start: int, in_center: bool) -> str:

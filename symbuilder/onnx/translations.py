@@ -6,6 +6,8 @@ left at its default is absent from the symbol JSON.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Tuple
+
 import numpy as np
 
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
@@ -116,6 +118,8 @@ def deconvolution(ctx: OpContext) -> None:
 
 
 _CHANNEL_LAST_LAYOUTS = ("NWC", "NHWC", "NDHWC")
+Outputs = Optional[Sequence[str]]  # a translation's output names, or None for fresh ones
+Shapes = Tuple[Tuple[int, ...], Tuple[int, ...]]  # channel-first (input, output) shapes
 
 
 @register("Pooling")
@@ -137,7 +141,7 @@ def pooling(ctx: OpContext) -> None:
     _pool_any(ctx, pool_type, ctx.inputs[0], ctx.outputs[:1], (ctx.in_shape(0), ctx.out_shape(0)))
 
 
-def _pool_any(ctx: OpContext, pool_type: str, x: str, outputs, shapes) -> str:
+def _pool_any(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shapes) -> str:
     if pool_type == "lp":
         return _lp_pooling(ctx, x, outputs, shapes)
     return _pool(ctx, pool_type, x, outputs, shapes)
@@ -150,7 +154,7 @@ def _pool_any(ctx: OpContext, pool_type: str, x: str, outputs, shapes) -> str:
 _LP_P_VALUES = (1, 2, 3)
 
 
-def _lp_pooling(ctx: OpContext, x: str, outputs, shapes) -> str:
+def _lp_pooling(ctx: OpContext, x: str, outputs: Outputs, shapes: Shapes) -> str:
     p = ctx.attr_int("p_value")
     if p not in _LP_P_VALUES:
         raise ctx.error(f"p_value={p} is not supported (MXNet accepts 1, 2, 3)")
@@ -167,7 +171,7 @@ def _lp_pooling(ctx: OpContext, x: str, outputs, shapes) -> str:
     return ctx.node("Mul", [ctx.node("Sign", [summed]), root], outputs)
 
 
-def _pool(ctx: OpContext, pool_type: str, x: str, outputs, shapes) -> str:
+def _pool(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shapes) -> str:
     """Max, avg or sum pooling of ``x`` with the node's kernel/stride/pad/convention; returns the output.
     ``shapes``: the channel-first (input, output) shapes."""
     in_shape, out_shape = shapes
