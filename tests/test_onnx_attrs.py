@@ -49,3 +49,24 @@ def test_rnn_parameters_computed_from_data_are_refused_by_name() -> None:
     sym = _gru(mx.sym.broadcast_add(mx.sym.Variable("p"), mx.sym.sum(mx.sym.Variable("data"), name="s") * 0.0))
     with pytest.raises(ExportError, match=r"op 'RNN' \(node 'gru'\): the parameter input '\w+' must be stored"):
         to_onnx(sym, {"p": p}, {"data": (2, 5, 3), "h0": (2, 1, 4)})
+
+
+def test_zeros_with_an_inferred_batch_dim_follow_the_runtime_batch() -> None:
+    # gluon's begin_state writes zeros of shape (L*D, 0, H); MXNet infers the 0 from the consumer.
+    data = mx.sym.Variable("data")
+    sym = mx.sym.elemwise_add(data, mx.sym.ones(shape=(0, 3), name="o") * 2.0, name="add")  # infers both ways
+    model = to_onnx(sym, {}, {"data": (4, 3)})
+    for batch in (1, 6):
+        x = np.random.RandomState(batch).randn(batch, 3).astype(np.float32)
+        np.testing.assert_allclose(ort_run(model, {"data": x})[0], x + 2.0, rtol=0, atol=1e-6)
+
+
+def test_zeros_with_an_inferred_dim_that_is_a_batch_multiple_are_refused() -> None:
+    data = mx.sym.Reshape(mx.sym.Variable("data"), shape=(-1,), name="flat")  # (2 * batch,)
+    sym = mx.sym.elemwise_add(data, mx.sym.zeros(shape=(0,), name="z"), name="add")
+    with pytest.raises(ExportError, match=r"op '_zeros' \(node 'z'\): shape=\(0,\): the inferred \(8,\) has dims "
+                                          r"that are multiples of the batch; export with dynamic_batch=False"):
+        to_onnx(sym, {}, {"data": (4, 2)})
+    model = to_onnx(sym, {}, {"data": (4, 2)}, dynamic_batch=False)
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(ort_run(model, {"data": x})[0], x.reshape(-1))
