@@ -118,6 +118,10 @@ case(
     Case("avg_full_pad_exclude", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
                                                 pooling_convention="full", count_include_pad=False, name="pool"),
          {"data": (2, 6, 7)}),
+    # Windows that start inside the right padding (kernel 2, stride 2, pad 1 on 5 x 6): no ONNX pool keeps them.
+    *[Case(f"avg_full_window_in_padding_{'include' if inc else 'exclude'}", mx.sym.Pooling(
+        D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pool_type="avg", pooling_convention="full",
+        count_include_pad=inc, name="pool"), {"data": (2, 5, 6)}) for inc in (True, False)],
     Case("sum_pad", mx.sym.Pooling(D, kernel=(2, 3), stride=(1, 2), pad=(1, 1), pool_type="sum", name="pool"),
          {"data": (2, 5, 6)}),
     Case("sum_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="sum", pooling_convention="full",

@@ -308,13 +308,6 @@ def test_softmax_output_4d_without_mode_is_refused() -> None:
         to_onnx(sym, {}, {"data": (2, 3, 4, 5)})
 
 
-def test_avg_full_window_starting_in_padding_is_refused() -> None:
-    sym = mx.sym.Pooling(mx.sym.Variable("data"), kernel=(2, 2), stride=(2, 2), pad=(1, 1), pool_type="avg",
-                         pooling_convention="full", name="pool")
-    with pytest.raises(ExportError, match="padding"):
-        to_onnx(sym, {}, {"data": (1, 2, 5, 6)})
-
-
 def test_dropout_always_is_refused() -> None:
     sym = mx.sym.Dropout(mx.sym.Variable("data"), mode="always", name="drop")
     with pytest.raises(ExportError, match="always"):

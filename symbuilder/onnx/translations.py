@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
+import mxnet as mx
 import numpy as np
 
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
@@ -198,11 +199,7 @@ def _pool(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shap
     extra = [max(0, (o - 1) * s + k - (i + 2 * p)) for o, s, k, i, p in zip(out_spatial, stride, kernel, in_spatial, pad)]
 
     if pool_type == "sum":
-        # A sum pool is a depthwise convolution with a kernel of ones: exact for any padding.
-        channels = in_shape[1]
-        ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
-        return ctx.node("Conv", [x, ones], outputs, kernel_shape=kernel, strides=stride,
-                        pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
+        return _sum_pool(ctx, x, outputs, kernel, stride, pad + [p + e for p, e in zip(pad, extra)], in_shape[1])
 
     onnx_op = "MaxPool" if pool_type == "max" else "AveragePool"
     common = {"kernel_shape": kernel, "strides": stride}
@@ -222,10 +219,29 @@ def _pool(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shap
         pads = [0, 0] + pad + [0, 0] + [p + e for p, e in zip(pad, extra)]
         padded = ctx.node("Pad", [x, ctx.ints(pads, "pads"), lowest], mode="constant")
         return ctx.node("MaxPool", [padded], outputs, pads=[0] * (2 * nd), **common)
-    raise ctx.error(
-        f"avg pooling_convention='full' with kernel {tuple(kernel)}, stride {tuple(stride)}, pad {tuple(pad)} on "
-        f"{tuple(in_spatial)} makes a window start inside the padding, which ONNX cannot express"
-    )
+    # An avg window that starts inside the right padding (no ONNX pool keeps it): the sum pool
+    # times 1 / MXNet's divisor of each window, a static map since the shapes are static.
+    summed = _sum_pool(ctx, x, None, kernel, stride, pad + [p + e for p, e in zip(pad, extra)], in_shape[1])
+    return ctx.node("Mul", [summed, ctx.const(_avg_weights(ctx, in_shape), "avg_weights")], outputs)
+
+
+def _sum_pool(ctx: OpContext, x: str, outputs: Outputs, kernel: list, stride: list, pads: list, channels: int) -> str:
+    """A sum pool as a depthwise convolution with a kernel of ones: exact for any padding."""
+    ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
+    return ctx.node("Conv", [x, ones], outputs, kernel_shape=kernel, strides=stride, pads=pads, group=channels)
+
+
+def _avg_weights(ctx: OpContext, in_shape: Tuple[int, ...]) -> np.ndarray:
+    """(1, 1, *out_spatial): 1 / the divisor MXNet's avg pool uses for each window (0 for a window
+    with no input element), read from MXNet itself: on ones, avg = count / divisor, sum = count."""
+    attrs = {k: v for k, v in ctx.attrs.items() if k in ("kernel", "stride", "pad", "pooling_convention",
+                                                           "count_include_pad")}
+    probe = mx.nd.ones((1, 1) + tuple(in_shape[2:]))
+    avg = mx.nd.Pooling(probe, pool_type="avg", **attrs).asnumpy().astype(np.float64)
+    count = mx.nd.Pooling(probe, pool_type="sum", **{k: v for k, v in attrs.items() if k != "count_include_pad"})
+    count = count.asnumpy().astype(np.float64)
+    weights = np.divide(avg, count, out=np.zeros_like(avg), where=count > 0)
+    return weights.astype(ctx.input_infos[0].dtype)
 
 
 def _ceil_mode_sizes(in_spatial, kernel, stride, pad) -> list:
