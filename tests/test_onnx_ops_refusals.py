@@ -26,6 +26,9 @@ REFUSED = [
     ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
                        state_size=4, num_layers=1, lstm_state_clip_min=-1.0, lstm_state_clip_max=1.0, name="n0"),
      {"data": (5, 2, 3)}, "lstm_state_clip_min"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mx.sym.Variable("len"),
+                       mode="lstm", state_size=4, num_layers=1, use_sequence_length=True, name="n0"),
+     {"data": (5, 2, 3)}, "use_sequence_length=True is backend-dependent"),
     # The packed vector is unpacked at export: one computed from data has no fixed ONNX weights.
     ("RNN", mx.sym.RNN(D, mx.sym.broadcast_add(mx.sym.Variable("p"), mx.sym.sum(D) * 0.0), mx.sym.Variable("h"),
                        mode="gru", state_size=4, num_layers=1, name="n0"), {"data": (5, 2, 3)},

@@ -38,7 +38,10 @@ def _refuse_unsupported(ctx: OpContext) -> None:
         if ctx.attr_float(key, None) is not None:
             raise ctx.error(f"{key} (clipping the cell state) has no ONNX LSTM form")
     if ctx.attr_bool("use_sequence_length", False):
-        raise ctx.error("use_sequence_length=True is not supported")
+        # Measured: MXNet 1.9.1's CPU kernel ignores the lengths (the output equals the run
+        # without them); cuDNN honours them. There is no single MXNet answer to reproduce.
+        raise ctx.error("use_sequence_length=True is backend-dependent in MXNet 1.9.1 (the CPU kernel ignores the "
+                        "lengths); mask the outputs with SequenceMask instead")
 
 
 def _unpack(ctx: OpContext, flat: np.ndarray, gates: int, hidden: int, layers: int, dirs: int,
