@@ -47,6 +47,7 @@ class Case:
         default_factory=dict)
     # Parameters given as values instead of random ones (lengths, ROIs: unbatched index-like tensors).
     params: Dict[str, np.ndarray] = field(default_factory=dict)
+    min_opset: int = 13  # an attribute value ONNX expresses only from this opset on
 
 
 CASES: Dict[str, List[Case]] = {}
@@ -117,6 +118,10 @@ case(
     Case("avg_full_pad_exclude", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="avg",
                                                 pooling_convention="full", count_include_pad=False, name="pool"),
          {"data": (2, 6, 7)}),
+    # Windows that start inside the right padding (kernel 2, stride 2, pad 1 on 5 x 6): no ONNX pool keeps them.
+    *[Case(f"avg_full_window_in_padding_{'include' if inc else 'exclude'}", mx.sym.Pooling(
+        D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pool_type="avg", pooling_convention="full",
+        count_include_pad=inc, name="pool"), {"data": (2, 5, 6)}) for inc in (True, False)],
     Case("sum_pad", mx.sym.Pooling(D, kernel=(2, 3), stride=(1, 2), pad=(1, 1), pool_type="sum", name="pool"),
          {"data": (2, 5, 6)}),
     Case("sum_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="sum", pooling_convention="full",
@@ -128,6 +133,23 @@ case(
          {"data": (3, 4, 5)}),
     Case("1d_max", mx.sym.Pooling(D, kernel=(3,), stride=(2,), name="pool"), {"data": (3, 9)}),
     Case("1d_avg", mx.sym.Pooling(D, kernel=(2,), stride=(2,), pool_type="avg", name="pool"), {"data": (3, 8)}),
+    # Lp pooling keeps the sign of the sum of powers (odd p): random signs catch an |x| ** p form.
+    *[Case(f"lp{p}_pad", mx.sym.Pooling(D, kernel=(2, 3), stride=(2, 2), pad=(1, 1), pool_type="lp", p_value=p,
+                                        name="pool"), {"data": (2, 5, 6)}) for p in (1, 2, 3)],
+    Case("lp2_full", mx.sym.Pooling(D, kernel=(2, 2), stride=(2, 2), pad=(1, 1), pool_type="lp", p_value=2,
+                                    pooling_convention="full", name="pool"), {"data": (2, 5, 6)}),
+    *[Case(f"global_lp{p}", mx.sym.Pooling(D, kernel=(1, 1), global_pool=True, pool_type="lp", p_value=p,
+                                           name="pool"), {"data": (3, 4, 5)}, atol=2e-5) for p in (2, 3)],
+    Case("1d_lp3", mx.sym.Pooling(D, kernel=(3,), stride=(2,), pool_type="lp", p_value=3, name="pool"),
+         {"data": (3, 9)}),
+    Case("nhwc_max_pad", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pad=(1, 1), layout="NHWC", name="pool"),
+         {"data": (6, 7, 3)}),
+    Case("nhwc_avg_full", mx.sym.Pooling(D, kernel=(3, 3), stride=(2, 2), pool_type="avg", pooling_convention="full",
+                                         layout="NHWC", name="pool"), {"data": (6, 7, 2)}),
+    Case("nwc_lp2", mx.sym.Pooling(D, kernel=(2,), stride=(2,), pool_type="lp", p_value=2, layout="NWC",
+                                   name="pool"), {"data": (8, 3)}),
+    Case("ndhwc_global_avg", mx.sym.Pooling(D, kernel=(1, 1, 1), global_pool=True, pool_type="avg", layout="NDHWC",
+                                            name="pool"), {"data": (3, 4, 5, 2)}),
 )
 case(
     "Activation",
@@ -223,11 +245,25 @@ case(
     "softmax",
     Case("last_axis", mx.sym.softmax(D, name="sm"), {"data": (3, 4)}),
     Case("axis1_temperature", mx.sym.softmax(D, axis=1, temperature=2.5, name="sm"), {"data": (3, 4)}),
+    # BERT's masked softmax: MXNet wants an integer length (data's shape without the axis); 0 gives zeros.
+    Case("use_length", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), use_length=True, name="sm"),
+         {"data": (3, 4), "data2": (3,)}, input_makers={"data2": lambda rng, shape: rng.randint(
+             0, 5, size=shape).astype(np.float32)}),
+    Case("use_length_axis1_temperature", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), axis=1, use_length=True,
+                                                        temperature=2.0, name="sm"),
+         {"data": (4, 3), "data2": (3,)}, input_makers={"data2": lambda rng, shape: rng.randint(
+             0, 5, size=shape).astype(np.float32)}),
+    Case("dtype_float64", mx.sym.softmax(D, dtype="float64", name="sm"), {"data": (3, 4)}),
+    Case("use_length_dtype_float16", mx.sym.softmax(D, mx.sym.Cast(D2, dtype="int32"), use_length=True,
+                                                    dtype="float16", name="sm"), {"data": (3, 4), "data2": (3,)},
+         input_makers={"data2": lambda rng, shape: rng.randint(0, 5, size=shape).astype(np.float32)}, atol=1e-3,
+         why="float16 output: its rounding step near 1 is 4.9e-4"),
 )
 case(
     "log_softmax",
     Case("last_axis", mx.sym.log_softmax(D, name="lsm"), {"data": (3, 4)}),
     Case("axis1", mx.sym.log_softmax(D, axis=1, name="lsm"), {"data": (3, 4)}),
+    Case("dtype_float64", mx.sym.log_softmax(D, dtype="float64", name="lsm"), {"data": (3, 4)}),
 )
 for op in ("sum", "mean", "max", "min", "prod"):
     fn = getattr(mx.sym, op)
@@ -284,6 +320,8 @@ case(
     Case("axis", mx.sym.squeeze(D, axis=2, name="sq"), {"data": (3, 1, 4)}),
     Case("all_static_ones", mx.sym.squeeze(D, name="sq"), {"data": (3, 1)}, batches=(5,),
          why="MXNet's squeeze() also drops a batch axis of size 1; the export keeps the batch axis"),
+    # A (1, 1) tensor squeezes to MXNet's (1,), not to a 0-d scalar.
+    Case("all_ones_to_1d", mx.sym.squeeze(mx.sym.sum(D, axis=(0, 1), keepdims=True), name="sq"), {"data": (3,)}),
 )
 
 
@@ -375,6 +413,8 @@ case(
 case(
     "broadcast_like",
     Case("whole_shape", mx.sym.broadcast_like(D, D2, name="bl"), {"data": (1, 4), "data2": (3, 4)}),
+    Case("axes", mx.sym.broadcast_like(D, D2, lhs_axes=(1, -1), rhs_axes=(2, 0), name="bl"),
+         {"data": (1, 4, 1), "data2": (2, 3)}),
 )
 case(
     "reshape_like",
@@ -444,11 +484,19 @@ case(
     Case("both_int32", mx.sym.Group(list(mx.sym.topk(D, k=2, ret_typ="both", dtype="int32", name="tk"))),
          {"data": (6,)}),
     Case("k0_whole_axis", mx.sym.topk(D, k=0, ret_typ="value", name="tk"), {"data": (5,)}),
+    Case("k0_batch_axis", mx.sym.topk(D, k=0, axis=0, name="tk"), {"data": (3,)}),
+    Case("mask_axis1", mx.sym.topk(D, k=2, axis=1, ret_typ="mask", name="tk"), {"data": (3, 4)}),
+    Case("mask_ascend_k0", mx.sym.topk(D, k=0, ret_typ="mask", is_ascend=True, name="tk"), {"data": (4,)}),
+    Case("flattened_both", mx.sym.Group(list(mx.sym.topk(D, k=3, axis=None, ret_typ="both", name="tk"))),
+         {"data": (2, 3)}),
+    Case("flattened_mask", mx.sym.topk(D, k=4, axis=None, ret_typ="mask", name="tk"), {"data": (2, 3)}),
 )
 case(
     "argsort",
     Case("ascend", mx.sym.argsort(D, name="as"), {"data": (3, 5)}),
     Case("descend_axis1", mx.sym.argsort(D, axis=1, is_ascend=False, dtype="int64", name="as"), {"data": (4, 2)}),
+    Case("flattened", mx.sym.argsort(D, axis=None, name="as"), {"data": (2, 3)}),
+    Case("batch_axis", mx.sym.argsort(D, axis=0, name="as"), {"data": (3,)}),
 )
 for op in ("argmax", "argmin"):
     fn = getattr(mx.sym, op)
@@ -507,6 +555,8 @@ case(
     "UpSampling",
     Case("nearest_2", mx.sym.UpSampling(D, scale=2, sample_type="nearest", name="up"), {"data": (2, 3, 4)}),
     Case("nearest_3", mx.sym.UpSampling(D, scale=3, sample_type="nearest", name="up"), {"data": (1, 2, 2)}),
+    *[Case(f"bilinear_{s}", mx.sym.UpSampling(D, mx.sym.Variable("up_weight"), scale=s, sample_type="bilinear",
+                                              num_filter=3, name="up"), {"data": (3, 4, 5)}) for s in (2, 3)],
 )
 case(
     "L2Normalization",
@@ -521,6 +571,7 @@ case(
     Case("all", mx.sym.norm(D, name="nm"), {"data": (3, 4)}),
     Case("l1_axis1_keepdims", mx.sym.norm(D, ord=1, axis=1, keepdims=True, name="nm"), {"data": (3, 4)}),
     Case("l2_axes", mx.sym.norm(D, axis=(1, 2), name="nm"), {"data": (3, 4)}),
+    Case("out_dtype_same", mx.sym.norm(D, axis=1, out_dtype="float32", name="nm"), {"data": (3, 4)}),
 )
 case("hard_sigmoid", Case("alpha_beta", mx.sym.hard_sigmoid(D * 3.0, alpha=0.3, beta=0.4, name="hs"), {"data": (8,)}))
 case("log2", Case("unary", mx.sym.log2(D, name="l2"), {"data": (5,)}, positive))
@@ -532,6 +583,10 @@ case(
          {"data": (4,)}, params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)}),
     Case("3d_tensordot", mx.sym.dot(D, mx.sym.Variable("w"), name="dt"), {"data": (2, 3)},
          params={"w": np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)}),
+    # N-D with transposes: transpose_a contracts a's first (batch) axis, transpose_b b's last.
+    Case("3d_transpose_a_over_batch", mx.sym.dot(D, D2, transpose_a=True, name="dt"), {"data": (2, 3), "data2": (4,)}),
+    Case("3d_transpose_b_3d_param", mx.sym.dot(D, mx.sym.Variable("w"), transpose_b=True, name="dt"), {"data": (2, 3)},
+         params={"w": np.linspace(-1, 1, 30, dtype=np.float32).reshape(2, 5, 3)}),
 )
 case(
     "batch_dot",
@@ -573,3 +628,145 @@ case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, n
 
 def all_cases() -> List[Tuple[str, Case]]:
     return [(op, c) for op, cases in CASES.items() for c in cases]
+
+
+# ---- recurrent (symbuilder/onnx/ops_rnn.py) ---------------------------------------------------
+def gluon_rnn(cls: type, **kwargs) -> mx.sym.Symbol:
+    """A gluon.rnn layer called on a symbol, as a hybridized parent block exports it: batch-major
+    data, swapaxes, the packed parameter vector from _rnn_param_concat and begin_state zeros of
+    shape (L*D, 0, H)."""
+    layer = cls(prefix=f"{cls.__name__.lower()}_", layout="NTC", **kwargs)
+    return layer(mx.sym.Variable("data"))
+
+
+def _explicit_rnn(mode: str, layers: int, bidirectional: bool) -> Tuple[mx.sym.Symbol, Dict[str, Tuple[int, ...]]]:
+    """mx.sym.RNN with given initial states (batch-major inputs swapped to MXNet's (L*D, N, H)) and
+    every state output."""
+    dirs = 2 if bidirectional else 1
+    states = [mx.sym.swapaxes(mx.sym.Variable("h0"), dim1=0, dim2=1)]
+    if mode == "lstm":
+        states.append(mx.sym.swapaxes(mx.sym.Variable("c0"), dim1=0, dim2=1))
+    out = mx.sym.RNN(mx.sym.swapaxes(D, dim1=0, dim2=1), mx.sym.Variable("rnn_parameters"), *states, mode=mode,
+                     state_size=3, num_layers=layers, bidirectional=bidirectional, state_outputs=True, name="rnn")
+    return mx.sym.Group(list(out)), {"h0": (layers * dirs, 3), **({"c0": (layers * dirs, 3)} if mode == "lstm" else {})}
+
+
+def _rnn_cases() -> List[Case]:
+    from mxnet import gluon
+    cases = []
+    for cls in (gluon.rnn.LSTM, gluon.rnn.GRU, gluon.rnn.RNN):
+        cases.append(Case(f"gluon_{cls.__name__.lower()}_2layer_bidir",
+                          gluon_rnn(cls, hidden_size=4, num_layers=2, bidirectional=True, input_size=3),
+                          {"data": (5, 3)}))
+    cases.append(Case("gluon_rnn_tanh_1layer", gluon_rnn(gluon.rnn.RNN, hidden_size=4, activation="tanh",
+                                                         input_size=3), {"data": (5, 3)}))
+    for mode, layers, bidir in (("lstm", 2, True), ("gru", 1, True), ("rnn_tanh", 2, False), ("lstm", 1, False)):
+        sym, state_shapes = _explicit_rnn(mode, layers, bidir)
+        cases.append(Case(f"{mode}_{layers}layer{'_bidir' if bidir else ''}_states", sym,
+                          {"data": (5, 3), **state_shapes}))
+    return cases
+
+
+case("RNN", *_rnn_cases())
+case("_rnn_param_concat", Case("packed_vector", mx.sym._internal._rnn_param_concat(
+    mx.sym.Reshape(D, shape=(0, -1)), mx.sym.Reshape(D2, shape=(0, -1)), dim=1, num_args=2, name="pc"),
+    {"data": (2, 3), "data2": (4,)}))
+
+
+# ---- interleaved attention (symbuilder/onnx/ops_attention.py) ----------------------------------
+def time_major(x: mx.sym.Symbol) -> mx.sym.Symbol:
+    """Batch-major inputs (the export's batch axis first) swapped to MXNet's (T, N, C)."""
+    return mx.sym.swapaxes(x, dim1=0, dim2=1)
+
+
+_QKV = time_major(D)  # (T=4, N, heads=2 * 3 * d=3)
+_SELF_SCORES = mx.sym.contrib.interleaved_matmul_selfatt_qk(_QKV, heads=2, name="qk")
+case("_contrib_interleaved_matmul_selfatt_qk", Case("2_heads", _SELF_SCORES, {"data": (4, 18)}))
+case("_contrib_interleaved_matmul_selfatt_valatt", Case(
+    "softmax_scores", mx.sym.contrib.interleaved_matmul_selfatt_valatt(_QKV, mx.sym.softmax(_SELF_SCORES), heads=2,
+                                                                       name="va"), {"data": (4, 18)}))
+_ENC_SCORES = mx.sym.contrib.interleaved_matmul_encdec_qk(time_major(D), time_major(D2), heads=3, name="qk")
+case("_contrib_interleaved_matmul_encdec_qk", Case("3_heads", _ENC_SCORES, {"data": (4, 6), "data2": (5, 12)}))
+case("_contrib_interleaved_matmul_encdec_valatt", Case(
+    "softmax_scores", mx.sym.contrib.interleaved_matmul_encdec_valatt(time_major(D2), mx.sym.softmax(_ENC_SCORES),
+                                                                      heads=3, name="va"),
+    {"data": (4, 6), "data2": (5, 12)}))
+
+
+# ---- detection (symbuilder/onnx/ops_detection.py) ---------------------------------------------
+def _anchors(rng: np.random.RandomState, n: int, fmt: str) -> np.ndarray:
+    xy = rng.uniform(0.1, 0.9, size=(1, n, 2))
+    wh = rng.uniform(0.05, 0.4, size=(1, n, 2))
+    boxes = np.concatenate([xy, wh] if fmt == "center" else [xy - wh / 2, xy + wh / 2], axis=-1)
+    return boxes.astype(np.float32)
+
+
+_A = mx.sym.Variable("anchors")
+case(
+    "_contrib_box_decode",
+    Case("center_std", mx.sym.contrib.box_decode(D, _A, std0=0.1, std1=0.1, std2=0.2, std3=0.2, name="bd"),
+         {"data": (6, 4)}, params={"anchors": _anchors(np.random.RandomState(0), 6, "center")}),
+    Case("corner_clip", mx.sym.contrib.box_decode(D * 3.0, _A, format="corner", clip=1.5, name="bd"),
+         {"data": (6, 4)}, params={"anchors": _anchors(np.random.RandomState(1), 6, "corner")}),
+)
+case(
+    "_contrib_MultiBoxPrior",
+    Case("sizes_ratios", mx.sym.broadcast_add(mx.sym.contrib.MultiBoxPrior(D, sizes=(0.3, 0.5), ratios=(1, 2, 0.5),
+                                                                         name="mbp"), mx.sym.sum(D) * 0.0),
+         {"data": (2, 3, 4)}),
+    Case("steps_offsets_clip", mx.sym.contrib.MultiBoxPrior(D, sizes=(0.9,), ratios=(1, 3), steps=(0.3, 0.2),
+                                                            offsets=(0.4, 0.6), clip=True, name="mbp"),
+         {"data": (2, 3, 5)}),
+)
+# ROIs in image coordinates (spatial_scale 0.5 maps them onto the 8 x 9 map); batch ids 0 and 1.
+_ROIS = np.array([[0, 1, 1, 12, 9], [1, 4.5, 2.4, 15.8, 12.6], [1, 0, 0, 30, 30], [0, 3, 5, 3.5, 5.2]], np.float32)
+_R = mx.sym.Variable("rois")
+case(
+    "_contrib_ROIAlign",
+    Case("adaptive", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 3), spatial_scale=0.5, name="ra"),
+         {"data": (3, 8, 9)}, batches=(2, 5), params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
+    Case("sample_ratio_2", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(3, 3), spatial_scale=0.5, sample_ratio=2,
+                                                   name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
+         params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
+    Case("aligned", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 2), spatial_scale=0.5, sample_ratio=2,
+                                            aligned=True, name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
+         params={"rois": _ROIS}, min_opset=16, why="the ROIs index batch 0 and 1; aligned needs RoiAlign-16"),
+)
+case(
+    "ROIPooling",
+    # A negative batch index gives MXNet's zeros (MXNet's ROIAlign writes uninitialised memory there instead).
+    Case("with_ignored_roi", mx.sym.ROIPooling(D, _R, pooled_size=(2, 3), spatial_scale=0.5, name="rp"),
+         {"data": (3, 8, 9)}, batches=(2, 5), why="the ROIs index batch 0 and 1",
+         params={"rois": np.concatenate([_ROIS, [[-1, 1, 1, 5, 5]]]).astype(np.float32)}),
+)
+
+
+def detections(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    """(B, N, 6) rows [class id, score, x1, y1, x2, y2]: valid corners, clustered so that boxes
+    overlap, distinct random scores (ties are tested separately, with an order-tolerant match)."""
+    b, n = shape[:2]
+    centers = rng.uniform(0.2, 0.8, size=(b, n, 2)) + rng.choice([0.0, 1.0], size=(b, n, 1))
+    half = rng.uniform(0.1, 0.3, size=(b, n, 2))
+    ids = rng.randint(0, 3, size=(b, n, 1))
+    scores = rng.uniform(0.0, 1.0, size=(b, n, 1))
+    rows = np.concatenate([ids, scores, centers - half, centers + half] + [rng.randn(b, n, shape[2] - 6)], axis=-1)
+    return rows.astype(np.float32)
+
+
+case(
+    "_contrib_box_nms",
+    Case("defaults", mx.sym.contrib.box_nms(D, name="nms"), {"data": (12, 6)}, detections),
+    Case("thresholds_topk", mx.sym.contrib.box_nms(D, overlap_thresh=0.3, valid_thresh=0.2, topk=7, name="nms"),
+         {"data": (12, 6)}, detections),
+    Case("background_force", mx.sym.contrib.box_nms(D, id_index=0, background_id=2, force_suppress=True,
+                                                   name="nms"), {"data": (12, 6)}, detections),
+    Case("center_to_corner_extra_cols", mx.sym.contrib.box_nms(D, in_format="center", out_format="corner",
+                                                              name="nms"), {"data": (10, 7)}, detections),
+    Case("corner_to_center", mx.sym.contrib.box_nms(D, out_format="center", overlap_thresh=0.4, name="nms"),
+         {"data": (10, 6)}, detections),
+    # Per-class NMS (GluonCV SSD's setting): boxes of different ids never suppress each other.
+    Case("per_class", mx.sym.contrib.box_nms(D, id_index=0, overlap_thresh=0.3, name="nms"), {"data": (12, 6)},
+         detections),
+    Case("per_class_background_topk", mx.sym.contrib.box_nms(D, id_index=0, background_id=0, topk=8, valid_thresh=0.1,
+                                                             name="nms"), {"data": (12, 6)}, detections),
+)

@@ -12,18 +12,27 @@ D = mx.sym.Variable("data")
 E = mx.sym.Variable("data2")
 
 REFUSED = [
-    ("topk", mx.sym.topk(D, k=2, ret_typ="mask", name="n0"), {"data": (2, 5)}, "ret_typ='mask'"),
-    ("topk", mx.sym.topk(D, k=2, axis=None, name="n0"), {"data": (2, 5)}, "axis=None"),
-    ("argsort", mx.sym.argsort(D, axis=None, name="n0"), {"data": (2, 5)}, "axis=None"),
+    ("Pooling", mx.sym.Pooling(D, kernel=(2,), pool_type="lp", p_value=4, name="n0"), {"data": (1, 2, 6)},
+     "p_value=4"),
     ("take", mx.sym.take(E, D, mode="raise", name="n0"), {"data": (2,), "data2": (4, 3)}, "mode='raise'"),
-    ("UpSampling", mx.sym.UpSampling(D, mx.sym.Variable("w"), scale=2, sample_type="bilinear", num_filter=2,
-                                     name="n0"), {"data": (1, 2, 3, 3)}, "sample_type='bilinear'"),
-    ("broadcast_like", mx.sym.broadcast_like(D, E, lhs_axes=(1,), rhs_axes=(1,), name="n0"),
-     {"data": (2, 1), "data2": (2, 3)}, "lhs_axes=(1,)"),
+    ("norm", mx.sym.norm(D, axis=1, out_dtype="float64", name="n0"), {"data": (2, 3)}, "out_dtype='float64'"),
+    ("UpSampling", mx.sym.UpSampling(D, E, scale=2, num_args=2, sample_type="nearest", name="n0"),
+     {"data": (1, 2, 3, 3), "data2": (1, 2, 6, 6)}, "num_args=2"),
     ("_arange", mx.sym.broadcast_add(D, mx.sym.arange(start=0, stop=3, infer_range=True, name="n0")),
      {"data": (2, 3)}, "infer_range=True"),
-    ("dot", mx.sym.dot(D, E, transpose_a=True, name="n0"), {"data": (2, 3, 4), "data2": (2, 5)},
-     "transpose_a/transpose_b"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
+                       state_size=4, num_layers=1, projection_size=2, name="n0"), {"data": (5, 2, 3)},
+     "projection_size"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
+                       state_size=4, num_layers=1, lstm_state_clip_min=-1.0, lstm_state_clip_max=1.0, name="n0"),
+     {"data": (5, 2, 3)}, "lstm_state_clip_min"),
+    ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mx.sym.Variable("len"),
+                       mode="lstm", state_size=4, num_layers=1, use_sequence_length=True, name="n0"),
+     {"data": (5, 2, 3)}, "use_sequence_length=True is backend-dependent"),
+    # The packed vector is unpacked at export: one computed from data has no fixed ONNX weights.
+    ("RNN", mx.sym.RNN(D, mx.sym.broadcast_add(mx.sym.Variable("p"), mx.sym.sum(D) * 0.0), mx.sym.Variable("h"),
+                       mode="gru", state_size=4, num_layers=1, name="n0"), {"data": (5, 2, 3)},
+     "must be stored parameters"),
 ]
 
 

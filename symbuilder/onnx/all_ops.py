@@ -4,4 +4,5 @@ The registry imports it on its first query, so a caller that imports only the re
 the spec checks) still sees every op.
 """
 from symbuilder.onnx import translations  # noqa: F401  (also registers ops_math)
-from symbuilder.onnx import ops_compare, ops_index, ops_nn, ops_sequence, ops_tensor  # noqa: F401
+from symbuilder.onnx import ops_attention, ops_compare, ops_detection, ops_index, ops_nn  # noqa: F401
+from symbuilder.onnx import ops_rnn, ops_sequence, ops_tensor  # noqa: F401

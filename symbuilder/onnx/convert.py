@@ -4,7 +4,7 @@ checked ONNX model (inputs, initializers, outputs, dynamic batch axis, opset and
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -188,7 +188,10 @@ def to_onnx(
             return nodes[nid]["name"]
         return tensor_name.get((nid, idx), f"{nodes[nid]['name']}_output{idx}")
 
-    parts = GraphParts()
+    first_input = next(iter(input_shapes), None)
+    parts = GraphParts(batch_source=first_input if dynamic_batch else None,
+                       batch_size=int(input_shapes[first_input][0]) if first_input else None,
+                       fold=_folder(internals, params))
     parts.tensor_names.update(tensor_name.values())
     # Outputs per node, counted once: a scan of tensor_name per node was quadratic in the
     # graph size (2.5 s of a 3,000-layer export).
@@ -247,6 +250,35 @@ def to_onnx(
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportError(f"the exported ONNX model is invalid: {e}") from e
     return model
+
+
+def _folder(internals: mx.sym.Symbol, params: Mapping[str, np.ndarray]) -> Callable[[str], Optional[np.ndarray]]:
+    """fold(name): the value of internal tensor ``name`` when it depends on stored parameters
+    only, computed by MXNet itself (so the folded value is MXNet's, not a re-implementation);
+    None when it needs a data input or MXNet cannot compute it alone."""
+    index = {n: i for i, n in enumerate(internals.list_outputs())}
+    cache: Dict[str, Optional[np.ndarray]] = {}
+
+    def fold(name: str) -> Optional[np.ndarray]:
+        if name in params:
+            return params[name]
+        if name not in cache:
+            cache[name] = _evaluate(internals[index[name]], params) if name in index else None
+        return cache[name]
+
+    return fold
+
+
+def _evaluate(sub: mx.sym.Symbol, params: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
+    args, aux = sub.list_arguments(), sub.list_auxiliary_states()
+    if not all(n in params for n in args + aux):
+        return None
+    try:
+        exe = sub.bind(mx.cpu(), args={n: mx.nd.array(params[n], dtype=params[n].dtype) for n in args},
+                       aux_states={n: mx.nd.array(params[n], dtype=params[n].dtype) for n in aux}, grad_req="null")
+        return exe.forward(is_train=False)[0].asnumpy()
+    except mx.base.MXNetError:  # e.g. a shape MXNet infers only from a data input
+        return None
 
 
 def _consumed(nodes: Sequence[onnx.NodeProto]) -> set:

@@ -7,9 +7,9 @@ Cast does; indices MXNet writes out are cast back to the op's ``dtype``.
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
-from symbuilder.onnx.ops_tensor import dims_of, onnx_dtype
+from symbuilder.onnx.ops_tensor import dims_of, onnx_dtype, shape_of
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
 
 
@@ -26,30 +26,32 @@ def _explicit_none(ctx: OpContext, key: str) -> bool:
     return ctx.attrs.get(key, "").strip() == "None"
 
 
-def _axis_or_refuse(ctx: OpContext, default: int) -> int:
+def _sort_input(ctx: OpContext, default: int) -> tuple:
+    """(tensor, axis) to sort along: axis=None sorts the flattened input, as MXNet does."""
     if _explicit_none(ctx, "axis"):
-        raise ctx.error("axis=None (over the flattened input) is not supported")
-    return normalize_axis(ctx.attr_int("axis", default), ctx.in_rank(0), ctx)
+        return ctx.reshape(ctx.inputs[0], [-1], suffix="flat"), 0
+    return ctx.inputs[0], normalize_axis(ctx.attr_int("axis", default), ctx.in_rank(0), ctx)
 
 
-def _topk(ctx: OpContext, axis: int, k: int, largest: bool) -> tuple:
+def _topk(ctx: OpContext, x: str, axis: int, k: int, largest: bool) -> tuple:
+    """TopK along ``axis``; ``k`` < 1 means the whole axis, read at run time (it may be the batch)."""
+    k_input = ctx.ints([k], "k") if k >= 1 else dims_of(ctx, x, [axis])
     values, idx = ctx.fresh("values"), ctx.fresh("indices")
-    ctx.node("TopK", [ctx.inputs[0], ctx.ints([k], "k")], [values, idx], axis=axis, largest=int(largest), sorted=1)
+    ctx.node("TopK", [x, k_input], [values, idx], axis=axis, largest=int(largest), sorted=1)
     return values, idx
 
 
 @register("topk")
 def topk(ctx: OpContext) -> None:
-    axis = _axis_or_refuse(ctx, -1)
+    x, axis = _sort_input(ctx, -1)
     ret = ctx.attr_str("ret_typ", "indices")
-    if ret not in ("value", "indices", "both"):
-        raise ctx.error(f"ret_typ='{ret}' is not supported (value, indices, both)")
-    k = ctx.attr_int("k", 1)
-    if k < 1:  # MXNet: k < 1 sorts the whole axis
-        k = ctx.in_shape(0)[axis]
-    values, idx = _topk(ctx, axis, k, largest=not ctx.attr_bool("is_ascend", False))
+    if ret not in ("value", "indices", "both", "mask"):
+        raise ctx.error(f"ret_typ='{ret}' is not supported (value, indices, both, mask)")
+    values, idx = _topk(ctx, x, axis, ctx.attr_int("k", 1), largest=not ctx.attr_bool("is_ascend", False))
     dtype = ctx.attr_str("dtype", "float32")
-    if ret == "value":
+    if ret == "mask":
+        _topk_mask(ctx, x, axis, idx)
+    elif ret == "value":
         ctx.node("Identity", [values], ctx.outputs[:1])
     elif ret == "indices":
         _cast_out(ctx, idx, 0, dtype)
@@ -58,10 +60,22 @@ def topk(ctx: OpContext) -> None:
         _cast_out(ctx, idx, 1, dtype)
 
 
+def _topk_mask(ctx: OpContext, x: str, axis: int, idx: str) -> None:
+    """MXNet's mask: the input's shape and dtype, 1 at the top-k positions, 0 elsewhere."""
+    dtype = ctx.input_infos[0].dtype
+    zeros = ctx.node("ConstantOfShape", [shape_of(ctx, x)], suffix="zeros",
+                     value=numpy_helper.from_array(np.zeros(1, dtype=dtype)))
+    ones = ctx.node("ConstantOfShape", [shape_of(ctx, idx)], suffix="ones",
+                    value=numpy_helper.from_array(np.ones(1, dtype=dtype)))
+    mask = ctx.node("ScatterElements", [zeros, idx, ones], suffix="mask", axis=axis)
+    # axis=None sorted the flattened input; the mask has the input's own shape.
+    ctx.node("Reshape", [mask, shape_of(ctx, ctx.inputs[0])], ctx.outputs[:1])
+
+
 @register("argsort")
 def argsort(ctx: OpContext) -> None:
-    axis = _axis_or_refuse(ctx, -1)
-    _, idx = _topk(ctx, axis, ctx.in_shape(0)[axis], largest=not ctx.attr_bool("is_ascend", True))
+    x, axis = _sort_input(ctx, -1)
+    _, idx = _topk(ctx, x, axis, 0, largest=not ctx.attr_bool("is_ascend", True))
     _cast_out(ctx, idx, 0, ctx.attr_str("dtype", "float32"))
 
 

@@ -10,7 +10,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from onnx import helper
+from onnx import TensorProto, helper
 
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
 
@@ -143,10 +143,17 @@ def clip(ctx: OpContext) -> None:
 
 
 def _softmax(ctx: OpContext, onnx_op: str) -> None:
-    if ctx.attr_bool("use_length", False):
-        raise ctx.error("use_length=True is not supported")
     x = ctx.inputs[0]
     axis = normalize_axis(ctx.attr_int("axis", -1), ctx.in_rank(0), ctx)
+    mask = None
+    if ctx.attr_bool("use_length", False):
+        if len(ctx.inputs) < 2:
+            raise ctx.error("use_length=True needs the length input")
+        mask = _length_mask(ctx, axis)
+        # Masked entries get the lowest finite value, not -inf: a row of length 0 then stays finite
+        # (uniform) until the final Where writes MXNet's zeros.
+        lowest = ctx.scalar_like(np.finfo(np.dtype(ctx.input_infos[0].dtype)).min, 0, "lowest")
+        x = ctx.node("Where", [mask, x, lowest], suffix="masked")
     temperature: Optional[float] = ctx.attr_float("temperature", None)
     if temperature is not None and temperature != 1.0:
         # MXNet divides (x - max) by the temperature, not x: dividing first rounds a large logit
@@ -155,7 +162,27 @@ def _softmax(ctx: OpContext, onnx_op: str) -> None:
         peak = ctx.reduce("ReduceMax", x, [axis], keepdims=True, suffix="max")
         centered = ctx.node("Sub", [x, peak], suffix="centered")
         x = ctx.node("Div", [centered, ctx.scalar_like(temperature, 0, "temperature")])
-    ctx.node(onnx_op, [x], ctx.outputs[:1], axis=axis)
+    # dtype asks for another output type (float64 from float32: measured); computed in the
+    # input's type and cast, within 1e-7 of MXNet's wider arithmetic.
+    dtype = ctx.attr_str("dtype", None)
+    cast = dtype is not None and np.dtype(dtype) != np.dtype(ctx.input_infos[0].dtype)
+    final = None if cast else ctx.outputs[:1]
+    out = ctx.node(onnx_op, [x], None if mask is not None else final, axis=axis)
+    if mask is not None:
+        out = ctx.node("Where", [mask, out, ctx.scalar_like(0.0, 0, "zero")], final)
+    if cast:
+        ctx.node("Cast", [out], ctx.outputs[:1], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+
+def _length_mask(ctx: OpContext, axis: int) -> str:
+    """Bool mask, True where the position along ``axis`` is below the length (MXNet's softmax
+    ``length`` has the data's shape without ``axis``)."""
+    n = ctx.in_shape(0)[axis]
+    rank = ctx.in_rank(0)
+    positions = np.arange(n, dtype=np.int64).reshape([n if i == axis else 1 for i in range(rank)])
+    length = ctx.unsqueeze(ctx.node("Cast", [ctx.inputs[1]], suffix="length_int64", to=TensorProto.INT64), [axis],
+                           suffix="length_axis")
+    return ctx.node("Less", [ctx.const(positions, "positions"), length], suffix="mask")
 
 
 @register("softmax")
@@ -246,7 +273,14 @@ def squeeze(ctx: OpContext) -> None:
         # Static size-1 dims only: a dynamic batch of 1 must not be squeezed away.
         batch_dims = ctx.input_infos[0].batch_dims or (False,) * len(shape)
         axes = [i for i, d in enumerate(shape) if d == 1 and not (ctx.dynamic_batch and batch_dims[i])]
-    ctx.squeeze(ctx.inputs[0], axes, ctx.outputs[:1])
+    if not axes:
+        # ONNX Squeeze with an empty axes list removes EVERY size-1 dim (a runtime batch of 1 too).
+        ctx.node("Identity", ctx.inputs[:1], ctx.outputs[:1])
+    elif len(axes) == len(shape):
+        # MXNet keeps one dim: squeezing (1, 1) gives (1,), not a 0-d scalar.
+        ctx.reshape(ctx.inputs[0], [1], ctx.outputs[:1])
+    else:
+        ctx.squeeze(ctx.inputs[0], axes, ctx.outputs[:1])
 
 
 @register("slice_axis")

@@ -53,12 +53,26 @@ def bilinear_resize_2d(ctx: OpContext) -> None:
 
 @register("UpSampling")
 def upsampling(ctx: OpContext) -> None:
-    if ctx.attr_str("sample_type") != "nearest":
-        raise ctx.error(f"sample_type='{ctx.attr_str('sample_type')}' is not supported (nearest only)")
+    sample_type = ctx.attr_str("sample_type")
+    if sample_type == "bilinear":
+        _bilinear_upsampling(ctx)
+        return
+    if sample_type != "nearest":
+        raise ctx.error(f"sample_type='{sample_type}' is not supported (nearest, bilinear)")
     if ctx.attr_int("num_args", 1) != 1:
         raise ctx.error(f"num_args={ctx.attr_int('num_args')} (several inputs summed) is not supported")
     # Integer scale, nearest: output pixel (i, j) is input (i // s, j // s).
     _resize(ctx, ctx.out_shape(0)[2:], "nearest", "asymmetric", nearest_mode="floor")
+
+
+def _bilinear_upsampling(ctx: OpContext) -> None:
+    # MXNet's bilinear UpSampling is a grouped deconvolution with its weight input (measured equal
+    # to Deconvolution to 5e-7): kernel 2s - s % 2, stride s, pad ceil((s - 1) / 2), one group per channel.
+    scale = ctx.attr_int("scale")
+    kernel = 2 * scale - scale % 2
+    pad = math.ceil((scale - 1) / 2)
+    ctx.node("ConvTranspose", ctx.inputs[:2], ctx.outputs[:1], kernel_shape=[kernel, kernel], strides=[scale, scale],
+             pads=[pad] * 4, group=ctx.attr_int("num_filter"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,8 +103,11 @@ def norm(ctx: OpContext) -> None:
     ord_ = ctx.attr_int("ord", 2)
     if ord_ not in (1, 2):
         raise ctx.error(f"ord={ord_} is not supported (1, 2)")
-    if ctx.attr_str("out_dtype", None) is not None:
-        raise ctx.error("out_dtype is not supported")
+    out_dtype = ctx.attr_str("out_dtype", None)
+    if out_dtype is not None and np.dtype(out_dtype) != np.dtype(ctx.input_infos[0].dtype):
+        # MXNet 1.9.1's CPU kernel fails on every out_dtype but the input's own (measured).
+        raise ctx.error(f"out_dtype='{out_dtype}' differs from the input's {np.dtype(ctx.input_infos[0].dtype)}, "
+                        "which MXNet 1.9.1 itself cannot run")
     rank = ctx.in_rank(0)
     axes = sorted({normalize_axis(a, rank, ctx) for a in ctx.attr_ints("axis", ())}) or list(range(rank))
     keepdims = ctx.attr_bool("keepdims", False)
@@ -132,17 +149,18 @@ def dot(ctx: OpContext) -> None:
         raise ctx.error("forward_stype (sparse storage) is not supported")
     a, b = ctx.inputs[:2]
     ra, rb = ctx.in_rank(0), ctx.in_rank(1)
-    if (ta or tb) and (ra != 2 or rb != 2):
-        raise ctx.error("transpose_a/transpose_b with an input of rank != 2 is not supported")
     if ra == 2 and rb == 2:
         a = ctx.transpose(a, [1, 0]) if ta else a
         b = ctx.transpose(b, [1, 0]) if tb else b
         ctx.node("MatMul", [a, b], ctx.outputs[:1])
         return
-    # N-D: MXNet contracts a's last axis with b's FIRST axis (a tensordot), not a batched matmul.
-    k = ctx.in_shape(0)[-1]
-    a2 = ctx.reshape(a, [-1, k], suffix="a2d")
-    b2 = ctx.reshape(b, [k, -1], suffix="b2d")
+    # N-D: MXNet views each input as a matrix and contracts a's last axis (its FIRST with
+    # transpose_a) with b's first axis (its LAST with transpose_b): a tensordot (measured), not a
+    # batched matmul. [0, -1] keeps a leading axis that may be the batch dynamic.
+    a2 = ctx.transpose(ctx.reshape(a, [0, -1], suffix="a2d"), [1, 0]) if ta else \
+        ctx.reshape(a, [-1, ctx.in_shape(0)[-1]], suffix="a2d")
+    b2 = ctx.transpose(ctx.reshape(b, [-1, ctx.in_shape(1)[-1]], suffix="b2d"), [1, 0]) if tb else \
+        ctx.reshape(b, [0, -1], suffix="b2d")
     ctx.reshape(ctx.node("MatMul", [a2, b2]), ctx.reshape_target(ctx.output_infos[0]), ctx.outputs[:1])
 
 

@@ -65,9 +65,26 @@ def zeros_like(ctx: OpContext) -> None:
 
 def _fill(ctx: OpContext, value: float) -> None:
     shape = ctx.attr_ints("shape")
-    if any(d <= 0 for d in shape):
-        raise ctx.error(f"shape={shape}: a dim of 0 (unknown) cannot be exported as a constant")
-    emit_constant(ctx, np.full(shape, value, dtype=np.dtype(ctx.attr_str("dtype", "float32"))))
+    dtype = np.dtype(ctx.attr_str("dtype", "float32"))
+    if all(d > 0 for d in shape):
+        emit_constant(ctx, np.full(shape, value, dtype=dtype))
+        return
+    # A dim of 0 is MXNet's "infer me" (gluon's RNN begin_state: zeros of (L*D, 0, H)); shape
+    # inference resolved it from the consumer. A dim that follows the batch is read at run time.
+    info = ctx.output_infos[0]
+    if info.shape is None:
+        raise ctx.error(f"shape={shape}: MXNet could not infer the dims given as 0")
+    follows = [bool(b) and ctx.dynamic_batch for b in (info.batch_dims or (False,) * len(info.shape))]
+    if not any(follows):
+        emit_constant(ctx, np.full(info.shape, value, dtype=dtype))
+        return
+    batch = int(next(iter(d for d, f in zip(info.shape, follows) if f)))
+    if any(f and d != batch for d, f in zip(info.shape, follows)) or batch != ctx.parts.batch_size:
+        raise ctx.error(f"shape={shape}: the inferred {info.shape} has dims that are multiples of the batch; "
+                        "export with dynamic_batch=False")
+    dims = [ctx.runtime_batch() if f else ctx.ints([d], f"dim{i}") for i, (d, f) in enumerate(zip(info.shape, follows))]
+    target = ctx.node("Concat", dims, suffix="shape", axis=0)
+    ctx.node("ConstantOfShape", [target], ctx.outputs[:1], value=numpy_helper.from_array(np.asarray([value], dtype)))
 
 
 @register("_ones")
@@ -261,9 +278,20 @@ def broadcast_axis(ctx: OpContext) -> None:
 def broadcast_like(ctx: OpContext) -> None:
     lhs_axes = ctx.attr_ints("lhs_axes", ())
     rhs_axes = ctx.attr_ints("rhs_axes", ())
-    if lhs_axes or rhs_axes:
-        raise ctx.error(f"lhs_axes={lhs_axes} / rhs_axes={rhs_axes} are not supported (only the whole shape)")
-    ctx.node("Expand", [ctx.inputs[0], shape_of(ctx, ctx.inputs[1])], ctx.outputs[:1])
+    if not lhs_axes and not rhs_axes:
+        ctx.node("Expand", [ctx.inputs[0], shape_of(ctx, ctx.inputs[1])], ctx.outputs[:1])
+        return
+    if len(lhs_axes) != len(rhs_axes):
+        raise ctx.error(f"lhs_axes={lhs_axes} and rhs_axes={rhs_axes} differ in length")
+    # The lhs's own shape with dims lhs_axes taken from the rhs's dims rhs_axes (read at run time).
+    rank = ctx.in_rank(0)
+    lhs = [normalize_axis(a, rank, ctx) for a in lhs_axes]
+    rhs = [normalize_axis(a, ctx.in_rank(1), ctx) for a in rhs_axes]
+    taken = {a: i for i, a in enumerate(lhs)}
+    dims = [dims_of(ctx, ctx.inputs[1], [rhs[taken[a]]]) if a in taken else dims_of(ctx, ctx.inputs[0], [a])
+            for a in range(rank)]
+    target = ctx.node("Concat", dims, suffix="target", axis=0)
+    ctx.node("Expand", [ctx.inputs[0], target], ctx.outputs[:1])
 
 
 def _shape_range(ctx: OpContext, x: str, rank: int, begin: Optional[int], end: Optional[int]) -> tuple:

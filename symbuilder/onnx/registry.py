@@ -162,6 +162,11 @@ class GraphParts:
     initializers: Dict[str, onnx.TensorProto] = field(default_factory=dict)
     tensor_names: set = field(default_factory=set)
     node_names: set = field(default_factory=set)
+    # A graph input whose axis 0 is the batch: where a translation reads the runtime batch size.
+    batch_source: Optional[str] = None
+    batch_size: Optional[int] = None  # that input's axis 0 at export: the batch shapes were inferred at
+    # The value of a tensor computed from stored parameters alone (None if it needs data).
+    fold: Callable[[str], Optional[np.ndarray]] = lambda name: None
 
     def unique(self, base: str, *, node: bool = False) -> str:
         """``base``, or ``base_1``, ``base_2``... when taken (tensors and nodes are separate namespaces)."""
@@ -266,6 +271,20 @@ class OpContext:
         if shape is None:
             raise self.error(f"the shape of input {i} ('{self.inputs[i]}') is unknown; give it in input_shapes")
         return shape
+
+    def constant(self, i: int) -> Optional[np.ndarray]:
+        """Input i's value when it is a stored parameter or computed from parameters alone
+        (e.g. gluon's packed RNN vector: Reshape + _rnn_param_concat of the stored weights)."""
+        value = self.constants.get(self.inputs[i])
+        return np.asarray(value) if value is not None else self.parts.fold(self.inputs[i])
+
+    def runtime_batch(self) -> str:
+        """A 1-D int64 tensor holding the batch size the model runs at."""
+        if self.parts.batch_source is None:
+            raise self.error("the graph has no data input to read the batch size from")
+        shape = self.node("Shape", [self.parts.batch_source], suffix="batch_shape")
+        return self.node("Slice", [shape, self.ints([0], "batch_start"), self.ints([1], "batch_end")],
+                         suffix="batch")
 
     def in_rank(self, i: int = 0) -> int:
         return len(self.in_shape(i))

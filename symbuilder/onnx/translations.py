@@ -6,6 +6,9 @@ left at its default is absent from the symbol JSON.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence, Tuple
+
+import mxnet as mx
 import numpy as np
 
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
@@ -115,22 +118,72 @@ def deconvolution(ctx: OpContext) -> None:
     )
 
 
+_CHANNEL_LAST_LAYOUTS = ("NWC", "NHWC", "NDHWC")
+Outputs = Optional[Sequence[str]]  # a translation's output names, or None for fresh ones
+Shapes = Tuple[Tuple[int, ...], Tuple[int, ...]]  # channel-first (input, output) shapes
+
+
 @register("Pooling")
 def pooling(ctx: OpContext) -> None:
-    _check_layout(ctx)
     pool_type = ctx.attr_str("pool_type", "max")
-    rank = ctx.in_rank(0)
+    if pool_type not in ("max", "avg", "sum", "lp"):
+        raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum, lp)")
+    layout = ctx.attr_str("layout", None)
+    if layout in _CHANNEL_LAST_LAYOUTS:
+        # MXNet pools channel-last data on CPU (measured); ONNX pools channel-first: transpose around it.
+        rank = ctx.in_rank(0)
+        first, last = [0, rank - 1] + list(range(1, rank - 1)), [0] + list(range(2, rank)) + [1]
+        shapes = tuple(tuple(s[i] for i in first) for s in (ctx.in_shape(0), ctx.out_shape(0)))
+        x = ctx.transpose(ctx.inputs[0], first, suffix="channel_first")
+        pooled = _pool_any(ctx, pool_type, x, None, shapes)
+        ctx.transpose(pooled, last, ctx.outputs[:1])
+        return
+    _check_layout(ctx)
+    _pool_any(ctx, pool_type, ctx.inputs[0], ctx.outputs[:1], (ctx.in_shape(0), ctx.out_shape(0)))
+
+
+def _pool_any(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shapes) -> str:
+    if pool_type == "lp":
+        return _lp_pooling(ctx, x, outputs, shapes)
+    return _pool(ctx, pool_type, x, outputs, shapes)
+
+
+# MXNet's Lp pooling is (sum of x**p) ** (1/p) with the SIGN kept (measured: p=1 of (-5, 2) is -3,
+# p=3 of (-5, 2) is -cbrt(117)); ONNX LpPool takes |x| ** p, which differs for odd p. MXNet
+# accepts p in 1, 2, 3 only. So: x**p, then MXNet's own sum pool (same windows and padding), then
+# the signed root.
+_LP_P_VALUES = (1, 2, 3)
+
+
+def _lp_pooling(ctx: OpContext, x: str, outputs: Outputs, shapes: Shapes) -> str:
+    p = ctx.attr_int("p_value")
+    if p not in _LP_P_VALUES:
+        raise ctx.error(f"p_value={p} is not supported (MXNet accepts 1, 2, 3)")
+    if p == 1:
+        return _pool(ctx, "sum", x, outputs, shapes)
+    powered = ctx.node("Mul", [x, x], suffix="x_sq")
+    if p == 3:
+        powered = ctx.node("Mul", [powered, x], suffix="x_cube")
+    summed = _pool(ctx, "sum", powered, None, shapes)
+    if p == 2:
+        return ctx.node("Sqrt", [summed], outputs)
+    # Signed cube root: sign(s) * |s| ** (1/3) (Pow of a negative base by 1/3 is NaN).
+    root = ctx.node("Pow", [ctx.node("Abs", [summed]), ctx.scalar_like(1.0 / 3.0, 0, "one_third")], suffix="cbrt_abs")
+    return ctx.node("Mul", [ctx.node("Sign", [summed]), root], outputs)
+
+
+def _pool(ctx: OpContext, pool_type: str, x: str, outputs: Outputs, shapes: Shapes) -> str:
+    """Max, avg or sum pooling of ``x`` with the node's kernel/stride/pad/convention; returns the output.
+    ``shapes``: the channel-first (input, output) shapes."""
+    in_shape, out_shape = shapes
+    rank = len(in_shape)
     nd = rank - 2
-    if pool_type not in ("max", "avg", "sum"):
-        raise ctx.error(f"pool_type '{pool_type}' is not supported (max, avg, sum)")
     if ctx.attr_bool("global_pool", False):
         if pool_type == "max":
-            ctx.node("GlobalMaxPool", ctx.inputs[:1], ctx.outputs[:1])
-        elif pool_type == "avg":
-            ctx.node("GlobalAveragePool", ctx.inputs[:1], ctx.outputs[:1])
-        else:
-            ctx.reduce("ReduceSum", ctx.inputs[0], list(range(2, rank)), keepdims=True, outputs=ctx.outputs[:1])
-        return
+            return ctx.node("GlobalMaxPool", [x], outputs)
+        if pool_type == "avg":
+            return ctx.node("GlobalAveragePool", [x], outputs)
+        return ctx.reduce("ReduceSum", x, list(range(2, rank)), keepdims=True, outputs=outputs)
 
     kernel = list(ctx.attr_ints("kernel"))
     if len(kernel) != nd:
@@ -140,44 +193,55 @@ def pooling(ctx: OpContext) -> None:
     convention = ctx.attr_str("pooling_convention", "valid")
     if convention not in ("valid", "full"):
         raise ctx.error(f"pooling_convention '{convention}' is not supported (valid, full)")
-    in_spatial = ctx.in_shape(0)[2:]
-    out_spatial = list(ctx.out_shape(0)[2:])
+    in_spatial = in_shape[2:]
+    out_spatial = list(out_shape[2:])
     # 'full' rounds the window count up. Extra end padding that makes MXNet's last windows fit:
     extra = [max(0, (o - 1) * s + k - (i + 2 * p)) for o, s, k, i, p in zip(out_spatial, stride, kernel, in_spatial, pad)]
 
     if pool_type == "sum":
-        # A sum pool is a depthwise convolution with a kernel of ones: exact for any padding.
-        channels = ctx.in_shape(0)[1]
-        ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
-        ctx.node("Conv", [ctx.inputs[0], ones], ctx.outputs[:1], kernel_shape=kernel, strides=stride,
-                 pads=pad + [p + e for p, e in zip(pad, extra)], group=channels)
-        return
+        return _sum_pool(ctx, x, outputs, kernel, stride, pad + [p + e for p, e in zip(pad, extra)], in_shape[1])
 
     onnx_op = "MaxPool" if pool_type == "max" else "AveragePool"
     common = {"kernel_shape": kernel, "strides": stride}
     if pool_type == "avg":
         common["count_include_pad"] = int(ctx.attr_bool("count_include_pad", True))
     if not any(extra):
-        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, **common)
-        return
+        return ctx.node(onnx_op, [x], outputs, pads=pad + pad, **common)
     # ONNX ceil_mode clips partial windows as MXNet does, but drops a last window that would
     # start inside the right padding; MXNet keeps it.
     if _ceil_mode_sizes(in_spatial, kernel, stride, pad) == out_spatial:
-        ctx.node(onnx_op, ctx.inputs[:1], ctx.outputs[:1], pads=pad + pad, ceil_mode=1, **common)
-        return
+        return ctx.node(onnx_op, [x], outputs, pads=pad + pad, ceil_mode=1, **common)
     if pool_type == "max":
         # MXNet fills a window that lies wholly in padding with the dtype's lowest value (measured
         # -3.4028235e+38); padding with that value reproduces it, and ONNX forbids pads >= kernel.
         dtype = np.dtype(ctx.input_infos[0].dtype)
         lowest = ctx.const(np.asarray(np.finfo(dtype).min, dtype=dtype), "lowest")
         pads = [0, 0] + pad + [0, 0] + [p + e for p, e in zip(pad, extra)]
-        padded = ctx.node("Pad", [ctx.inputs[0], ctx.ints(pads, "pads"), lowest], mode="constant")
-        ctx.node("MaxPool", [padded], ctx.outputs[:1], pads=[0] * (2 * nd), **common)
-        return
-    raise ctx.error(
-        f"avg pooling_convention='full' with kernel {tuple(kernel)}, stride {tuple(stride)}, pad {tuple(pad)} on "
-        f"{tuple(in_spatial)} makes a window start inside the padding, which ONNX cannot express"
-    )
+        padded = ctx.node("Pad", [x, ctx.ints(pads, "pads"), lowest], mode="constant")
+        return ctx.node("MaxPool", [padded], outputs, pads=[0] * (2 * nd), **common)
+    # An avg window that starts inside the right padding (no ONNX pool keeps it): the sum pool
+    # times 1 / MXNet's divisor of each window, a static map since the shapes are static.
+    summed = _sum_pool(ctx, x, None, kernel, stride, pad + [p + e for p, e in zip(pad, extra)], in_shape[1])
+    return ctx.node("Mul", [summed, ctx.const(_avg_weights(ctx, in_shape), "avg_weights")], outputs)
+
+
+def _sum_pool(ctx: OpContext, x: str, outputs: Outputs, kernel: list, stride: list, pads: list, channels: int) -> str:
+    """A sum pool as a depthwise convolution with a kernel of ones: exact for any padding."""
+    ones = ctx.const(np.ones([channels, 1] + kernel, dtype=ctx.input_infos[0].dtype), "ones_kernel")
+    return ctx.node("Conv", [x, ones], outputs, kernel_shape=kernel, strides=stride, pads=pads, group=channels)
+
+
+def _avg_weights(ctx: OpContext, in_shape: Tuple[int, ...]) -> np.ndarray:
+    """(1, 1, *out_spatial): 1 / the divisor MXNet's avg pool uses for each window (0 for a window
+    with no input element), read from MXNet itself: on ones, avg = count / divisor, sum = count."""
+    attrs = {k: v for k, v in ctx.attrs.items() if k in ("kernel", "stride", "pad", "pooling_convention",
+                                                           "count_include_pad")}
+    probe = mx.nd.ones((1, 1) + tuple(in_shape[2:]))
+    avg = mx.nd.Pooling(probe, pool_type="avg", **attrs).asnumpy().astype(np.float64)
+    count = mx.nd.Pooling(probe, pool_type="sum", **{k: v for k, v in attrs.items() if k != "count_include_pad"})
+    count = count.asnumpy().astype(np.float64)
+    weights = np.divide(avg, count, out=np.zeros_like(avg), where=count > 0)
+    return weights.astype(ctx.input_infos[0].dtype)
 
 
 def _ceil_mode_sizes(in_spatial, kernel, stride, pad) -> list:
