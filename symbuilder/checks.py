@@ -27,19 +27,24 @@ def check_static(spec: Spec, symbol: mx.sym.Symbol) -> None:
 
 
 def check_onnx_translatable(spec: Spec, symbol: mx.sym.Symbol) -> None:
-    """A located error at the layer whose op has no ONNX translation."""
-    from .onnx.registry import lookup
-    names = layer_names(spec)
-    for node in json.loads(symbol.tojson())["nodes"]:
-        if node["op"] == "null":
-            continue
-        try:
-            lookup(node["op"], node["name"])
-        except ExportError as e:
-            if node["name"] in names:
-                raise spec.error(("layers", names.index(node["name"]), "op"),
-                                 f"{e} (or leave onnx out of export.formats)") from None
-            raise spec.error(("export", "formats"), str(e)) from None
+    """Every op without an ONNX translation at the spec's opset, in one located error at the
+    first such layer (the message lists each op with its count and first node)."""
+    from .onnx.convert import check_translatable  # lazy: onnx is imported only to export
+    opset = spec.export.onnx.opset
+    try:
+        check_translatable(symbol, opset)
+    except ExportError as e:
+        names = layer_names(spec)
+        first = next((node["name"] for node in json.loads(symbol.tojson())["nodes"]
+                      if node["op"] != "null" and node["name"] in names
+                      and not _translated(node["op"], opset)), None)
+        where = ("layers", names.index(first), "op") if first else ("export", "formats")
+        raise spec.error(where, f"{e} (or leave onnx out of export.formats)") from None
+
+
+def _translated(op: str, opset: int) -> bool:
+    from .onnx.registry import find  # lazy: onnx is imported only to export
+    return find(op, opset) is not None
 
 
 def check_kvstore(spec: Spec) -> None:

@@ -111,12 +111,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import schema
-    if args.update_readme:
+    from .spec import schema  # lazy: each command imports only what it uses
+    if args.update_readme:  # a developer's command: the README's generated tables
+        from .onnx.registry import readme_with_operators  # lazy: as above
         with open(args.update_readme) as f:
             text = f.read()
         with open(args.update_readme, "w") as f:
-            f.write(schema.readme_with_reference(text))
+            f.write(readme_with_operators(schema.readme_with_reference(text)))
         return EXIT_OK
     sys.stdout.write(schema.markdown_reference() if args.markdown else schema.json_schema_text())
     return EXIT_OK

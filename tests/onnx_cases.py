@@ -235,6 +235,29 @@ for op in ("exp", "log", "sqrt", "abs", "negative", "reciprocal", "relu", "sigmo
            "erf", "square", "rsqrt"):
     case(op, Case("unary", getattr(mx.sym, op)(D, name="op"), {"data": (2, 5)},
                   positive if op in _POSITIVE_UNARY else None))
+def _unit(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(-0.95, 0.95, size=shape).astype(np.float32)
+
+
+def _above_one(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(1.05, 4.0, size=shape).astype(np.float32)
+
+
+def _with_halves(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # Values either side of zero, some exactly integral or half-way: rounding toward zero.
+    values = np.round(rng.randn(*shape) * 6.0) / 2.0
+    return (values + rng.choice([0.0, 0.3, -0.3], size=shape)).astype(np.float32)
+
+
+_DOMAIN = {"arcsin": _unit, "arccos": _unit, "arctanh": _unit, "arccosh": _above_one}
+for op in ("sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh",
+           "arccosh", "arctanh", "sign", "softsign", "cbrt", "degrees", "radians"):
+    case(op, Case("unary", getattr(mx.sym, op)(D, name="op"), {"data": (2, 5)},
+                  _DOMAIN.get(op)))
+case("trunc", Case("toward_zero", mx.sym.trunc(D, name="op"), {"data": (3, 4)}, _with_halves))
+case("fix", Case("toward_zero", mx.sym.fix(D, name="op"), {"data": (3, 4)}, _with_halves))
+case("MakeLoss", Case("forward_is_input", mx.sym.MakeLoss(D * 2.0, grad_scale=0.5, name="op"),
+                      {"data": (4,)}))
 case("_copy", Case("identity", mx.sym.identity(D, name="op"), {"data": (5,)}))
 case("BlockGrad", Case("stop_gradient", mx.sym.stop_gradient(D, name="op"), {"data": (5,)}))
 case(

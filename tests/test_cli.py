@@ -53,8 +53,8 @@ def test_validate_ok(tmp_path, capsys):
     (("num_hidden: 2}", "num_hidden: 2, inputs: [fc3]}"),
      ":6:61: layers[2].inputs[0]: 'fc3' is not an earlier layer or input (did you mean 'fc1'?)"),
     # Refused before training: no epoch is spent on a model that could never be exported.
-    (("op: Activation, name: relu1, act_type: relu", "op: arcsinh, name: relu1"),
-     ":5:6: layers[1].op: no ONNX translation for MXNet op 'arcsinh' (node 'relu1'); "
+    (("op: Activation, name: relu1, act_type: relu", "op: erfinv, name: relu1"),
+     ":5:6: layers[1].op: no ONNX translation for MXNet op 'erfinv' (node 'relu1'); "
      "symbuilder translates: Activation, "),
 ])
 def test_user_mistakes_are_one_located_line_and_exit_2(tmp_path, capsys, monkeypatch, change,
@@ -194,3 +194,15 @@ def test_an_os_error_mid_run_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
                         "-q"], capsys)
     assert code == 1
     assert err.strip() == f"symbuilder: failed: No space left on device: {tmp_path / 'out'}"
+
+
+def test_validate_lists_every_op_without_an_onnx_translation_at_once(tmp_path, capsys):
+    spec = write_spec(tmp_path, GOOD.replace(
+        "      - {op: Activation, name: relu1, act_type: relu}\n",
+        "      - {op: erfinv, name: odd1}\n      - {op: gammaln, name: odd2}\n"
+        "      - {op: erfinv, name: odd3}\n"))
+    code, out, err = run(["validate", spec], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"{spec}:5:6: layers[1].op: no ONNX translation at opset 17 for 2 ops: "
+                          "'erfinv' (2 nodes, first 'odd1'), 'gammaln' (1 node, first 'odd2'); "), err
+    assert err.rstrip().endswith("(or leave onnx out of export.formats)")

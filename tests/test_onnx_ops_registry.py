@@ -93,8 +93,8 @@ def test_every_untranslatable_op_in_one_error(call: str) -> None:
     message = str(info.value)
     assert message.startswith("no ONNX translation at opset 17 for 3 ops: 'sort' (2 nodes, first 'sort0'), "
                               "'khatri_rao' (1 node, first 'kr0'), 'erfinv' (1 node, first 'ei0'); "
-                              "symbuilder translates: ")
-    assert "FullyConnected" in message and "relu" in message
+                              f"symbuilder translates {len(registered_ops(17))} ops at this opset "
+                              "(the README's list of ONNX operators)")
 
 
 def test_an_op_translated_at_other_opsets_says_where() -> None:

@@ -61,7 +61,8 @@ def check_translatable(symbol: mx.sym.Symbol, opset: int = 17) -> None:
             item += f"; translated at opsets {ranges_text(op)}"
         items.append(item + ")")
     raise ExportError(f"no ONNX translation at opset {opset} for {len(missing)} ops: {', '.join(items)}; "
-                      f"symbuilder translates: {', '.join(registered_ops(opset))}")
+                      f"symbuilder translates {len(registered_ops(opset))} ops at this opset "
+                      "(the README's list of ONNX operators)")
 
 
 def _infer(internals: mx.sym.Symbol, known: Mapping[str, Tuple[int, ...]]) -> List[Optional[Tuple[int, ...]]]:

@@ -106,6 +106,12 @@ _UNARY = {
     "erf": "Erf",
     "_copy": "Identity",  # mx.sym.identity
     "BlockGrad": "Identity",  # mx.sym.stop_gradient
+    "MakeLoss": "Identity",  # its forward pass is its input; grad_scale acts only backward
+    "sin": "Sin", "cos": "Cos", "tan": "Tan",
+    "arcsin": "Asin", "arccos": "Acos", "arctan": "Atan",
+    "sinh": "Sinh", "cosh": "Cosh",
+    "arcsinh": "Asinh", "arccosh": "Acosh", "arctanh": "Atanh",
+    "sign": "Sign", "softsign": "Softsign",
 }
 
 
@@ -118,6 +124,34 @@ def _make_unary(op_name: str, onnx_op: object) -> Callable[[OpContext], None]:
 
 # Keys are MXNet's canonical op names: aliases (identity, stop_gradient) never reach the JSON.
 _register_table(_UNARY, _make_unary)
+
+
+@register("trunc")
+@register("fix")
+def toward_zero(ctx: OpContext) -> None:
+    """trunc and fix both round toward zero: sign(x) * floor(|x|) (ONNX has no Trunc)."""
+    x = ctx.inputs[0]
+    floored = ctx.node("Floor", [ctx.node("Abs", [x])])
+    ctx.node("Mul", [ctx.node("Sign", [x]), floored], ctx.outputs[:1])
+
+
+@register("cbrt")
+def cbrt(ctx: OpContext) -> None:
+    """sign(x) * |x|^(1/3): Pow of a negative base with a fractional exponent is NaN."""
+    x = ctx.inputs[0]
+    third = ctx.scalar_like(1.0 / 3.0, 0, "third")
+    root = ctx.node("Pow", [ctx.node("Abs", [x]), third])
+    ctx.node("Mul", [ctx.node("Sign", [x]), root], ctx.outputs[:1])
+
+
+def _scale_by(factor: float) -> Callable[[OpContext], None]:
+    def translate(ctx: OpContext) -> None:
+        ctx.node("Mul", [ctx.inputs[0], ctx.scalar_like(factor, 0, "factor")], ctx.outputs[:1])
+    return translate
+
+
+register("degrees")(_scale_by(180.0 / np.pi))
+register("radians")(_scale_by(np.pi / 180.0))
 
 
 @register("square")
