@@ -1,6 +1,7 @@
 """The registry's opset versions and the one error listing every untranslatable op of a graph."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Iterator
@@ -168,3 +169,13 @@ def test_spec_and_cli_read_the_opsets_without_mxnet() -> None:
             "print('mxnet' in sys.modules, 'onnx' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
+
+
+def test_the_readmes_operator_list_is_the_registrys() -> None:
+    from symbuilder.onnx.registry import readme_with_operators
+    readme_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")
+    with open(readme_path) as f:
+        readme = f.read()
+    assert readme_with_operators(readme) == readme, (
+        "README.md's ONNX operator list is stale: run `symbuilder schema --update-readme README.md`")
