@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import logging
 import os
 import re
@@ -17,7 +18,9 @@ import threading
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from .defaults import DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL
 from .errors import SymbuilderError, UsageError
+from .files import write_atomic
 from .onnx.opsets import SUPPORTED_OPSETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -65,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     figures = "  ".join(f"val {k}={v:.4f}" for k, v in metrics.items())
     if parity:
         figures += f"  onnx max|diff|={parity['max_abs']:.2g}"
-    from .exporting import manifest_sha256
+    from .export.folder import manifest_sha256  # lazy: the CLI must not import MXNet
     # The manifest holds every other file's sha256: this one hash pins the whole export.
     print(f"{out.out_dir}: {figures}  manifest sha256={manifest_sha256(out.out_dir)}")
     return EXIT_OK
@@ -108,6 +111,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text!r}")
+    return value
+
+
 def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
@@ -119,7 +132,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .serving import export_checkpoint, parse_input
+    from .serving.legacy import export_checkpoint, parse_input  # lazy: MXNet
     shapes = dict(parse_input(text) for text in args.input)
     if args.random == 0 and not args.data:
         raise UsageError("--random 0 needs --data: the check needs samples to compare on")
@@ -127,27 +140,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.data:
         if len(shapes) != 1:
             raise UsageError("--data needs exactly one --input (it holds that input's samples)")
-        from .serving import load_samples
+        from .serving.samples import load_samples  # lazy: numpy and the data sources
         data = {next(iter(shapes)): load_samples(args.data)}
     report = export_checkpoint(args.prefix, args.epoch, shapes, out=args.out, opset=args.opset,
-                               atol=args.atol, dynamic_batch=not args.fixed_batch, data=data,
+                               atol=args.atol, rtol=args.rtol, dynamic_batch=not args.fixed_batch, data=data,
                                random_samples=args.random)
     parity = report["parity"]
     checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in
                          parity["inputs"].items())
     print(f"{report['onnx']}: verified against MXNet: max|diff|={parity['max_abs']:.2g} "
-          f"(atol {parity['atol']:g}), max rel={parity['max_rel']:.2g}; {checked} samples, "
+          f"(atol {parity['atol']:g} + rtol {parity['rtol']:g} x scale), max rel="
+          f"{parity['max_rel']:.2g} of the output's scale; {checked} samples, "
           f"batch {' and '.join(map(str, parity['batches']))}, ORT all and no optimisations")
     return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .serving import predict
+    from .serving.predict import predict  # lazy: MXNet and ONNX Runtime
     predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
                           manifest_sha256=args.manifest_sha256)
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            predictions.write_csv(f)
+        text = io.StringIO(newline="")
+        predictions.write_csv(text)
+        write_atomic(args.out, text.getvalue().encode("utf-8"))
         _say(f"{args.out}: {len(predictions.values)} predictions")
     else:
         predictions.write_csv(sys.stdout)
@@ -155,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .serving import verify_export
+    from .serving.audit import verify_export  # lazy: MXNet and ONNX Runtime
     report = verify_export(args.folder, data=args.data, manifest_sha256=args.manifest_sha256)
     if len(report["problems"]) == 1:  # one problem, one line
         print(f"symbuilder: failed: {args.folder}: {report['problems'][0]}", file=sys.stderr)
@@ -320,12 +335,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
     p.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
                    help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]} (default 17)")
-    p.add_argument("--atol", type=_positive_float, default=1e-5, metavar="X",
-                   help="fail when ONNX Runtime and MXNet differ by more (default 1e-5)")
+    p.add_argument("--atol", type=_positive_float, default=DEFAULT_ATOL, metavar="X",
+                   help="absolute tolerance: fail when max|ort - mxnet| > atol + rtol * "
+                        f"max|mxnet| for an output (default {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=_nonnegative_float, default=DEFAULT_RTOL, metavar="X",
+                   help="tolerance relative to the output's scale, max|mxnet| over the output "
+                        f"(default {DEFAULT_RTOL:g})")
     p.add_argument("--data", metavar="FILE", help="real samples for the check: .npy, .npz "
                    "(array X) or .csv (every column a feature)")
-    p.add_argument("--random", type=_nonnegative_int, default=16, metavar="N",
-                   help="random samples in the check (default 16)")
+    p.add_argument("--random", type=_nonnegative_int, default=DEFAULT_RANDOM_SAMPLES,
+                   metavar="N", help=f"random samples in the check (default "
+                                     f"{DEFAULT_RANDOM_SAMPLES})")
     p.add_argument("--fixed-batch", action="store_true",
                    help="keep the --input batch size fixed in the ONNX model")
 

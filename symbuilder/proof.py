@@ -1,22 +1,37 @@
-"""ONNX Runtime vs MXNet parity: run both on the same inputs and report the largest disagreement.
+"""The proof: ONNX Runtime against MXNet on the same inputs, the tolerance rule, the random
+samples and their seed. The build, `symbuilder export`, `symbuilder verify` and `bench` all
+run this suite, with the defaults of symbuilder.defaults.
 
 Parity is checked with ONNX Runtime's graph optimisations fully on and fully off (fusions can
-change numerics), at batch 1 and at the full batch (a dynamic batch axis must really work).
+change numerics), at batch 1 and at the full batch (a dynamic batch axis must really work),
+on held-out samples and on random ones. An output passes when
+max|ort - mxnet| <= atol + rtol * scale, scale = max|mxnet| over that output (TOLERANCE_RULE):
+float32 rounding grows with the magnitudes a layer sums, so an element near zero in a large
+output carries the output's error, not its own (measured: defaults.py).
 """
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-# Divisor floor for the relative error, so an exact zero in MXNet's output gives a huge (honest)
-# relative error instead of a division by zero.
+from .defaults import (DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL, DEFAULT_SEED,
+                       TOLERANCE_RULE)
+from .errors import ExportError
+
+__all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "DEFAULT_RANDOM_SAMPLES", "DEFAULT_SEED",
+           "TOLERANCE_RULE", "ParityReport", "compare", "feature_range", "mxnet_forward",
+           "onnx_forward", "parity_or_fail", "parity_suite", "random_inputs", "session",
+           "verify_parity"]
+
+# Divisor floor for the relative error, so an output that is exactly zero everywhere gives a
+# huge (honest) relative error instead of a division by zero.
 _TINY = float(np.finfo(np.float32).tiny)
 
 # ORT sessions are costly to build (graph optimisation); keep the few most recent ones.
@@ -41,6 +56,7 @@ class ParityReport:
     passed: bool
     details: List[Dict[str, Any]] = field(default_factory=list)
     rtol: float = 0.0
+    rule: str = TOLERANCE_RULE
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -98,24 +114,24 @@ def _model_bytes(model: Union[onnx.ModelProto, bytes, str]) -> bytes:
         return f.read()
 
 
-def _session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> ort.InferenceSession:
+def session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> ort.InferenceSession:
     data = _model_bytes(model)
     key = (hashlib.sha256(data).hexdigest(), optimize)
-    session = _SESSION_CACHE.get(key)
-    if session is not None:
+    cached = _SESSION_CACHE.get(key)
+    if cached is not None:
         _SESSION_CACHE.move_to_end(key)
-        return session
+        return cached
     options = ort.SessionOptions()
     options.intra_op_num_threads = _ORT_THREADS
     options.inter_op_num_threads = 1
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    _SESSION_CACHE[key] = session
+    made = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    _SESSION_CACHE[key] = made
     if len(_SESSION_CACHE) > _SESSION_CACHE_SIZE:
         _SESSION_CACHE.popitem(last=False)
-    return session
+    return made
 
 
 def onnx_forward(
@@ -128,33 +144,34 @@ def onnx_forward(
 
     Each input is cast to the dtype the graph declares (e.g. float64 data to a float input).
     """
-    session = _session(model, optimize)
+    sess = session(model, optimize)
     feeds = {}
-    for spec in session.get_inputs():
+    for spec in sess.get_inputs():
         if spec.name not in inputs:
             raise KeyError(f"ONNX input '{spec.name}' was not given (given: {sorted(inputs)})")
         value = np.asarray(inputs[spec.name])
         feeds[spec.name] = value.astype(_ORT_TYPES.get(spec.type, value.dtype), copy=False)
-    return session.run(None, feeds)
+    return sess.run(None, feeds)
 
 
-def _compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Dict[str, Any]:
+def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Dict[str, Any]:
+    """One output against MXNet's under TOLERANCE_RULE: max_abs, max_rel (max_abs over the
+    output's scale, not elementwise: an element near zero would report noise as a huge
+    relative error), scale and passed."""
     if ref.shape != got.shape:
-        return {"max_abs": float("inf"), "max_rel": float("inf"), "passed": False,
-                "reason": f"shape {got.shape} != MXNet's {ref.shape}"}
+        return {"max_abs": float("inf"), "max_rel": float("inf"), "scale": None,
+                "passed": False, "reason": f"shape {got.shape} != MXNet's {ref.shape}"}
     ref64 = ref.astype(np.float64)
     got64 = got.astype(np.float64)
     diff = np.abs(got64 - ref64)
     # NaN in exactly the same places is agreement; anywhere else it is an infinite error.
     both_nan = np.isnan(ref64) & np.isnan(got64)
     diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
-    rel = diff / np.maximum(np.abs(np.nan_to_num(ref64)), _TINY)
-    passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(ref64))))
-    return {
-        "max_abs": float(diff.max()) if diff.size else 0.0,
-        "max_rel": float(rel.max()) if rel.size else 0.0,
-        "passed": passed,
-    }
+    finite = np.abs(ref64[np.isfinite(ref64)])
+    scale = float(finite.max()) if finite.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, _TINY) if max_abs else 0.0,
+            "scale": scale, "passed": bool(max_abs <= atol + rtol * scale)}
 
 
 def verify_parity(
@@ -164,8 +181,8 @@ def verify_parity(
     model: Union[onnx.ModelProto, bytes, str],
     inputs: Mapping[str, np.ndarray],
     *,
-    atol: float,
-    rtol: float = 0.0,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
 ) -> ParityReport:
     """Compare every output of ONNX Runtime (all optimisations / none) with MXNet at batch 1 and full batch."""
     data = _model_bytes(model)  # serialise once; sessions are cached by content
@@ -187,9 +204,162 @@ def verify_parity(
                 continue
             for name, ref, out in zip(output_names, reference, got):
                 row = {"output": name, "batch": batch, "ort_level": level}
-                row.update(_compare(ref, np.asarray(out), atol, rtol))
+                row.update(compare(ref, np.asarray(out), atol, rtol))
                 details.append(row)
     max_abs = max((d["max_abs"] for d in details), default=0.0)
     max_rel = max((d["max_rel"] for d in details), default=0.0)
     passed = bool(details) and all(d["passed"] for d in details)
     return ParityReport(max_abs=max_abs, max_rel=max_rel, atol=atol, passed=passed, details=details, rtol=rtol)
+
+
+# --------------------------------------------------------------------------------------------
+# The suite: held-out samples plus random ones, ORT with all optimisations and none, batch 1
+# and N (every chunk of N for a model fixed to batch N)
+
+
+def feature_range(samples: np.ndarray) -> Dict[str, List[Any]]:
+    """Per-feature (per element of one sample) min and max over the samples."""
+    samples = np.asarray(samples, dtype=np.float64)
+    return {"low": samples.min(axis=0).tolist(), "high": samples.max(axis=0).tolist()}
+
+
+def random_inputs(shapes: Mapping[str, Sequence[int]], n: int, *, seed: int = DEFAULT_SEED,
+                  ranges: Optional[Mapping[str, Mapping[str, Any]]] = None
+                  ) -> Dict[str, np.ndarray]:
+    """`n` random samples per input (float32): uniform over the per-feature [low, high] of
+    `ranges[name]` when given, standard normal otherwise. Same seed, same samples."""
+    rng = np.random.RandomState(seed)
+    out = {}
+    for name in sorted(shapes):
+        sample_shape = tuple(int(d) for d in shapes[name])
+        rnge = (ranges or {}).get(name)
+        if rnge is not None:
+            low = np.asarray(rnge["low"], dtype=np.float64).reshape(sample_shape)
+            high = np.asarray(rnge["high"], dtype=np.float64).reshape(sample_shape)
+            values = low + (high - low) * rng.random_sample((n,) + sample_shape)
+        else:
+            values = rng.standard_normal((n,) + sample_shape)
+        out[name] = values.astype(np.float32)
+    return out
+
+
+def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                 held_out: Optional[Mapping[str, np.ndarray]] = None,
+                 sample_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 random_samples: int = DEFAULT_RANDOM_SAMPLES, seed: int = DEFAULT_SEED,
+                 ranges: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """ONNX Runtime (all graph optimisations, and none) against MXNet at batch 1 and the full
+    batch, on the held-out samples and on random samples; the figures and the rule applied,
+    as the manifest keeps them. Random samples are drawn uniformly over the held-out samples'
+    per-feature range (or over `ranges`, or standard normal when neither is known)."""
+    model_bytes = _model_bytes(model)
+    held_out = {k: np.ascontiguousarray(v) for k, v in (held_out or {}).items()}
+    if ranges is None and held_out:
+        ranges = {k: feature_range(v) for k, v in held_out.items()}
+    if sample_shapes is None:
+        sample_shapes = {k: v.shape[1:] for k, v in held_out.items()}
+    sets = [("held_out", held_out)] if held_out else []
+    if random_samples > 0:
+        sets.append(("random", random_inputs(sample_shapes, random_samples, seed=seed,
+                                             ranges=ranges)))
+    if not sets:
+        raise ValueError("parity_suite needs held-out samples or random_samples > 0")
+    fixed = _fixed_batch(model_bytes)
+    checks: Dict[str, Dict[str, Any]] = {}
+    details: List[Dict[str, Any]] = []
+    for label, inputs in sets:
+        if fixed and fixed > 1:
+            rows = _fixed_batch_parity(symbol, arg_params, aux_params, model_bytes, inputs,
+                                       fixed, atol, rtol)
+        else:
+            rows = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs,
+                                 atol=atol, rtol=rtol).details
+        checks[label] = {"samples": min(len(v) for v in inputs.values()),
+                         "max_abs": max(r["max_abs"] for r in rows),
+                         "max_rel": max(r["max_rel"] for r in rows),
+                         "passed": bool(rows) and all(r["passed"] for r in rows)}
+        details.extend(dict(row, inputs=label) for row in rows)
+    if "random" in checks:
+        checks["random"].update(
+            seed=seed, distribution="uniform over the per-feature [low, high] in random_range"
+            if ranges else "standard normal")
+    return {
+        "passed": all(c["passed"] for c in checks.values()),
+        "atol": atol,
+        "rtol": rtol,
+        "rule": TOLERANCE_RULE,
+        "max_abs": max(c["max_abs"] for c in checks.values()),
+        "max_rel": max(c["max_rel"] for c in checks.values()),
+        "ort_levels": ["ORT_ENABLE_ALL", "ORT_DISABLE_ALL"],
+        "batches": sorted({d["batch"] for d in details}),
+        "inputs": checks,
+        "random_range": {k: dict(v) for k, v in ranges.items()} if ranges else None,
+        "details": details,
+    }
+
+
+def _fixed_batch(model_bytes: bytes) -> Optional[int]:
+    """The batch size an ONNX model is fixed to (first dim of its first input), or None."""
+    model = onnx.load_from_string(model_bytes)
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+
+
+def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
+                        model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int,
+                        atol: float, rtol: float) -> List[Dict[str, Any]]:
+    """verify_parity's rows for a model that only takes `batch` samples at a time: every
+    chunk of `batch` (the last one padded by repeating its last sample), both ORT levels.
+    The rule is applied per chunk, each against its own scale."""
+    n = min(len(v) for v in inputs.values())
+    rows = []
+    for optimize in (True, False):
+        level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
+        worst: Dict[str, Dict[str, Any]] = {}
+        for start in range(0, n, batch):
+            feed = {}
+            for k, v in inputs.items():
+                chunk = v[start:start + batch]
+                pad = batch - len(chunk)
+                feed[k] = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) \
+                    if pad else chunk
+            reference = mxnet_forward(symbol, arg_params, aux_params, feed)
+            got = onnx_forward(model_bytes, feed, optimize=optimize)
+            for name, ref, out in zip(symbol.list_outputs(), reference, got):
+                row = compare(ref, np.asarray(out), atol, rtol)
+                agg = worst.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0, "passed": True,
+                                                  "scale": 0.0})
+                agg["max_abs"] = max(agg["max_abs"], row["max_abs"])
+                agg["max_rel"] = max(agg["max_rel"], row["max_rel"])
+                agg["passed"] = agg["passed"] and row["passed"]
+                agg["scale"] = max(agg["scale"], row["scale"] or 0.0)
+        rows += [dict({"output": k, "batch": batch, "ort_level": level}, **v)
+                 for k, v in worst.items()]
+    return rows
+
+
+def parity_or_fail(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                   atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                   **kwargs: Any) -> Dict[str, Any]:
+    """parity_suite, raising ExportError with the figures when ONNX Runtime disagrees."""
+    figures = parity_suite(symbol, arg_params, aux_params, model, atol=atol, rtol=rtol,
+                           **kwargs)
+    if not figures["passed"]:
+        raise ExportError(f"ONNX Runtime disagrees with MXNet: {failure_figures(figures)}")
+    return figures
+
+
+def failure_figures(figures: Mapping[str, Any]) -> str:
+    """A failed suite's figures in one line: the worst row against its bound, per input set."""
+    failed = [d for d in figures["details"] if not d["passed"]] or figures["details"]
+    worst = max(failed, key=lambda d: d["max_rel"])
+    parts = ", ".join(f"{k}: {c['max_abs']:.3g} on {c['samples']} samples"
+                      for k, c in figures["inputs"].items())
+    scale = worst.get("scale")
+    bound = (f" > atol {figures['atol']:g} + rtol {figures['rtol']:g} x scale {scale:.3g}"
+             if scale is not None else f" ({worst.get('reason', 'no figures')})")
+    return (f"max abs difference {worst['max_abs']:.3g}{bound} (max rel "
+            f"{figures['max_rel']:.3g} of the output's scale; {parts}; worst: output "
+            f"'{worst['output']}' at batch {worst['batch']}, {worst['ort_level']}, "
+            f"{worst['inputs']} inputs)")

@@ -1,4 +1,4 @@
-"""symbuilder.verify: parity passes on a correct export, and FAILS (with figures) on a corrupted one."""
+"""symbuilder.proof: parity passes on a correct export, and FAILS (with figures) on a corrupted one."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from symbuilder.onnx import to_onnx
-from symbuilder.verify import ParityReport, mxnet_forward, onnx_forward, verify_parity
+from symbuilder.proof import ParityReport, mxnet_forward, onnx_forward, verify_parity
 
 BATCH = 6
 

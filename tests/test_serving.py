@@ -20,7 +20,9 @@ import pytest
 
 from helpers import write_spec
 
-from symbuilder import serving
+from symbuilder import proof
+from symbuilder.export import triton
+from symbuilder.serving import audit, legacy
 from symbuilder.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +91,7 @@ def test_plain_mxnet_conv_checkpoint_exports_and_matches_module_predict(plain_co
                             capsys)
     assert code == 0, err
     assert stdout.startswith(f"{out}: verified against MXNet: max|diff|=")
-    assert "16 random samples, batch 1 and 16" in stdout
+    assert "64 random samples, batch 1 and 64" in stdout
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
     assert [i.name for i in model.graph.input] == ["data"]  # the label is not an input
@@ -102,7 +104,7 @@ def test_plain_mxnet_conv_checkpoint_exports_and_matches_module_predict(plain_co
 def test_export_with_real_samples_checks_them_and_random_ones_in_their_range(plain_conv,
                                                                               tmp_path):
     prefix, X = plain_conv
-    report = serving.export_checkpoint(prefix, 2, {"data": (1, 3, 8, 8)},
+    report = legacy.export_checkpoint(prefix, 2, {"data": (1, 3, 8, 8)},
                                        out=str(tmp_path / "m.onnx"),
                                        data={"data": X[:10].reshape(10, -1)}, random_samples=12)
     parity = report["parity"]
@@ -128,8 +130,8 @@ def test_random_inputs_stay_inside_the_given_range_and_are_seeded():
     low = np.array([[0.0, -5.0], [10.0, 3.0]])
     high = np.array([[1.0, -4.0], [10.0, 7.0]])
     ranges = {"x": {"low": low.tolist(), "high": high.tolist()}}
-    a = serving.random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
-    b = serving.random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
+    a = proof.random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
+    b = proof.random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.float32 and a.shape == (500, 2, 2)
     assert np.all(a >= low.astype(np.float32)) and np.all(a <= high.astype(np.float32))
@@ -181,11 +183,12 @@ def test_export_parity_failure_is_exit_1_with_figures_and_writes_nothing(plain_c
                                                                          capsys):
     out = str(tmp_path / "x.onnx")
     code, _, err = run(["export", plain_conv[0], "2", "--input", "data=1,3,8,8", "--out", out,
-                        "--atol", "1e-30"], capsys)
+                        "--atol", "1e-30", "--rtol", "0"], capsys)
     assert code == 1
     assert re.match(r"symbuilder: failed: ONNX Runtime disagrees with MXNet: max abs difference "
-                    r"\S+ > atol 1e-30 \(max rel \S+; random: \S+ on 16 samples; worst: output "
-                    r"'softmax_output' at batch (1|16), ORT_(ENABLE|DISABLE)_ALL", err), err
+                    r"\S+ > atol 1e-30 \+ rtol 0 x scale \S+ \(max rel \S+ of the output's "
+                    r"scale; random: \S+ on 64 samples; worst: output "
+                    r"'softmax_output' at batch (1|64), ORT_(ENABLE|DISABLE)_ALL", err), err
     assert not os.path.exists(out)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".x.onnx")]
 
@@ -238,16 +241,16 @@ def test_triton_config_matches_the_onnx_models_names_types_and_shapes(plain_conv
                                                                       dynamic):
     prefix, _ = plain_conv
     onnx_path = str(tmp_path / "m.onnx")
-    serving.export_checkpoint(prefix, 2, {"data": (3, 3, 8, 8)}, out=onnx_path,
+    legacy.export_checkpoint(prefix, 2, {"data": (3, 3, 8, 8)}, out=onnx_path,
                               dynamic_batch=dynamic, random_samples=3)
     with open(onnx_path, "rb") as f:
-        files = serving.write_triton(str(tmp_path / "repo"), "convnet", f.read())
+        files = triton.write_triton(str(tmp_path / "repo"), "convnet", f.read())
     assert files == ["triton/convnet/config.pbtxt", "triton/convnet/1/model.onnx"]
     config = parse_pbtxt(open(tmp_path / "repo" / files[0]).read())
     session = ort.InferenceSession(str(tmp_path / "repo" / files[1]),
                                    providers=["CPUExecutionProvider"])
     assert config["name"] == "convnet" and config["platform"] == "onnxruntime_onnx"
-    assert config["max_batch_size"] == (serving.TRITON_MAX_BATCH if dynamic else 0)
+    assert config["max_batch_size"] == (triton.TRITON_MAX_BATCH if dynamic else 0)
     for section, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
         entries = config[section]
         assert [e["name"] for e in entries] == [v.name for v in values]
@@ -431,20 +434,27 @@ def test_verify_catches_an_onnx_model_that_disagrees_with_the_checkpoint(built, 
     args["fc2_bias"] = mx.nd.array(bias)
     mx.model.save_checkpoint(prefix, epoch, sym, args, auxs)
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
-    from symbuilder.exporting import write_manifest
+    from symbuilder.export.folder import write_manifest
     write_manifest(folder, manifest)
-    report = serving.verify_export(folder)
+    report = audit.verify_export(folder)
     assert not report["passed"]
     p = report["parity"]["srv_mlp.onnx"]
     assert p["max_abs"] > 1e-3 and not p["passed"]
+    worst = max(p["details"], key=lambda d: d["max_abs"])
+    scale = worst["scale"]  # probabilities: the largest is in (1/K, 1]
+    assert 0.5 < scale <= 1.0 and p["rtol"] == 1e-5
     assert report["problems"] == [f"srv_mlp.onnx: ONNX Runtime disagrees with the checkpoint: "
-                                  f"max abs difference {p['max_abs']:.3g} > atol 1e-05"]
+                                  f"max abs difference {p['max_abs']:.3g} > atol 1e-05 + rtol "
+                                  f"1e-05 x scale {scale:.3g} (max rel {p['max_rel']:.3g} of the "
+                                  f"output's scale; random: {p['max_abs']:.3g} on 64 samples; "
+                                  f"worst: output 'softmax_output' at batch {worst['batch']}, "
+                                  f"{worst['ort_level']}, random inputs)"]
 
 
 @pytest.mark.slow
 def test_verify_adds_real_samples_from_a_csv_with_the_label_column(built, tmp_path):
     (tmp_path / "rows.csv").write_text(_csv_of(built, _val_rows(built)[:9], with_label=True))
-    report = serving.verify_export(built[1], data=str(tmp_path / "rows.csv"))
+    report = audit.verify_export(built[1], data=str(tmp_path / "rows.csv"))
     assert report["passed"]
     assert report["parity"]["srv_mlp.onnx"]["inputs"]["held_out"]["samples"] == 9
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from ..files import write_atomic
+
 
 def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "") -> None:
     """One panel per metric, train and val lines, the exported epoch marked if given."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is only needed to draw
     matplotlib.use("Agg")  # headless: no display on servers and CI
     import matplotlib.pyplot as plt
 
@@ -25,5 +27,5 @@ def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "") ->
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
