@@ -143,7 +143,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .serving.samples import load_samples  # lazy: numpy and the data sources
         data = {next(iter(shapes)): load_samples(args.data)}
     report = export_checkpoint(args.prefix, args.epoch, shapes, out=args.out, opset=args.opset,
-                               atol=args.atol, rtol=args.rtol, dynamic_batch=not args.fixed_batch, data=data,
+                               atol=args.atol, rtol=args.rtol,
+                               dynamic_batch=not args.fixed_batch, data=data,
                                random_samples=args.random)
     parity = report["parity"]
     checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in

@@ -42,13 +42,22 @@ def fsync_tree(folder: str) -> None:
         fsync_path(root)
 
 
+# A file name may be 255 bytes; the temporary name adds a dot, ".tmp-" and 8 random letters.
+_STEM_BYTES = 255 - 1 - 5 - 8
+
+
+def _stem(name: str) -> str:
+    """`name`, cut to what leaves the temporary name within the file system's limit."""
+    return os.fsencode(name)[:_STEM_BYTES].decode("utf-8", errors="ignore")
+
+
 def write_atomic(path: str, content: Content) -> None:
     """Replace `path` with `content` in one step; on any error (KeyboardInterrupt included)
     the previous file stays as it was and the temporary file is removed. The new file's mode
     is 0666 minus the umask, as open() would give it (mkstemp's 0600 would not)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_stem(os.path.basename(path))}.tmp-", dir=folder)
     try:
         if callable(content):
             os.close(fd)

@@ -37,7 +37,6 @@ def test_a_writer_that_raises_midway_leaves_the_old_file_and_no_temp_file(tmp_pa
 
 
 def test_a_failed_write_of_a_new_file_leaves_nothing(tmp_path):
-
     path = tmp_path / "new.bin"
     with pytest.raises(TypeError):  # not bytes-like: the write fails inside the open file
         write_atomic(str(path), 12345)  # type: ignore[arg-type]
@@ -56,6 +55,14 @@ def test_a_callable_writer_gets_a_path_beside_the_target(tmp_path):
     write_atomic(str(tmp_path / "sub" / "a.params"), writer)
     assert os.path.dirname(seen[0]) == str(tmp_path / "sub")  # same file system: one rename
     assert (tmp_path / "sub" / "a.params").read_text() == "x"
+
+
+@pytest.mark.parametrize("name", ["n" * 255, "é" * 125 + ".json"])
+def test_a_name_at_the_file_systems_limit_still_gets_a_temporary_name(tmp_path, name):
+    # The temporary name is longer than the target's: cut, not ENAMETOOLONG.
+    write_atomic(str(tmp_path / name), b"x")
+    assert (tmp_path / name).read_bytes() == b"x"
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])

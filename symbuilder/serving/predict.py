@@ -50,7 +50,8 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
         if not folder or not manifest.get("checkpoint"):
             raise UsageError("--checkpoint needs an export folder with a checkpoint", file=target)
         symbol, arg_params, aux_params = load_export_checkpoint(folder, manifest)
-        run = lambda feed: proof.mxnet_forward(symbol, arg_params, aux_params, feed)[0]  # noqa: E731
+        run = lambda feed: (  # noqa: E731
+            proof.mxnet_forward(symbol, arg_params, aux_params, feed)[0])
         output_name = symbol.list_outputs()[0]
         graph_inputs = [(i["name"], None) for i in manifest["inputs"]]
     else:

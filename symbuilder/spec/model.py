@@ -312,10 +312,11 @@ class OnnxSpec:
 class VerifySpec:
     """ONNX Runtime vs MXNet parity check on held-out samples."""
     atol: float = field("float", "absolute tolerance: the build fails when an output's max abs "
-                        "difference exceeds atol + rtol * its scale (max |mxnet| over it)",
+                        "difference exceeds atol + rtol * its scale (the largest abs value "
+                        "MXNet gives for it)",
                         DEFAULT_ATOL, minimum=0.0, maximum=1e-2)  # verify refuses more: manifest.py
-    rtol: float = field("float", "tolerance relative to each output's scale, max |mxnet| over "
-                        "that output (measured: 3.2e-6 at worst over the gluon model zoo)",
+    rtol: float = field("float", "tolerance relative to each output's scale (worst measured "
+                        "over the gluon model zoo: 3.2e-6)",
                         DEFAULT_RTOL, minimum=0.0, maximum=1e-2)
     samples: int = field("int", "held-out samples compared (at batch 1 and as one batch)", 64,
                          minimum=1)
