@@ -185,7 +185,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     figures = ""
     for model_file, p in (report["parity"] or {}).items():
         figures += (f"; {model_file} vs checkpoint max|diff|={p['max_abs']:.2g} "
-                    f"(atol {p['atol']:g}) on " + " + ".join(
+                    f"(atol {p['atol']:g} + rtol {p['rtol']:g} x scale) on " + " + ".join(
                         f"{c['samples']} {k.replace('_', '-')}" for k, c in p["inputs"].items()))
     print(f"{args.folder}: ok ({len(report['files'])} files match the manifest{figures})")
     return EXIT_OK

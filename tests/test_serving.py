@@ -45,7 +45,11 @@ def module_predict(prefix, epoch, x, data_names=("data",), label_names=("softmax
     mod = mx.mod.Module.load(prefix, epoch, data_names=list(data_names),
                              label_names=list(label_names), context=mx.cpu())
     it = mx.io.NDArrayIter(data={data_names[0]: x}, batch_size=len(x))
-    mod.bind(data_shapes=it.provide_data, for_training=False)
+    # Bound for inference without label shapes, as a serving user binds it: MXNet warns that
+    # the label names have no shapes, which is the point here.
+    with pytest.warns(UserWarning, match="label_shapes don't match names specified by "
+                      "label_names"):
+        mod.bind(data_shapes=it.provide_data, for_training=False)
     return mod.predict(it).asnumpy()
 
 
@@ -179,6 +183,20 @@ def test_export_mistakes_are_one_located_line_and_exit_2(plain_conv, tmp_path, c
     assert not os.path.exists(out) and stdout == ""
 
 
+@pytest.mark.parametrize("value", ["-1e-5", "inf", "nan", "x"])
+def test_a_bad_rtol_is_one_line_exit_2_and_writes_nothing(plain_conv, tmp_path, capsys, value):
+    out = str(tmp_path / "x.onnx")
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", plain_conv[0], "2", "--input", "data=1,3,8,8", "--out", out,
+              f"--rtol={value}"])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert captured.err.strip() == (f"symbuilder export: error: argument --rtol: expected a "
+                                    f"number >= 0, received '{value}' (see symbuilder export "
+                                    f"--help)")
+    assert os.listdir(tmp_path) == []
+
+
 def test_export_parity_failure_is_exit_1_with_figures_and_writes_nothing(plain_conv, tmp_path,
                                                                          capsys):
     out = str(tmp_path / "x.onnx")
@@ -310,10 +328,13 @@ def test_build_manifest_records_parity_on_held_out_and_ranged_random_samples(bui
     manifest = built[2].manifest
     parity = manifest["parity"]
     assert parity["passed"] and parity["max_abs"] <= 1e-5 and parity["atol"] == 1e-5
-    assert parity["batches"] == [1, 40]
+    assert parity["rtol"] == 1e-5 and parity["rule"].startswith("max|ort - mxnet| <= atol + "
+                                                                "rtol * scale")
+    # 40 held-out samples (export.verify.samples) plus the 64 random ones every check draws.
+    assert parity["batches"] == [1, 40, 64]
     assert set(parity["ort_levels"]) == {"ORT_ENABLE_ALL", "ORT_DISABLE_ALL"}
     assert {k: v["samples"] for k, v in parity["inputs"].items()} == {"held_out": 40,
-                                                                      "random": 40}
+                                                                      "random": 64}
     held = _val_rows(built)[:40]
     np.testing.assert_allclose(parity["random_range"]["data"]["low"], held.min(axis=0))
     np.testing.assert_allclose(parity["random_range"]["data"]["high"], held.max(axis=0))
