@@ -10,7 +10,7 @@ def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "") ->
     """One panel per metric, train and val lines, the exported epoch marked if given."""
     import matplotlib  # lazy: matplotlib is only needed to draw
     matplotlib.use("Agg")  # headless: no display on servers and CI
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use, as pyplot requires
 
     names = list(history[0]["train"]) if history else []
     epochs = [h["epoch"] for h in history]

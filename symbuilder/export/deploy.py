@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+import mxnet as mx
+
 from ..errors import ExportError
 from ..files import write_atomic
 from ..spec.model import HEADS  # the four loss heads; the alias `Softmax` loads as SoftmaxOutput
@@ -42,7 +44,6 @@ def deploy_symbol(training_symbol: Any,
     LogisticRegressionOutput -> sigmoid; Linear/MAERegressionOutput -> identity. Attributes
     that only shape the gradient (grad_scale, use_ignore, normalization, ...) are dropped.
     """
-    import mxnet as mx
     graph = json.loads(training_symbol.tojson())
     ranks = _head_input_ranks(training_symbol, input_shapes) if input_shapes else {}
     nodes, n_outputs, moved = _rewrite(graph, ranks)

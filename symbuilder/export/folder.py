@@ -231,7 +231,7 @@ def staging_dir(target: str) -> Iterator[str]:
 
 def versions() -> Dict[str, str]:
     import mxnet  # lazy: only the manifest needs versions; export_problem runs without MXNet
-    import onnx
+    import onnx  # lazy: as mxnet above
     out = {"symbuilder": __version__, "python": platform.python_version(),
            "mxnet": mxnet.__version__, "numpy": np.__version__, "onnx": onnx.__version__}
     try:

@@ -147,7 +147,8 @@ def _failed_check() -> Iterator[None]:
         raise ExportError(str(e)) from None
 
 
-def load_export_checkpoint(folder: str, manifest: Mapping[str, Any]):
+def load_export_checkpoint(folder: str, manifest: Mapping[str, Any]
+                           ) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     """The export's checkpoint, with parameters that fit its symbol at the manifest's input
     shapes; ExportError naming the file otherwise (a readable but wrong file included)."""
     prefix = os.path.join(folder, manifest["checkpoint"]["symbol"][: -len("-symbol.json")])
@@ -173,7 +174,7 @@ def load_export_checkpoint(folder: str, manifest: Mapping[str, Any]):
     return symbol, arg_params, aux_params
 
 
-def ort_session(path: str, error: type):
+def ort_session(path: str, error: type) -> Any:
     """An ONNX Runtime session for `path`; `error` (UsageError for a user's bare .onnx,
     ExportError inside an export) naming the file when ORT cannot load it."""
     try:

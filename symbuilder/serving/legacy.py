@@ -38,7 +38,7 @@ def checkpoint_files(prefix: str, epoch: int) -> Tuple[str, str]:
     return f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
 
 
-def load_checkpoint(prefix: str, epoch: int):
+def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
     """(symbol, arg_params, aux_params) of a Module checkpoint; a UsageError naming the file
     that is missing or unreadable."""
     symbol_file, params_file = checkpoint_files(prefix, epoch)
