@@ -22,6 +22,7 @@ from helpers import write_spec
 
 from symbuilder import proof
 from symbuilder.export import triton
+from symbuilder.export.folder import write_manifest
 from symbuilder.serving import audit, legacy
 from symbuilder.cli import main
 
@@ -455,7 +456,6 @@ def test_verify_catches_an_onnx_model_that_disagrees_with_the_checkpoint(built, 
     args["fc2_bias"] = mx.nd.array(bias)
     mx.model.save_checkpoint(prefix, epoch, sym, args, auxs)
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
-    from symbuilder.export.folder import write_manifest
     write_manifest(folder, manifest)
     report = audit.verify_export(folder)
     assert not report["passed"]
@@ -470,6 +470,22 @@ def test_verify_catches_an_onnx_model_that_disagrees_with_the_checkpoint(built, 
                                   f"output's scale; random: {p['max_abs']:.3g} on 64 samples; "
                                   f"worst: output 'softmax_output' at batch {worst['batch']}, "
                                   f"{worst['ort_level']}, random inputs)"]
+
+
+@pytest.mark.slow
+def test_verify_holds_a_manifest_without_rtol_to_the_rule_it_was_built_with(built, tmp_path):
+    # An export written before rtol existed passed max|ort - mxnet| <= atol: verify applies
+    # exactly that (rtol 0), not today's looser default.
+    folder = str(tmp_path / "old")
+    shutil.copytree(built[1], folder)
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
+    for key in ("rtol", "rule"):
+        del manifest["parity"][key]
+    write_manifest(folder, manifest)
+    report = audit.verify_export(folder)
+    assert report["passed"], report["problems"]
+    assert {p["rtol"] for p in report["parity"].values()} == {0.0}
+    assert {p["atol"] for p in report["parity"].values()} == {manifest["parity"]["atol"]}
 
 
 @pytest.mark.slow
