@@ -15,7 +15,7 @@ from symbuilder.errors import ExportError
 from symbuilder.onnx import to_onnx
 from symbuilder.proof import (DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL, DEFAULT_SEED,
                               TOLERANCE_RULE, ParityReport, compare, mxnet_forward, onnx_forward,
-                              parity_or_fail, parity_suite, verify_parity)
+                              parity_or_fail, parity_suite, random_inputs, verify_parity)
 
 BATCH = 6
 
@@ -271,3 +271,16 @@ def test_parity_or_fail_names_the_bound_it_broke(net) -> None:
                        r"difference \S+ > atol 1e-05 \+ rtol 1e-05 x scale 0\.\d+ \(max rel "):
         parity_or_fail(sym, arg, aux, _corrupt(model, "fc2_weight", 0.5), held_out=inputs,
                        random_samples=0)
+
+
+def test_random_inputs_stay_inside_the_given_range_and_are_seeded():
+    low = np.array([[0.0, -5.0], [10.0, 3.0]])
+    high = np.array([[1.0, -4.0], [10.0, 7.0]])
+    ranges = {"x": {"low": low.tolist(), "high": high.tolist()}}
+    a = random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
+    b = random_inputs({"x": (2, 2)}, 500, seed=4, ranges=ranges)["x"]
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == (500, 2, 2)
+    assert np.all(a >= low.astype(np.float32)) and np.all(a <= high.astype(np.float32))
+    assert np.all(a[:, 1, 0] == 10.0)  # a constant feature stays constant
+    assert a[:, 0, 0].max() - a[:, 0, 0].min() > 0.9  # and the range is really covered
