@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import logging
 import os
 import re
@@ -15,9 +16,11 @@ import signal
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from .defaults import DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL
 from .errors import SymbuilderError, UsageError
+from .files import write_atomic
 from .onnx.opsets import SUPPORTED_OPSETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -65,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     figures = "  ".join(f"val {k}={v:.4f}" for k, v in metrics.items())
     if parity:
         figures += f"  onnx max|diff|={parity['max_abs']:.2g}"
-    from .exporting import manifest_sha256
+    from .export.folder import manifest_sha256  # lazy: the CLI must not import MXNet
     # The manifest holds every other file's sha256: this one hash pins the whole export.
     print(f"{out.out_dir}: {figures}  manifest sha256={manifest_sha256(out.out_dir)}")
     return EXIT_OK
@@ -88,7 +91,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
-    from .evaluation import evaluate_export, report_text  # lazy: ONNX Runtime and MXNet
+    from .serving.evaluate import evaluate_export, report_text  # lazy: ONNX Runtime, MXNet
     report = evaluate_export(args.model, args.csv, out_dir=args.out,
                              manifest_sha256=args.manifest_sha256)
     print(json.dumps(report, indent=1) if args.json else report_text(report))
@@ -104,8 +107,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not args.out:
         sys.stdout.write(text)
         return EXIT_OK
-    with _new_file(args.out, "init") as f:
-        f.write(text)
+    _write_new(args.out, text.encode("utf-8"), "init")
     _say(f"{args.out}: written; next: symbuilder build {args.out}")
     return EXIT_OK
 
@@ -133,6 +135,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, received {text!r}")
+    return value
+
+
 def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,7 +156,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .serving import export_checkpoint, parse_input
+    from .serving.legacy import export_checkpoint, parse_input  # lazy: MXNet
     shapes = dict(parse_input(text) for text in args.input)
     if args.random == 0 and not args.data:
         raise UsageError("--random 0 needs --data: the check needs samples to compare on")
@@ -152,55 +164,59 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.data:
         if len(shapes) != 1:
             raise UsageError("--data needs exactly one --input (it holds that input's samples)")
-        from .serving import load_samples
+        from .serving.samples import load_samples  # lazy: numpy and the data sources
         data = {next(iter(shapes)): load_samples(args.data)}
     report = export_checkpoint(args.prefix, args.epoch, shapes, out=args.out, opset=args.opset,
-                               atol=args.atol, dynamic_batch=not args.fixed_batch, data=data,
+                               atol=args.atol, rtol=args.rtol,
+                               dynamic_batch=not args.fixed_batch, data=data,
                                random_samples=args.random)
     parity = report["parity"]
     checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in
                          parity["inputs"].items())
     print(f"{report['onnx']}: verified against MXNet: max|diff|={parity['max_abs']:.2g} "
-          f"(atol {parity['atol']:g}), max rel={parity['max_rel']:.2g}; {checked} samples, "
+          f"(atol {parity['atol']:g} + rtol {parity['rtol']:g} x scale), max rel="
+          f"{parity['max_rel']:.2g} of the output's scale; {checked} samples, "
           f"batch {' and '.join(map(str, parity['batches']))}, ORT all and no optimisations")
     return EXIT_OK
 
 
-@contextlib.contextmanager
-def _new_file(path: str, command: str) -> Iterator[TextIO]:
-    """`path` opened for writing only if nothing is there (O_EXCL: a command never overwrites
-    a file it did not create), and removed again if the command fails before it is written."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
+def _refuse_existing(path: str, command: str) -> None:
+    """A command never overwrites a file it did not create: refuse `--out` if it exists."""
+    if os.path.lexists(path):
         raise UsageError(f"already exists; {command} never overwrites a file (choose another "
-                         "--out, or remove it yourself)", file=path) from None
-    except OSError as e:
-        raise UsageError(f"cannot be created: {e.strerror}", file=path) from None
+                         "--out, or remove it yourself)", file=path)
+
+
+def _write_new(path: str, data: bytes, command: str) -> None:
+    """`data` into `path`, atomically and only if nothing is there (even one created since
+    `_refuse_existing` looked)."""
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            yield f
-    except BaseException:
-        os.unlink(path)
+        write_atomic(path, data, overwrite=False)
+    except FileExistsError:
+        _refuse_existing(path, command)
         raise
+    except OSError as e:
+        raise UsageError(f"cannot be written: {e.strerror}", file=path) from None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .serving import predict  # lazy: ONNX Runtime and MXNet
-    if not args.out:
-        predict(args.model, args.csv, checkpoint=args.checkpoint,
-                manifest_sha256=args.manifest_sha256).write_csv(sys.stdout)
-        return EXIT_OK
-    with _new_file(args.out, "predict") as f:  # refused before any prediction is made
-        predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
-                              manifest_sha256=args.manifest_sha256)
-        predictions.write_csv(f)
-    _say(f"{args.out}: {len(predictions.values)} predictions")
+    from .serving.predict import predict  # lazy: MXNet and ONNX Runtime
+    if args.out:
+        _refuse_existing(args.out, "predict")  # before any prediction is made
+    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
+                          manifest_sha256=args.manifest_sha256)
+    if args.out:
+        text = io.StringIO(newline="")
+        predictions.write_csv(text)
+        _write_new(args.out, text.getvalue().encode("utf-8"), "predict")
+        _say(f"{args.out}: {len(predictions.values)} predictions")
+    else:
+        predictions.write_csv(sys.stdout)
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .serving import verify_export
+    from .serving.audit import verify_export  # lazy: MXNet and ONNX Runtime
     report = verify_export(args.folder, data=args.data, manifest_sha256=args.manifest_sha256)
     if len(report["problems"]) == 1:  # one problem, one line
         print(f"symbuilder: failed: {args.folder}: {report['problems'][0]}", file=sys.stderr)
@@ -214,7 +230,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     figures = ""
     for model_file, p in (report["parity"] or {}).items():
         figures += (f"; {model_file} vs checkpoint max|diff|={p['max_abs']:.2g} "
-                    f"(atol {p['atol']:g}) on " + " + ".join(
+                    f"(atol {p['atol']:g} + rtol {p['rtol']:g} x scale) on " + " + ".join(
                         f"{c['samples']} {k.replace('_', '-')}" for k, c in p["inputs"].items()))
     print(f"{args.folder}: ok ({len(report['files'])} files match the manifest{figures})")
     return EXIT_OK
@@ -392,12 +408,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
     p.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
                    help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]} (default 17)")
-    p.add_argument("--atol", type=_positive_float, default=1e-5, metavar="X",
-                   help="fail when ONNX Runtime and MXNet differ by more (default 1e-5)")
+    p.add_argument("--atol", type=_positive_float, default=DEFAULT_ATOL, metavar="X",
+                   help="absolute tolerance: fail when max|ort - mxnet| > atol + rtol * "
+                        f"max|mxnet| for an output (default {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=_nonnegative_float, default=DEFAULT_RTOL, metavar="X",
+                   help="tolerance relative to the output's scale, max|mxnet| over the output "
+                        f"(default {DEFAULT_RTOL:g})")
     p.add_argument("--data", metavar="FILE", help="real samples for the check: .npy, .npz "
                    "(array X) or .csv (every column a feature)")
-    p.add_argument("--random", type=_nonnegative_int, default=16, metavar="N",
-                   help="random samples in the check (default 16)")
+    p.add_argument("--random", type=_nonnegative_int, default=DEFAULT_RANDOM_SAMPLES,
+                   metavar="N", help=f"random samples in the check (default "
+                                     f"{DEFAULT_RANDOM_SAMPLES})")
     p.add_argument("--fixed-batch", action="store_true",
                    help="keep the --input batch size fixed in the ONNX model")
 

@@ -17,13 +17,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import deploy, exporting
+from . import export, proof
 from .builder import build_symbol
 from .checkpoints import RunStore, is_run_file
 from .checks import check_labels, check_static
-from .curves import plot_curves
 from .data import SplitData, cache_dir_for, load_data
+from .defaults import DEFAULT_RANDOM_SAMPLES, DEFAULT_SEED
 from .errors import ExportError, UsageError
+from .export import folder as export_folder
+from .serving import audit
 from .spec.model import Spec
 from .spec.semantics import check_schedule
 from .train import Progress, TrainResult, train
@@ -51,7 +53,7 @@ def check_out_dir(out_dir: str, spec: Optional[Spec] = None) -> None:
     if problem is not None:
         raise UsageError(f"the build would replace this with its export, and it {problem}; "
                          "choose another --out", file=out_dir)
-    problem = exporting.export_problem(os.path.abspath(out_dir))
+    problem = export_folder.export_problem(os.path.abspath(out_dir))
     if problem is not None:
         raise UsageError(f"the build would replace this with its export, but it {problem} "
                          "(--out may name a new or empty folder, or a previous symbuilder "
@@ -138,7 +140,7 @@ def _foreign(path: str, looks_ours: Callable[[str, bool], bool]) -> Optional[str
         return f"cannot be read ({e.strerror})"
     strange = [n for n in names if os.path.islink(os.path.join(path, n))
                or not looks_ours(n, os.path.isdir(os.path.join(path, n)))]
-    return f"holds {exporting.some_names(strange)}" if strange else None
+    return f"holds {export_folder.some_names(strange)}" if strange else None
 
 
 def run_dir_for(out_dir: str) -> str:
@@ -218,7 +220,7 @@ def _acquire_lock(path: str, out_dir: str) -> Optional[int]:
         raise UsageError(f"is not a symbuilder lock file, so --out {out_dir} cannot be "
                          "locked; move it away or choose another --out", file=path)
     record = {_LOCK_MARK: 1, "pid": os.getpid(), "command": _command_line(),
-              "since": exporting.now_iso()}
+              "since": export_folder.now_iso()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
     return fd
@@ -269,85 +271,26 @@ def _release_lock(fd: int, path: str) -> None:
 
 
 def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str) -> Dict[str, Any]:
-    """Write and verify the export folder for a trained result; atomic; returns the manifest."""
-    formats = spec.export.formats
-    input_shapes = {item.name: (1,) + tuple(item.shape) for item in spec.all_inputs}
+    """Write the export folder for a trained result, prove it, publish it; returns the manifest.
+
+    export -> proof, wired: the proof runs on the staged files, so nothing is published
+    unless ONNX Runtime agrees with MXNet and the deploy symbol with the ONNX model."""
     held_out = {name: np.ascontiguousarray(array[: spec.export.verify.samples])
                 for name, array in data.val.inputs.items()}
-    manifest: Dict[str, Any] = {
-        "name": spec.name,
-        "created": exporting.now_iso(),
-        "epoch": result.epoch,
-        "epochs_trained": result.epochs_trained,
-        "stopped_early": result.stopped_early,
-        "inputs": [{"name": item.name, "shape": ["batch"] + list(item.shape),
-                    "dtype": "float32", "columns": data.columns.get(item.name, [])}
-                   for item in spec.all_inputs],
-        "outputs": [_output_entry(spec, result, data)],
-        "label": spec.output.label_name,
-        "classes": data.classes,
-        "feature_names": data.feature_names,
-        "input_normalization": result.input_stats,
-        "metrics": result.final_metrics,
-        "history": result.history,
-        "spec": spec.to_dict(),
-        "versions": exporting.versions(),
-    }
-    with exporting.staging_dir(out_dir) as staging:
-        if "checkpoint" in formats:
-            manifest["checkpoint"] = exporting.save_checkpoint(
-                staging, spec.name, result.epoch, result.symbol, result.arg_params,
-                result.aux_params)
-            manifest["deploy"] = deploy.write_deploy(staging, spec.name, result.epoch,
-                                                     result.symbol, input_shapes)
-        if "onnx" in formats or "triton" in formats:
-            from . import serving
-            onnx_path = exporting.export_onnx(
-                staging, spec.name, result.symbol, result.arg_params, result.aux_params,
-                input_shapes, opset=spec.export.onnx.opset,
-                dynamic_batch=spec.export.onnx.dynamic_batch)
-            with open(onnx_path, "rb") as f:
-                model_bytes = f.read()
-            # Held-out samples plus as many random ones drawn over their per-feature range,
-            # ORT with all optimisations and none, at batch 1 and as one batch.
-            manifest["parity"] = serving.parity_or_fail(
+
+    def prove(staging: str, manifest: Dict[str, Any], model_bytes: Optional[bytes]) -> None:
+        if model_bytes is not None:
+            # Held-out samples plus random ones drawn over their per-feature range, ORT with
+            # all optimisations and none, at batch 1 and as one batch.
+            manifest["parity"] = proof.parity_or_fail(
                 result.symbol, result.arg_params, result.aux_params, model_bytes,
-                atol=spec.export.verify.atol,
-                held_out=held_out, random_samples=len(next(iter(held_out.values()))))
-            if "onnx" in formats:
-                manifest["onnx"] = {"file": os.path.basename(onnx_path),
-                                    "opset": spec.export.onnx.opset,
-                                    "dynamic_batch": spec.export.onnx.dynamic_batch}
-            else:
-                os.unlink(onnx_path)
-            if "triton" in formats:
-                manifest["triton"] = {"repository": "triton", "model": spec.name,
-                                      "files": serving.write_triton(staging, spec.name,
-                                                                    model_bytes)}
-        with open(os.path.join(staging, "train_log.jsonl"), "w") as f:
-            for entry in result.history:
-                f.write(json.dumps(entry) + "\n")
-        if result.history:
-            plot_curves(result.history, os.path.join(staging, "curves.png"),
-                        title=f"{spec.name} (exported epoch {result.epoch})",
-                        exported_epoch=result.epoch)
-        deploy_problems = deploy.check_deploy_symbol(staging, manifest)  # against the ONNX model
-        if deploy_problems:
-            raise ExportError("; ".join(deploy_problems))
-        exporting.write_manifest(staging, manifest)
-        exporting.publish(staging, out_dir)
-    return manifest
+                atol=spec.export.verify.atol, rtol=spec.export.verify.rtol,
+                held_out=held_out, random_samples=DEFAULT_RANDOM_SAMPLES, seed=DEFAULT_SEED)
+        problems = audit.check_deploy_symbol(staging, manifest)  # against the ONNX model
+        if problems:
+            raise ExportError("; ".join(problems))
 
-
-def _output_entry(spec: Spec, result: TrainResult, data: SplitData) -> Dict[str, Any]:
-    from .builder import infer_shapes
-    name = result.symbol.list_outputs()[0]
-    shape = infer_shapes(spec, result.symbol)[name]
-    meaning = {"SoftmaxOutput": "class probabilities", "LogisticRegressionOutput": "sigmoid "
-               "probabilities", "LinearRegressionOutput": "values",
-               "MAERegressionOutput": "values"}[spec.output.op]
-    return {"name": name, "shape": ["batch"] + list(shape[1:]), "dtype": "float32",
-            "meaning": meaning}
+    return export.export_model(spec, result, data, out_dir, prove=prove)
 
 
 def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = None,

@@ -1,8 +1,9 @@
 """The deploy symbol: every export carries a label-free inference symbol that Gluon, a
 label-free Module and `mx.model.load_checkpoint` load with the export's one params file.
 
-References are independent of symbuilder.deploy: ONNX Runtime run here on the exported .onnx,
-the training symbol's own forward in MXNet (its loss-head kernels), and numpy softmax/sigmoid.
+References are independent of symbuilder.export.deploy and symbuilder.serving.audit: ONNX
+Runtime run here on the exported .onnx, the training symbol's own forward in MXNet (its
+loss-head kernels), and numpy softmax/sigmoid.
 """
 import glob
 import json
@@ -17,7 +18,8 @@ import pytest
 
 from helpers import write_spec
 
-from symbuilder import deploy
+from symbuilder.export import deploy
+from symbuilder.serving import audit
 from symbuilder.errors import ExportError
 from symbuilder.pipeline import build
 from symbuilder.spec.model import HEADS, load_spec
@@ -165,7 +167,7 @@ def test_label_free_module_from_load_checkpoint_matches_onnx_and_the_training_sy
 @pytest.mark.slow
 def test_check_deploy_symbol_passes_on_every_built_export(built):
     out, manifest = built
-    assert deploy.check_deploy_symbol(out, manifest) == []
+    assert audit.check_deploy_symbol(out, manifest) == []
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def test_every_head_becomes_its_prediction_and_passes_the_check(head_export):
     last = graph["nodes"][graph["heads"][0][0]]
     assert (last["op"], last["name"]) == (PREDICTION[op], "head")
     assert not [n for n in graph["nodes"] if n["op"] in HEADS or n["name"] == "head_label"]
-    assert deploy.check_deploy_symbol(out, manifest) == []
+    assert audit.check_deploy_symbol(out, manifest) == []
 
 
 @pytest.mark.slow
@@ -230,7 +232,7 @@ def test_check_catches_a_deploy_symbol_with_the_wrong_prediction(head_export, tm
         node.pop("attrs", None)
 
     _rewrite(copy / manifest["deploy"]["symbol"], swap)
-    problems = deploy.check_deploy_symbol(str(copy), manifest)
+    problems = audit.check_deploy_symbol(str(copy), manifest)
     assert len(problems) == 1
     assert problems[0].startswith(f"{manifest['deploy']['symbol']}: disagrees with "
                                   f"{manifest['onnx']['file']}: max abs difference ")
@@ -252,7 +254,7 @@ def test_a_copy_that_followed_the_link_still_passes(mlp_copy, tmp_path):
     copy = tmp_path / "followed"
     shutil.copytree(out, copy)  # the default: the link becomes a second copy of the bytes
     assert not os.path.islink(copy / manifest["deploy"]["params_link"])
-    assert deploy.check_deploy_symbol(str(copy), manifest) == []
+    assert audit.check_deploy_symbol(str(copy), manifest) == []
 
 
 @pytest.mark.slow
@@ -263,7 +265,7 @@ def test_check_catches_a_label_a_moved_link_and_renamed_outputs(mlp_copy, tmp_pa
     deploy_json = os.path.join(out, entry["symbol"])
     with open(train_json) as f, open(deploy_json, "w") as g:  # the training symbol as deploy
         g.write(f.read())
-    assert deploy.check_deploy_symbol(out, manifest) == [
+    assert audit.check_deploy_symbol(out, manifest) == [
         f"{entry['symbol']}: reads data, head_label besides its parameters; the inputs are data"]
     elsewhere = tmp_path / "elsewhere.params"
     with open(os.path.join(out, entry["params"]), "rb") as f, open(elsewhere, "wb") as g:
@@ -271,7 +273,7 @@ def test_check_catches_a_label_a_moved_link_and_renamed_outputs(mlp_copy, tmp_pa
     os.remove(os.path.join(out, entry["params_link"]))
     os.symlink(str(elsewhere), os.path.join(out, entry["params_link"]))
     renamed = dict(manifest, deploy=dict(entry, outputs=["probabilities"]))
-    problems = deploy.check_deploy_symbol(out, renamed)
+    problems = audit.check_deploy_symbol(out, renamed)
     assert problems[0] == f"{entry['params_link']}: links to {elsewhere}, not to {entry['params']}"
     assert problems[-1] == (f"{entry['symbol']}: outputs ['head_output'], the manifest says "
                             "['probabilities']")
@@ -396,4 +398,4 @@ def test_without_symlinks_the_export_names_the_params_file_and_still_checks(tmp_
     assert entry["params_link"] is None and entry["params"] == manifest["checkpoint"]["params"]
     assert not [name for name in os.listdir(out) if name.endswith(".params")
                 and name != entry["params"]]
-    assert deploy.check_deploy_symbol(out, manifest) == []
+    assert audit.check_deploy_symbol(out, manifest) == []

@@ -16,8 +16,8 @@ import pytest
 
 from helpers import write_spec
 
-from symbuilder import exporting
-from symbuilder.serving import read_manifest, verify_export
+from symbuilder.export import folder as exporting
+from symbuilder.serving.audit import read_manifest, verify_export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
@@ -42,7 +42,8 @@ CHILD = r"""
 import os, signal, sys
 from types import SimpleNamespace
 import mxnet as mx
-from symbuilder import exporting, pipeline, serving
+from symbuilder import pipeline, proof
+from symbuilder.export import checkpoint, folder as exporting, onnxfile, triton
 from symbuilder.data import load_data
 from symbuilder.spec.model import load_spec
 
@@ -68,11 +69,17 @@ def hook(module, name, when):
 
 in_publish = []
 if point == "staged":
-    hook(exporting, "save_checkpoint", "before")
-elif point in ("checkpoint", "export_onnx", "write_manifest"):
-    hook(exporting, {"checkpoint": "save_checkpoint"}.get(point, point), "after")
-elif point in ("parity_or_fail", "write_triton"):
-    hook(serving, point, "after")
+    hook(checkpoint, "save_checkpoint", "before")
+elif point == "checkpoint":
+    hook(checkpoint, "save_checkpoint", "after")
+elif point == "export_onnx":
+    hook(onnxfile, point, "after")
+elif point == "write_manifest":
+    hook(exporting, point, "after")
+elif point == "parity_or_fail":
+    hook(proof, point, "after")
+elif point == "write_triton":
+    hook(triton, point, "after")
 elif point == "exchanged":
     hook(exporting, "_exchange", "after")
 elif point in ("renamed-aside", "renamed-both"):
@@ -90,12 +97,12 @@ elif point in ("renamed-aside", "renamed-both"):
     os.rename = counting_rename
     exporting.publish = flagged_publish
 elif point == "slow":
-    original = serving.parity_or_fail
+    original = proof.parity_or_fail
     def slow(*a, **k):
         import time
         time.sleep(30)
         return original(*a, **k)
-    serving.parity_or_fail = slow
+    proof.parity_or_fail = slow
 pipeline.export_model(spec, result, data, out_dir)
 print("published")
 """

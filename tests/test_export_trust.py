@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import ROOT, write_spec
-from symbuilder import exporting
+from symbuilder.export import folder as exporting
 from symbuilder.cli import main
 
 SPEC = """\

@@ -1,6 +1,6 @@
 """Every registered MXNet->ONNX translation against MXNet itself (is_train=False), through ONNX Runtime.
 
-The reference is MXNet's own executor, bound here directly (not symbuilder.verify), so a bug in
+The reference is MXNet's own executor, bound here directly (not symbuilder.proof), so a bug in
 the parity helper cannot hide a bug in a translation.
 """
 from __future__ import annotations

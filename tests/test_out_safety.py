@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from helpers import DATA, ROOT, write_spec
-from symbuilder import exporting
+from symbuilder.export import folder as exporting
 from symbuilder.cli import main
 from symbuilder.errors import ExportError
 

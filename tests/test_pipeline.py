@@ -1,7 +1,7 @@
 """End-to-end: every spec in specs/ builds, and its export keeps every promise.
 
 Each check compares against an independent computation: numpy float64 statistics of the
-training split, ONNX Runtime run here (not through symbuilder.verify), MXNet's own loaders.
+training split, ONNX Runtime run here (not through symbuilder.proof), MXNet's own loaders.
 """
 import glob
 import hashlib

@@ -37,7 +37,8 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
     interleaved, after a warm-up."""
     import mxnet as mx
     import onnxruntime as ort
-    from ..exporting import to_numpy_params
+    from .. import proof  # lazy: bench imports the product path only when it runs
+    from ..export.checkpoint import to_numpy_params  # lazy: as proof
     from ..onnx import to_onnx
     say = say or (lambda line: None)
     names = input_names(spec)
@@ -81,9 +82,11 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
         return out
 
     backends = {"ONNX Runtime (export)": run_ort, "MXNet Module forward": run_mx}
-    worst = float(np.abs(run_ort(big) - run_mx(big)).max())
-    if not worst <= 1e-3:
-        raise RuntimeError(f"ONNX Runtime and MXNet disagree by {worst:.3g}: not benchmarking")
+    # The build's tolerance rule and defaults: a model the build would refuse is not timed.
+    check = proof.compare(run_mx(big), run_ort(big), proof.DEFAULT_ATOL, proof.DEFAULT_RTOL)
+    if not check["passed"]:
+        raise RuntimeError(f"ONNX Runtime and MXNet disagree by {check['max_abs']:.3g} (max rel "
+                           f"{check['max_rel']:.3g} of the output's scale): not benchmarking")
     for fn in backends.values():  # warm-up
         for x in one[:20]:
             fn(x)

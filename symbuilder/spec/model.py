@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from ..errors import SpecError
 from ..onnx.opsets import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
@@ -310,8 +311,13 @@ class OnnxSpec:
 @dataclasses.dataclass
 class VerifySpec:
     """ONNX Runtime vs MXNet parity check on held-out samples."""
-    atol: float = field("float", "the build fails when the max abs difference exceeds this",
-                        1e-5, minimum=0.0, maximum=1e-2)  # verify refuses more: manifest.py
+    atol: float = field("float", "absolute tolerance: the build fails when an output's max abs "
+                        "difference exceeds atol + rtol * its scale (the largest abs value "
+                        "MXNet gives for it)",
+                        DEFAULT_ATOL, minimum=0.0, maximum=1e-2)  # verify refuses more: manifest.py
+    rtol: float = field("float", "tolerance relative to each output's scale (worst measured "
+                        "over the gluon model zoo: 3.2e-6)",
+                        DEFAULT_RTOL, minimum=0.0, maximum=1e-2)
     samples: int = field("int", "held-out samples compared (at batch 1 and as one batch)", 64,
                          minimum=1)
 

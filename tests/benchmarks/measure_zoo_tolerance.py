@@ -76,7 +76,7 @@ def _exported(name: str, x: np.ndarray):
     Gluon's own export and symbuilder's checkpoint loader."""
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
-    from symbuilder.serving import load_checkpoint
+    from symbuilder.serving.legacy import load_checkpoint
     mx.random.seed(0)
     net = vision.get_model(name, pretrained=False)
     # He initialisation keeps activations at unit scale through the ReLUs, as a trained net's
@@ -92,9 +92,9 @@ def _exported(name: str, x: np.ndarray):
 
 def measure(name: str) -> Dict[str, Any]:
     """One network, every (batch, ORT level): the figures, or the translation error."""
-    from symbuilder.exporting import to_numpy_params
+    from symbuilder.export.checkpoint import to_numpy_params
     from symbuilder.onnx import to_onnx
-    from symbuilder.verify import mxnet_forward
+    from symbuilder.proof import mxnet_forward
     size = 299 if name.startswith("inception") else 224
     x = np.random.RandomState(0).standard_normal((2, 3, size, size)).astype(np.float32)
     symbol, arg_params, aux_params = _exported(name, x)

@@ -62,11 +62,12 @@ SCALING_PHASES = ("load + validate", "build_symbol", "ONNX translation", "ORT pa
 def time_build(text: str, held_out: Dict[str, np.ndarray]) -> Dict[str, float]:
     """Seconds of each phase of a build without training: the spec loaded and validated
     from text (symbuilder.loads_spec), build_symbol, the ONNX file written and checked
-    (exporting.export_onnx, as a build does), and the ONNX Runtime parity suite the build
-    runs (serving.parity_or_fail). Parameters come from the initializer (Module.init_params;
+    (onnxfile.export_onnx, as a build does), and the ONNX Runtime parity suite the build
+    runs (proof.parity_or_fail). Parameters come from the initializer (Module.init_params;
     timed as 'init params', not part of the build)."""
     import mxnet as mx
-    from symbuilder import exporting, serving
+    from symbuilder import proof
+    from symbuilder.export import onnxfile
     from symbuilder.bench import input_names
     from symbuilder.bench._product import global_initializer
     from symbuilder.builder import build_symbol, data_shapes
@@ -91,14 +92,14 @@ def time_build(text: str, held_out: Dict[str, np.ndarray]) -> Dict[str, float]:
     times["init params"] = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="symbuilder-bench-") as tmp:
         t = time.perf_counter()
-        path = exporting.export_onnx(tmp, spec.name, symbol, arg_params, aux_params,
+        path = onnxfile.export_onnx(tmp, spec.name, symbol, arg_params, aux_params,
                                      data_shapes(spec, 1), opset=spec.export.onnx.opset,
                                      dynamic_batch=spec.export.onnx.dynamic_batch)
         with open(path, "rb") as f:
             model_bytes = f.read()
         times["ONNX translation"] = time.perf_counter() - t
     t = time.perf_counter()
-    serving.parity_or_fail(symbol, arg_params, aux_params, model_bytes,
+    proof.parity_or_fail(symbol, arg_params, aux_params, model_bytes,
                            atol=spec.export.verify.atol, held_out=held_out,
                            random_samples=len(next(iter(held_out.values()))))
     times["ORT parity"] = time.perf_counter() - t

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from helpers import DATA, ROOT, write_spec
-from symbuilder import evaluation
+from symbuilder.serving import evaluate as evaluation
 from symbuilder.cli import main
 
 DIGITS = os.path.join(ROOT, "specs", "data", "digits.csv")

@@ -1,4 +1,5 @@
-"""Export folders: checkpoint files, ONNX model, manifest with hashes; written atomically.
+"""The export folder: staged beside the target, its manifest with every file's hash, and
+published whole.
 
 An export is assembled in a temporary folder beside the target and swapped into place in
 one step (renameat2 RENAME_EXCHANGE where the kernel has it), so a crash or Ctrl-C at any
@@ -22,7 +23,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 
-from .errors import ExportError
+from .. import __version__
+from ..errors import ExportError
+from ..files import fsync_tree, umask, write_atomic
 
 MANIFEST = "manifest.json"
 # What write_manifest always writes, with its type: how an export is told from a folder that
@@ -141,7 +144,7 @@ def publish(staging: str, target: str) -> None:
     if problem is not None:
         raise ExportError(f"{target} {problem}; not replacing it (the new export was not "
                           "published)")
-    _fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
+    fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
     if not os.path.lexists(target):
         os.rename(staging, target)
         return
@@ -208,16 +211,6 @@ def clean_stale_staging(target: str) -> List[str]:
     return removed
 
 
-def _fsync_tree(folder: str) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
 @contextlib.contextmanager
 def staging_dir(target: str) -> Iterator[str]:
     """A temporary folder beside `target`, removed unless it was published. Stale staging
@@ -228,9 +221,7 @@ def staging_dir(target: str) -> Iterator[str]:
     clean_stale_staging(target)
     path = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-",
                             dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)  # mkdtemp makes 0700; an export is an ordinary folder
+    os.chmod(path, 0o777 & ~umask())  # mkdtemp makes 0700; an export is an ordinary folder
     try:
         yield path
     finally:
@@ -239,13 +230,12 @@ def staging_dir(target: str) -> Iterator[str]:
 
 
 def versions() -> Dict[str, str]:
-    import mxnet
-    import onnx
-    from . import __version__
+    import mxnet  # lazy: only the manifest needs versions; export_problem runs without MXNet
+    import onnx  # lazy: as mxnet above
     out = {"symbuilder": __version__, "python": platform.python_version(),
            "mxnet": mxnet.__version__, "numpy": np.__version__, "onnx": onnx.__version__}
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: as mxnet above
         out["onnxruntime"] = onnxruntime.__version__
     except ImportError:  # pragma: no cover - a declared dependency
         pass
@@ -270,9 +260,8 @@ def file_table(folder: str) -> Dict[str, Dict[str, Any]]:
 def write_manifest(folder: str, manifest: Mapping[str, Any]) -> None:
     manifest = dict(manifest)
     manifest["files"] = file_table(folder)
-    with open(os.path.join(folder, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
+    text = json.dumps(manifest, indent=2, sort_keys=False, default=_json_default) + "\n"
+    write_atomic(os.path.join(folder, MANIFEST), text.encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:
@@ -285,58 +274,5 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def checkpoint_names(name: str, epoch: int) -> Dict[str, str]:
-    return {"symbol": f"{name}-symbol.json", "params": f"{name}-{epoch:04d}.params"}
-
-
-def save_checkpoint(folder: str, name: str, epoch: int, symbol: Any, arg_params: Mapping,
-                    aux_params: Mapping) -> Dict[str, str]:
-    """<name>-symbol.json and <name>-NNNN.params, exactly as Module.save_checkpoint writes."""
-    import mxnet as mx
-    mx.model.save_checkpoint(os.path.join(folder, name), epoch, symbol, dict(arg_params),
-                             dict(aux_params))
-    return checkpoint_names(name, epoch)
-
-
-def to_numpy_params(arg_params: Mapping, aux_params: Mapping) -> Dict[str, np.ndarray]:
-    merged = {}
-    for params in (arg_params, aux_params):
-        for key, value in params.items():
-            merged[key] = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
-    return merged
-
-
-def export_onnx(folder: str, name: str, symbol: Any, arg_params: Mapping, aux_params: Mapping,
-                input_shapes: Mapping[str, Any], *, opset: int, dynamic_batch: bool) -> str:
-    from .onnx import to_onnx
-    model = to_onnx(symbol, to_numpy_params(arg_params, aux_params), input_shapes,
-                    opset=opset, dynamic_batch=dynamic_batch, model_name=name)
-    import onnx
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:  # onnx.checker.ValidationError / InferenceError
-        raise ExportError(f"the ONNX model fails onnx.checker: {str(e).splitlines()[0]}") from None
-    path = os.path.join(folder, f"{name}.onnx")
-    with open(path, "wb") as f:
-        f.write(model.SerializeToString())
-    return path
-
-
-def parity_or_fail(symbol: Any, arg_params: Mapping, aux_params: Mapping, onnx_path: str,
-                   inputs: Mapping[str, np.ndarray], atol: float) -> Dict[str, Any]:
-    """ONNX Runtime against MXNet; ExportError with the figures above atol."""
-    from .verify import verify_parity
-    with open(onnx_path, "rb") as f:
-        model_bytes = f.read()
-    report = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs, atol=atol)
-    figures = report.to_dict()
-    if not report.passed:
-        raise ExportError(f"ONNX Runtime disagrees with MXNet: max abs difference "
-                          f"{report.max_abs:.3g} > atol {atol:g} (max rel {report.max_rel:.3g}) "
-                          f"on {len(next(iter(inputs.values())))} held-out samples")
-    return figures
-
-
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-

@@ -7,7 +7,8 @@ computes (the ONNX model computes the same), drops the label variables, and keep
 names, so `<name>-deploy-symbol.json` loads in Gluon, in a label-free Module and, through a
 relative symlink `<name>-deploy-NNNN.params -> <name>-NNNN.params`, with
 `mx.model.load_checkpoint("<name>-deploy", NNNN)`. The link costs no bytes: the parameters
-are the training symbol's, stored once.
+are the training symbol's, stored once. The check that the deploy symbol computes what the
+ONNX model computes is the audit's (symbuilder.serving.audit.check_deploy_symbol).
 """
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .errors import ExportError, SymbuilderError
-from .spec.model import HEADS  # the four loss heads; the alias `Softmax` loads as SoftmaxOutput
+import mxnet as mx
+
+from ..errors import ExportError
+from ..files import write_atomic
+from ..spec.model import HEADS  # the four loss heads; the alias `Softmax` loads as SoftmaxOutput
 
 _TRUE = ("true", "1")
-
 
 def deploy_names(name: str, epoch: int) -> Dict[str, str]:
     """File names beside `<name>-symbol.json`: the deploy symbol and its params link."""
@@ -41,7 +44,6 @@ def deploy_symbol(training_symbol: Any,
     LogisticRegressionOutput -> sigmoid; Linear/MAERegressionOutput -> identity. Attributes
     that only shape the gradient (grad_scale, use_ignore, normalization, ...) are dropped.
     """
-    import mxnet as mx
     graph = json.loads(training_symbol.tojson())
     ranks = _head_input_ranks(training_symbol, input_shapes) if input_shapes else {}
     nodes, n_outputs, moved = _rewrite(graph, ranks)
@@ -145,7 +147,7 @@ def write_deploy(folder: str, name: str, epoch: int, training_symbol: Any,
     checkpoint `<name>-NNNN.params`); return the manifest's `deploy` entry."""
     files = deploy_names(name, epoch)
     symbol = deploy_symbol(training_symbol, input_shapes)
-    symbol.save(os.path.join(folder, files["symbol"]))
+    write_atomic(os.path.join(folder, files["symbol"]), symbol.save)
     params = f"{name}-{epoch:04d}.params"
     try:
         # Relative, so the folder can move; verify checks where it points.
@@ -156,82 +158,3 @@ def write_deploy(folder: str, name: str, epoch: int, training_symbol: Any,
     return {"symbol": files["symbol"], "params": params, "params_link": link,
             "inputs": list(input_shapes),
             "outputs": symbol.list_outputs()}
-
-
-def check_deploy_symbol(folder: str, manifest: Mapping[str, Any]) -> List[str]:
-    """What is wrong with the export's deploy symbol (empty: nothing): it must load with the
-    params (through the link, as `mx.model.load_checkpoint` does), read exactly the manifest's
-    inputs, keep the manifest's output names and compute what the ONNX model computes, within
-    the manifest's parity atol, on random samples drawn as the build drew them."""
-    entry = manifest.get("deploy")
-    if not entry:
-        return []
-    problems = _check_link(folder, entry)
-    try:
-        symbol, arg_params, aux_params = _load(folder, entry, int(manifest["epoch"]))
-    except SymbuilderError as e:
-        return problems + [f"{entry['symbol']}: {e}"]
-    inputs = [i["name"] for i in manifest.get("inputs") or []]
-    free = [a for a in symbol.list_arguments() if a not in arg_params]
-    if sorted(free) != sorted(inputs):
-        problems.append(f"{entry['symbol']}: reads {', '.join(free) or 'nothing'} besides its "
-                        f"parameters; the inputs are {', '.join(inputs)}")
-    if symbol.list_outputs() != list(entry.get("outputs") or []):
-        problems.append(f"{entry['symbol']}: outputs {symbol.list_outputs()}, the manifest "
-                        f"says {entry.get('outputs')}")
-    model = _onnx_file(manifest)
-    if problems or model is None:
-        return problems
-    return _parity_problems(folder, manifest, entry, model, symbol, arg_params, aux_params)
-
-
-def _check_link(folder: str, entry: Mapping[str, Any]) -> List[str]:
-    link = entry.get("params_link")
-    if not link:
-        return []
-    path = os.path.join(folder, link)
-    # A copy that followed the link (shutil.copytree, S3) holds the same bytes, which verify's
-    # hashes check; a link elsewhere would make the export depend on a file outside it.
-    if os.path.islink(path) and os.readlink(path) != entry["params"]:
-        return [f"{link}: links to {os.readlink(path)}, not to {entry['params']}"]
-    return []
-
-
-def _load(folder: str, entry: Mapping[str, Any], epoch: int) -> Tuple[Any, Dict, Dict]:
-    """The deploy symbol and its params, read the way a user reads them."""
-    from .serving import load_checkpoint
-    if entry.get("params_link"):
-        return load_checkpoint(os.path.join(folder, entry["symbol"][: -len("-symbol.json")]), epoch)
-    import mxnet as mx
-    _, arg_params, aux_params = load_checkpoint(
-        os.path.join(folder, entry["params"][: -len(f"-{epoch:04d}.params")]), epoch)
-    try:
-        return mx.sym.load(os.path.join(folder, entry["symbol"])), arg_params, aux_params
-    except mx.base.MXNetError as e:
-        from .errors import mxnet_message
-        raise SymbuilderError(f"not a readable MXNet symbol file: {mxnet_message(e)}") from None
-
-
-def _onnx_file(manifest: Mapping[str, Any]) -> Optional[str]:
-    if manifest.get("onnx"):
-        return manifest["onnx"]["file"]
-    triton = manifest.get("triton")
-    return f"triton/{triton['model']}/1/model.onnx" if triton else None
-
-
-def _parity_problems(folder: str, manifest: Mapping[str, Any], entry: Mapping[str, Any],
-                     model: str, symbol: Any, arg_params: Mapping, aux_params: Mapping
-                     ) -> List[str]:
-    from .serving import DEFAULT_SEED, parity_suite
-    recorded = manifest.get("parity") or {}
-    random_info = (recorded.get("inputs") or {}).get("random") or {}
-    shapes = {i["name"]: tuple(i["shape"][1:]) for i in manifest["inputs"]}
-    figures = parity_suite(symbol, arg_params, aux_params, os.path.join(folder, model),
-                           atol=float(recorded.get("atol", 1e-5)), sample_shapes=shapes,
-                           random_samples=int(random_info.get("samples", 16)),
-                           seed=int(random_info.get("seed", DEFAULT_SEED)),
-                           ranges=recorded.get("random_range"))
-    if figures["passed"]:
-        return []
-    return [f"{entry['symbol']}: disagrees with {model}: max abs difference "
-            f"{figures['max_abs']:.3g} > atol {figures['atol']:g}"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..files import write_atomic
+
 
 def _pyplot() -> Any:
     import matplotlib  # lazy: matplotlib costs ~0.3 s to import, and only plots need it
@@ -43,7 +45,7 @@ def plot_curves(history: List[Dict[str, Any]], path: str, *, title: str = "",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -65,7 +67,7 @@ def plot_confusion_matrix(counts: Any, classes: Sequence[str], path: str) -> Non
                     color="white" if top and counts[i][j] > top / 2 else "black")
     ax.set_title("confusion matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -83,5 +85,5 @@ def plot_roc(points: Dict[str, List[float]], auc: Optional[float], path: str) ->
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

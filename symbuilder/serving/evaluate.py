@@ -13,7 +13,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .errors import DataError, UsageError
+from ..errors import DataError, UsageError
+from ..export.curves import plot_confusion_matrix, plot_roc
+from .audit import load_export
+from .predict import predict
+from .samples import label_column
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -115,7 +119,7 @@ def regression_report(truth: np.ndarray, predicted: np.ndarray) -> Dict[str, Any
 
 
 def _labels_of(csv_path: str, label: str, manifest: Mapping[str, Any]) -> np.ndarray:
-    from .sources import read_table  # lazy: numpy-only module, imported when evaluating
+    from ..sources import read_table  # lazy: only a labelled file needs the data readers
     table = read_table(csv_path, "csv", label=label)
     if table.labels is None:
         raise DataError(f"no label column '{label}' to evaluate against", file=csv_path)
@@ -137,7 +141,7 @@ def class_indices(labels: np.ndarray, classes: Sequence[Any], csv_path: str) -> 
 def spec_metrics(manifest: Mapping[str, Any], truth: np.ndarray, outputs: np.ndarray
                  ) -> Dict[str, float]:
     """The spec's own eval_metric, computed by MXNet's metrics on exactly these rows."""
-    from .metrics import evaluate_arrays  # lazy: imports MXNet
+    from ..metrics import evaluate_arrays  # lazy: imports MXNet
     import mxnet as mx  # lazy: only a spec's metrics need MXNet here
     names = (manifest.get("spec") or {}).get("train", {}).get("eval_metric") or []
     if isinstance(names, str):
@@ -149,7 +153,6 @@ def evaluate_export(folder: str, csv_path: str, *, out_dir: Optional[str] = None
                     manifest_sha256: Optional[str] = None) -> Dict[str, Any]:
     """Run the export on a labelled CSV and judge it; write the figures (and plots) into
     `out_dir` when given."""
-    from .serving import label_column, load_export, predict  # lazy: ONNX Runtime
     manifest = load_export(folder, manifest_sha256=manifest_sha256)
     label = label_column(manifest)
     if label is None:
@@ -180,7 +183,6 @@ def write_report(report: Mapping[str, Any], out_dir: str, *, outputs: np.ndarray
                  truth: np.ndarray) -> List[str]:
     """evaluation.json and the plots, in `out_dir` (created; existing files of these names
     are refused, never overwritten)."""
-    from .curves import plot_confusion_matrix, plot_roc  # lazy: matplotlib via these
     os.makedirs(out_dir, exist_ok=True)
     names = ["evaluation.json"]
     if report["task"] == "classification":

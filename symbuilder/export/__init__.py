@@ -1,0 +1,113 @@
+"""Stage 6, the export: a trained result to an export folder, staged and published whole.
+
+The writers sit beside this module (checkpoint, onnxfile, triton, deploy, curves; the folder,
+its manifest and its publication in folder.py). The proof (stage 7) runs on the staged files
+before anything is published; it is handed in as `prove` by the pipeline, which wires the
+stages, so this stage imports no later one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from ..builder import infer_shapes
+from ..files import write_atomic
+from ..spec.model import Spec
+from . import checkpoint, curves, deploy, folder, onnxfile, triton
+
+# prove(staging folder, manifest so far, ONNX model bytes or None): adds the figures to the
+# manifest (its "parity"), raises ExportError when the staged export fails its proof.
+Prove = Callable[[str, Dict[str, Any], Optional[bytes]], None]
+
+__all__ = ["Prove", "export_model"]
+
+if TYPE_CHECKING:  # annotations only: the export receives what the earlier stages made
+    from ..data import SplitData
+    from ..train import TrainResult
+
+
+def export_model(spec: Spec, result: "TrainResult", data: "SplitData", out_dir: str, *,
+                 prove: Optional[Prove] = None) -> Dict[str, Any]:
+    """Write the export folder for a trained result, run `prove` on the staged files, then
+    publish it in one step; returns the manifest. Without `prove` nothing is checked: use
+    symbuilder.export_model (the pipeline's), which proves what it publishes."""
+    formats = spec.export.formats
+    input_shapes = {item.name: (1,) + tuple(item.shape) for item in spec.all_inputs}
+    manifest = _manifest(spec, result, data)
+    with folder.staging_dir(out_dir) as staging:
+        if "checkpoint" in formats:
+            manifest["checkpoint"] = checkpoint.save_checkpoint(
+                staging, spec.name, result.epoch, result.symbol, result.arg_params,
+                result.aux_params)
+            manifest["deploy"] = deploy.write_deploy(staging, spec.name, result.epoch,
+                                                     result.symbol, input_shapes)
+        model_bytes = _write_models(spec, result, staging, input_shapes, manifest)
+        if "triton" in formats:
+            manifest["triton"] = {"repository": "triton", "model": spec.name,
+                                  "files": triton.write_triton(staging, spec.name, model_bytes)}
+        if prove is not None:
+            prove(staging, manifest, model_bytes)
+        log = "".join(json.dumps(entry) + "\n" for entry in result.history)
+        write_atomic(os.path.join(staging, "train_log.jsonl"), log.encode("utf-8"))
+        if result.history:
+            curves.plot_curves(result.history, os.path.join(staging, "curves.png"),
+                               title=f"{spec.name} (exported epoch {result.epoch})",
+                               exported_epoch=result.epoch)
+        folder.write_manifest(staging, manifest)
+        folder.publish(staging, out_dir)
+    return manifest
+
+
+def _write_models(spec: Spec, result: "TrainResult", staging: str, input_shapes: Dict[str, Any],
+                  manifest: Dict[str, Any]) -> Optional[bytes]:
+    """<name>.onnx when the formats want ONNX or Triton (removed again for Triton alone); its
+    bytes, or None."""
+    formats = spec.export.formats
+    if "onnx" not in formats and "triton" not in formats:
+        return None
+    options = spec.export.onnx
+    onnx_path = onnxfile.export_onnx(staging, spec.name, result.symbol, result.arg_params,
+                                     result.aux_params, input_shapes, opset=options.opset,
+                                     dynamic_batch=options.dynamic_batch)
+    with open(onnx_path, "rb") as f:
+        model_bytes = f.read()
+    if "onnx" in formats:
+        manifest["onnx"] = {"file": os.path.basename(onnx_path), "opset": options.opset,
+                            "dynamic_batch": options.dynamic_batch}
+    else:
+        os.unlink(onnx_path)
+    return model_bytes
+
+
+def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str, Any]:
+    """Everything the manifest says that is known before a file is written."""
+    return {
+        "name": spec.name,
+        "created": folder.now_iso(),
+        "epoch": result.epoch,
+        "epochs_trained": result.epochs_trained,
+        "stopped_early": result.stopped_early,
+        "inputs": [{"name": item.name, "shape": ["batch"] + list(item.shape),
+                    "dtype": "float32", "columns": data.columns.get(item.name, [])}
+                   for item in spec.all_inputs],
+        "outputs": [_output_entry(spec, result)],
+        "label": spec.output.label_name,
+        "classes": data.classes,
+        "feature_names": data.feature_names,
+        "input_normalization": result.input_stats,
+        "metrics": result.final_metrics,
+        "history": result.history,
+        "spec": spec.to_dict(),
+        "versions": folder.versions(),
+    }
+
+
+def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:
+    name = result.symbol.list_outputs()[0]
+    shape = infer_shapes(spec, result.symbol)[name]
+    meaning = {"SoftmaxOutput": "class probabilities", "LogisticRegressionOutput": "sigmoid "
+               "probabilities", "LinearRegressionOutput": "values",
+               "MAERegressionOutput": "values"}[spec.output.op]
+    return {"name": name, "shape": ["batch"] + list(shape[1:]), "dtype": "float32",
+            "meaning": meaning}

@@ -1,0 +1,365 @@
+"""The proof: ONNX Runtime against MXNet on the same inputs, the tolerance rule, the random
+samples and their seed. The build, `symbuilder export`, `symbuilder verify` and `bench` all
+run this suite, with the defaults of symbuilder.defaults.
+
+Parity is checked with ONNX Runtime's graph optimisations fully on and fully off (fusions can
+change numerics), at batch 1 and at the full batch (a dynamic batch axis must really work),
+on held-out samples and on random ones. An output passes when
+max|ort - mxnet| <= atol + rtol * scale, scale = max|mxnet| over that output (TOLERANCE_RULE):
+float32 rounding grows with the magnitudes a layer sums, so an element near zero in a large
+output carries the output's error, not its own (measured: defaults.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import mxnet as mx
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .defaults import (DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL, DEFAULT_SEED,
+                       TOLERANCE_RULE)
+from .errors import ExportError
+
+__all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "DEFAULT_RANDOM_SAMPLES", "DEFAULT_SEED",
+           "TOLERANCE_RULE", "ParityReport", "compare", "feature_range", "mxnet_forward",
+           "onnx_forward", "parity_or_fail", "parity_suite", "random_inputs", "session",
+           "verify_parity"]
+
+# Divisor floor for the relative error, so an output that is exactly zero everywhere gives a
+# huge (honest) relative error instead of a division by zero.
+_TINY = float(np.finfo(np.float32).tiny)
+
+# ORT sessions are costly to build (graph optimisation); keep the few most recent ones.
+_SESSION_CACHE: "OrderedDict[Tuple[str, bool], ort.InferenceSession]" = OrderedDict()
+_SESSION_CACHE_SIZE = 8
+_ORT_THREADS = 2  # the machines we target are small; more threads only add contention
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass
+class ParityReport:
+    """The outcome of one parity check; ``details`` has one row per (output, batch size, ORT level)."""
+
+    max_abs: float
+    max_rel: float
+    atol: float
+    passed: bool
+    details: List[Dict[str, Any]] = field(default_factory=list)
+    rtol: float = 0.0
+    rule: str = TOLERANCE_RULE
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, mx.nd.NDArray):
+        return value.asnumpy()
+    return np.asarray(value)
+
+
+def mxnet_forward(
+    symbol: mx.sym.Symbol,
+    arg_params: Mapping[str, Any],
+    aux_params: Mapping[str, Any],
+    inputs: Mapping[str, np.ndarray],
+) -> List[np.ndarray]:
+    """MXNet's inference outputs (is_train=False, CPU); label variables are bound to zeros.
+
+    float64 inputs are given to MXNet as float32, its default dtype (the parameters are float32).
+    """
+    ctx = mx.cpu()
+    arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    arrays = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in arrays.items()}
+    arg_names = symbol.list_arguments()
+    aux_names = symbol.list_auxiliary_states()
+    known = {k: v.shape for k, v in arrays.items() if k in arg_names}
+    known.update({k: _as_numpy(v).shape for k, v in arg_params.items() if k in arg_names})
+    arg_shapes, _, aux_shapes = symbol.infer_shape_partial(**known)
+    args = {}
+    for name, shape in zip(arg_names, arg_shapes):
+        if name in arrays:
+            args[name] = mx.nd.array(arrays[name], ctx=ctx, dtype=arrays[name].dtype)
+        elif name in arg_params:
+            value = _as_numpy(arg_params[name])
+            args[name] = mx.nd.array(value, ctx=ctx, dtype=value.dtype)
+        else:
+            # Anything else is a loss head's label: it does not affect the forward output.
+            args[name] = mx.nd.zeros(shape, ctx=ctx)
+    aux = {}
+    for name in aux_names:
+        value = _as_numpy(aux_params[name])
+        aux[name] = mx.nd.array(value, ctx=ctx, dtype=value.dtype)
+    executor = symbol.bind(ctx, args=args, aux_states=aux, grad_req="null")
+    outputs = executor.forward(is_train=False)
+    return [o.asnumpy() for o in outputs]
+
+
+def _model_bytes(model: Union[onnx.ModelProto, bytes, str]) -> bytes:
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    with open(model, "rb") as f:
+        return f.read()
+
+
+def session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> ort.InferenceSession:
+    data = _model_bytes(model)
+    key = (hashlib.sha256(data).hexdigest(), optimize)
+    cached = _SESSION_CACHE.get(key)
+    if cached is not None:
+        _SESSION_CACHE.move_to_end(key)
+        return cached
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _ORT_THREADS
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    made = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    _SESSION_CACHE[key] = made
+    if len(_SESSION_CACHE) > _SESSION_CACHE_SIZE:
+        _SESSION_CACHE.popitem(last=False)
+    return made
+
+
+def onnx_forward(
+    model: Union[onnx.ModelProto, bytes, str],
+    inputs: Mapping[str, np.ndarray],
+    *,
+    optimize: bool = True,
+) -> List[np.ndarray]:
+    """ONNX Runtime's outputs (CPU) for ``inputs``; inputs the graph does not declare are ignored.
+
+    Each input is cast to the dtype the graph declares (e.g. float64 data to a float input).
+    """
+    sess = session(model, optimize)
+    feeds = {}
+    for spec in sess.get_inputs():
+        if spec.name not in inputs:
+            raise KeyError(f"ONNX input '{spec.name}' was not given (given: {sorted(inputs)})")
+        value = np.asarray(inputs[spec.name])
+        feeds[spec.name] = value.astype(_ORT_TYPES.get(spec.type, value.dtype), copy=False)
+    return sess.run(None, feeds)
+
+
+def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Dict[str, Any]:
+    """One output against MXNet's under TOLERANCE_RULE: max_abs, max_rel (max_abs over the
+    output's scale, not elementwise: an element near zero would report noise as a huge
+    relative error), scale and passed."""
+    if ref.shape != got.shape:
+        return {"max_abs": float("inf"), "max_rel": float("inf"), "scale": None,
+                "passed": False, "reason": f"shape {got.shape} != MXNet's {ref.shape}"}
+    ref64 = ref.astype(np.float64)
+    got64 = got.astype(np.float64)
+    diff = np.abs(got64 - ref64)
+    # NaN in exactly the same places is agreement; anywhere else it is an infinite error.
+    both_nan = np.isnan(ref64) & np.isnan(got64)
+    diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    finite = np.abs(ref64[np.isfinite(ref64)])
+    scale = float(finite.max()) if finite.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {"max_abs": max_abs, "max_rel": max_abs / max(scale, _TINY) if max_abs else 0.0,
+            "scale": scale, "passed": bool(max_abs <= atol + rtol * scale)}
+
+
+def verify_parity(
+    symbol: mx.sym.Symbol,
+    arg_params: Mapping[str, Any],
+    aux_params: Mapping[str, Any],
+    model: Union[onnx.ModelProto, bytes, str],
+    inputs: Mapping[str, np.ndarray],
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> ParityReport:
+    """Compare every output of ONNX Runtime (all optimisations / none) with MXNet at batch 1 and full batch."""
+    data = _model_bytes(model)  # serialise once; sessions are cached by content
+    inputs = {k: np.asarray(v) for k, v in inputs.items()}
+    full = min(v.shape[0] for v in inputs.values())
+    batches = [1] if full == 1 else [1, full]
+    output_names = symbol.list_outputs()
+    details: List[Dict[str, Any]] = []
+    for batch in batches:
+        feed = {k: v[:batch] for k, v in inputs.items()}
+        reference = mxnet_forward(symbol, arg_params, aux_params, feed)
+        for optimize in (True, False):
+            got = onnx_forward(data, feed, optimize=optimize)
+            level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
+            if len(got) != len(reference):
+                details.append({"output": "*", "batch": batch, "ort_level": level, "max_abs": float("inf"),
+                                "max_rel": float("inf"), "passed": False,
+                                "reason": f"{len(got)} ONNX outputs, {len(reference)} MXNet outputs"})
+                continue
+            for name, ref, out in zip(output_names, reference, got):
+                row = {"output": name, "batch": batch, "ort_level": level}
+                row.update(compare(ref, np.asarray(out), atol, rtol))
+                details.append(row)
+    max_abs = max((d["max_abs"] for d in details), default=0.0)
+    max_rel = max((d["max_rel"] for d in details), default=0.0)
+    passed = bool(details) and all(d["passed"] for d in details)
+    return ParityReport(max_abs=max_abs, max_rel=max_rel, atol=atol, passed=passed, details=details, rtol=rtol)
+
+
+# --------------------------------------------------------------------------------------------
+# The suite: held-out samples plus random ones, ORT with all optimisations and none, batch 1
+# and N (every chunk of N for a model fixed to batch N)
+
+
+def feature_range(samples: np.ndarray) -> Dict[str, List[Any]]:
+    """Per-feature (per element of one sample) min and max over the samples."""
+    samples = np.asarray(samples, dtype=np.float64)
+    return {"low": samples.min(axis=0).tolist(), "high": samples.max(axis=0).tolist()}
+
+
+def random_inputs(shapes: Mapping[str, Sequence[int]], n: int, *, seed: int = DEFAULT_SEED,
+                  ranges: Optional[Mapping[str, Mapping[str, Any]]] = None
+                  ) -> Dict[str, np.ndarray]:
+    """`n` random samples per input (float32): uniform over the per-feature [low, high] of
+    `ranges[name]` when given, standard normal otherwise. Same seed, same samples."""
+    rng = np.random.RandomState(seed)
+    out = {}
+    for name in sorted(shapes):
+        sample_shape = tuple(int(d) for d in shapes[name])
+        rnge = (ranges or {}).get(name)
+        if rnge is not None:
+            low = np.asarray(rnge["low"], dtype=np.float64).reshape(sample_shape)
+            high = np.asarray(rnge["high"], dtype=np.float64).reshape(sample_shape)
+            values = low + (high - low) * rng.random_sample((n,) + sample_shape)
+        else:
+            values = rng.standard_normal((n,) + sample_shape)
+        out[name] = values.astype(np.float32)
+    return out
+
+
+def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                 held_out: Optional[Mapping[str, np.ndarray]] = None,
+                 sample_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 random_samples: int = DEFAULT_RANDOM_SAMPLES, seed: int = DEFAULT_SEED,
+                 ranges: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """ONNX Runtime (all graph optimisations, and none) against MXNet at batch 1 and the full
+    batch, on the held-out samples and on random samples; the figures and the rule applied,
+    as the manifest keeps them. Random samples are drawn uniformly over the held-out samples'
+    per-feature range (or over `ranges`, or standard normal when neither is known)."""
+    model_bytes = _model_bytes(model)
+    held_out = {k: np.ascontiguousarray(v) for k, v in (held_out or {}).items()}
+    if ranges is None and held_out:
+        ranges = {k: feature_range(v) for k, v in held_out.items()}
+    if sample_shapes is None:
+        sample_shapes = {k: v.shape[1:] for k, v in held_out.items()}
+    sets = [("held_out", held_out)] if held_out else []
+    if random_samples > 0:
+        sets.append(("random", random_inputs(sample_shapes, random_samples, seed=seed,
+                                             ranges=ranges)))
+    if not sets:
+        raise ValueError("parity_suite needs held-out samples or random_samples > 0")
+    fixed = _fixed_batch(model_bytes)
+    checks: Dict[str, Dict[str, Any]] = {}
+    details: List[Dict[str, Any]] = []
+    for label, inputs in sets:
+        if fixed and fixed > 1:
+            rows = _fixed_batch_parity(symbol, arg_params, aux_params, model_bytes, inputs,
+                                       fixed, atol, rtol)
+        else:
+            rows = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs,
+                                 atol=atol, rtol=rtol).details
+        checks[label] = {"samples": min(len(v) for v in inputs.values()),
+                         "max_abs": max(r["max_abs"] for r in rows),
+                         "max_rel": max(r["max_rel"] for r in rows),
+                         "passed": bool(rows) and all(r["passed"] for r in rows)}
+        details.extend(dict(row, inputs=label) for row in rows)
+    if "random" in checks:
+        checks["random"].update(
+            seed=seed, distribution="uniform over the per-feature [low, high] in random_range"
+            if ranges else "standard normal")
+    return {
+        "passed": all(c["passed"] for c in checks.values()),
+        "atol": atol,
+        "rtol": rtol,
+        "rule": TOLERANCE_RULE,
+        "max_abs": max(c["max_abs"] for c in checks.values()),
+        "max_rel": max(c["max_rel"] for c in checks.values()),
+        "ort_levels": ["ORT_ENABLE_ALL", "ORT_DISABLE_ALL"],
+        "batches": sorted({d["batch"] for d in details}),
+        "inputs": checks,
+        "random_range": {k: dict(v) for k, v in ranges.items()} if ranges else None,
+        "details": details,
+    }
+
+
+def _fixed_batch(model_bytes: bytes) -> Optional[int]:
+    """The batch size an ONNX model is fixed to (first dim of its first input), or None."""
+    model = onnx.load_from_string(model_bytes)
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
+
+
+def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
+                        model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int,
+                        atol: float, rtol: float) -> List[Dict[str, Any]]:
+    """verify_parity's rows for a model that only takes `batch` samples at a time: every
+    chunk of `batch` (the last one padded by repeating its last sample), both ORT levels.
+    The rule is applied per chunk, each against its own scale."""
+    n = min(len(v) for v in inputs.values())
+    rows = []
+    for optimize in (True, False):
+        level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
+        worst: Dict[str, Dict[str, Any]] = {}
+        for start in range(0, n, batch):
+            feed = {}
+            for k, v in inputs.items():
+                chunk = v[start:start + batch]
+                pad = batch - len(chunk)
+                feed[k] = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) \
+                    if pad else chunk
+            reference = mxnet_forward(symbol, arg_params, aux_params, feed)
+            got = onnx_forward(model_bytes, feed, optimize=optimize)
+            for name, ref, out in zip(symbol.list_outputs(), reference, got):
+                row = compare(ref, np.asarray(out), atol, rtol)
+                agg = worst.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0, "passed": True,
+                                                  "scale": 0.0})
+                agg["max_abs"] = max(agg["max_abs"], row["max_abs"])
+                agg["max_rel"] = max(agg["max_rel"], row["max_rel"])
+                agg["passed"] = agg["passed"] and row["passed"]
+                agg["scale"] = max(agg["scale"], row["scale"] or 0.0)
+        rows += [dict({"output": k, "batch": batch, "ort_level": level}, **v)
+                 for k, v in worst.items()]
+    return rows
+
+
+def parity_or_fail(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: Any, *,
+                   atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                   **kwargs: Any) -> Dict[str, Any]:
+    """parity_suite, raising ExportError with the figures when ONNX Runtime disagrees."""
+    figures = parity_suite(symbol, arg_params, aux_params, model, atol=atol, rtol=rtol,
+                           **kwargs)
+    if not figures["passed"]:
+        raise ExportError(f"ONNX Runtime disagrees with MXNet: {failure_figures(figures)}")
+    return figures
+
+
+def failure_figures(figures: Mapping[str, Any]) -> str:
+    """A failed suite's figures in one line: the worst row against its bound, per input set."""
+    failed = [d for d in figures["details"] if not d["passed"]] or figures["details"]
+    worst = max(failed, key=lambda d: d["max_rel"])
+    parts = ", ".join(f"{k}: {c['max_abs']:.3g} on {c['samples']} samples"
+                      for k, c in figures["inputs"].items())
+    scale = worst.get("scale")
+    bound = (f" > atol {figures['atol']:g} + rtol {figures['rtol']:g} x scale {scale:.3g}"
+             if scale is not None else f" ({worst.get('reason', 'no figures')})")
+    return (f"max abs difference {worst['max_abs']:.3g}{bound} (max rel "
+            f"{figures['max_rel']:.3g} of the output's scale; {parts}; worst: output "
+            f"'{worst['output']}' at batch {worst['batch']}, {worst['ort_level']}, "
+            f"{worst['inputs']} inputs)")

@@ -1,0 +1,217 @@
+"""`symbuilder export PREFIX EPOCH`: any MXNet Module checkpoint to a verified ONNX file.
+
+Also the checkpoint reader every other command uses (load_checkpoint: a located UsageError
+for a missing or malformed file, the symbol JSON checked before MXNet parses it) and the
+--input parser.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+
+from .. import proof
+from ..errors import ExportError, UsageError, mxnet_message
+from ..export.checkpoint import to_numpy_params
+from ..files import write_atomic
+from ..onnx import to_onnx
+
+_INPUT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.:-]*)=(\d+(?:,\d+)*)$")
+
+
+def parse_input(text: str) -> Tuple[str, Tuple[int, ...]]:
+    """'data=1,3,32,32' -> ('data', (1, 3, 32, 32)); UsageError otherwise."""
+    match = _INPUT_RE.match(text.replace(" ", ""))
+    if not match or any(int(d) <= 0 for d in match.group(2).split(",")):
+        raise UsageError(f"--input {text!r}: expected NAME=D0,D1,... with positive dims, batch "
+                         "axis first, e.g. data=1,3,32,32")
+    return match.group(1), tuple(int(d) for d in match.group(2).split(","))
+
+
+def checkpoint_files(prefix: str, epoch: int) -> Tuple[str, str]:
+    return f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
+
+
+def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+    """(symbol, arg_params, aux_params) of a Module checkpoint; a UsageError naming the file
+    that is missing or unreadable."""
+    symbol_file, params_file = checkpoint_files(prefix, epoch)
+    for path in (symbol_file, params_file):
+        if not os.path.isfile(path):
+            others = _sibling_params(prefix) if path == params_file else []
+            hint = f" (epochs present: {', '.join(others)})" if others else ""
+            raise UsageError(f"no such checkpoint file{hint}", file=path)
+    try:
+        text = read_symbol_json(symbol_file)
+        with _cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
+            symbol = mx.sym.load_json(text)
+    except mx.base.MXNetError as e:
+        raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
+                         file=symbol_file) from None
+    try:
+        saved = mx.nd.load(params_file)
+    except mx.base.MXNetError as e:
+        raise UsageError(f"not a readable MXNet params file: {mxnet_message(e)}",
+                         file=params_file) from None
+    arg_params, aux_params = {}, {}
+    for key, value in (saved.items() if isinstance(saved, dict) else []):
+        kind, _, name = key.partition(":")
+        if kind == "arg":
+            arg_params[name] = value
+        elif kind == "aux":
+            aux_params[name] = value
+    if not arg_params and not aux_params:
+        raise UsageError("no arg:/aux: parameters in this file (not written by "
+                         "Module.save_checkpoint?)", file=params_file)
+    return symbol, arg_params, aux_params
+
+
+@contextlib.contextmanager
+def _cxx_log_silenced() -> Iterator[None]:
+    """MXNet's C++ log lines go to file descriptor 2 directly; for one short call that only
+    logs (its errors come back as exceptions), point it at /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def read_symbol_json(path: str) -> str:
+    """The text of an MXNet symbol file, checked before MXNet parses it: UTF-8 JSON with a
+    node list in which every input refers to an earlier node (MXNet writes them in
+    topological order; a later or missing one is a cycle or a dangling edge), and heads and
+    arg_nodes that name nodes. A UsageError naming the file otherwise."""
+    def bad(message: str) -> UsageError:
+        return UsageError(f"not a readable MXNet symbol file: {message}", file=path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        graph = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"not UTF-8 JSON ({e})") from None
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if not isinstance(nodes, list) or not nodes:
+        raise bad("expected a JSON object with a non-empty 'nodes' list")
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("op"), str) or \
+                not isinstance(node.get("name"), str):
+            raise bad(f"nodes[{i}]: expected an object with 'op' and 'name' strings")
+        for edge in node.get("inputs", []):
+            if not _edge_to(edge, i):
+                raise bad(f"nodes[{i}] ('{node['name']}'): input {json.dumps(edge)} is not "
+                          f"an earlier node (a cycle or a missing node)")
+    for key in ("heads", "arg_nodes"):
+        refs = graph.get(key, [])
+        ok = isinstance(refs, list) and all(
+            _edge_to(r, len(nodes)) if key == "heads" else _index_below(r, len(nodes))
+            for r in refs)
+        if not ok or (key == "heads" and not refs):
+            raise bad(f"{key}: expected references to the {len(nodes)} nodes, found "
+                      f"{json.dumps(refs)[:60]}")
+    return data.decode("utf-8")
+
+
+def _index_below(value: Any, limit: int) -> bool:
+    return type(value) is int and 0 <= value < limit
+
+
+def _edge_to(edge: Any, limit: int) -> bool:
+    """[node, output(, version)] with node < limit and non-negative integers."""
+    return isinstance(edge, list) and len(edge) in (2, 3) and _index_below(edge[0], limit) and \
+        all(type(v) is int and v >= 0 for v in edge[1:])
+
+
+def _sibling_params(prefix: str) -> List[str]:
+    folder = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    pattern = re.compile(re.escape(base) + r"-(\d{4})\.params$")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(m.group(1) for m in map(pattern.match, names) if m)
+
+
+def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequence[int]], *,
+                      out: Optional[str] = None, opset: int = 17,
+                      atol: float = proof.DEFAULT_ATOL, rtol: float = proof.DEFAULT_RTOL,
+                      dynamic_batch: bool = True, data: Optional[Mapping[str, np.ndarray]] = None,
+                      random_samples: int = proof.DEFAULT_RANDOM_SAMPLES,
+                      seed: int = proof.DEFAULT_SEED) -> Dict[str, Any]:
+    """Translate any Module checkpoint to ONNX, verify it against MXNet, write it atomically.
+
+    `input_shapes` gives each data input's full shape, batch axis first. `data` (optional) holds
+    real samples per input; random samples are always added (uniform over the real samples'
+    per-feature range, or standard normal without data). Raises UsageError for a missing or
+    unreadable checkpoint, wrong inputs or an untranslatable graph (the user's checkpoint:
+    exit 2), ExportError when ONNX Runtime disagrees (exit 1). Returns the report.
+    """
+    symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
+    symbol_file = checkpoint_files(prefix, epoch)[0]
+    if not input_shapes:
+        raise UsageError("give each data input's shape, e.g. --input data=1,3,32,32")
+    free = [a for a in symbol.list_arguments() if a not in arg_params]
+    for name in input_shapes:
+        if name not in free:
+            why = "a parameter" if name in arg_params else "not an input"
+            raise UsageError(f"--input {name}: {why} of {symbol_file} (its inputs: "
+                             f"{', '.join(free) or 'none'})")
+    out = out or f"{prefix}-{epoch:04d}.onnx"
+    if os.path.isdir(out):
+        raise UsageError("is a folder; --out takes the .onnx file to write", file=out)
+    params = to_numpy_params(arg_params, aux_params)
+    _check_shapes(symbol, params, input_shapes, symbol_file)
+    try:
+        model = to_onnx(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch,
+                        model_name=os.path.basename(prefix))
+    except ExportError as e:
+        # Untranslatable op, bad attribute, shapes MXNet rejects: all about the user's files.
+        raise UsageError(str(e).replace("input_shapes", "--input"), file=symbol_file) from None
+    model_bytes = model.SerializeToString()
+    held_out = None
+    if data:
+        held_out = {}
+        for name, values in data.items():
+            want = tuple(input_shapes[name][1:])
+            values = np.asarray(values, dtype=np.float32)
+            if int(np.prod(values.shape[1:])) != int(np.prod(want)):
+                raise UsageError(f"--data: {values.shape[1:]} values per sample for input "
+                                 f"'{name}', whose sample shape is {want}")
+            held_out[name] = values.reshape((len(values),) + want)
+    sample_shapes = {k: tuple(v[1:]) for k, v in input_shapes.items()}
+    figures = proof.parity_or_fail(symbol, arg_params, aux_params, model_bytes, atol=atol,
+                                   rtol=rtol, held_out=held_out, sample_shapes=sample_shapes,
+                                   random_samples=random_samples, seed=seed)
+    write_atomic(out, model_bytes)
+    return {"onnx": out, "checkpoint": {"symbol": symbol_file,
+                                        "params": checkpoint_files(prefix, epoch)[1]},
+            "inputs": {k: list(v) for k, v in input_shapes.items()},
+            "outputs": [o.name for o in model.graph.output], "opset": opset,
+            "dynamic_batch": dynamic_batch, "parity": figures}
+
+
+def _check_shapes(symbol: Any, params: Mapping[str, np.ndarray],
+                  input_shapes: Mapping[str, Sequence[int]], symbol_file: str) -> None:
+    """A UsageError naming the operator when MXNet rejects the --input shapes."""
+    known = {k: v.shape for k, v in params.items() if k in symbol.list_arguments()}
+    known.update({k: tuple(v) for k, v in input_shapes.items()})
+    try:
+        symbol.infer_shape_partial(**known)
+    except mx.base.MXNetError as e:
+        op = re.search(r"Error in operator ([^:\s]+):", str(e))
+        where = f"operator '{op.group(1)}' rejects " if op else "MXNet rejects "
+        given = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in input_shapes.items())
+        raise UsageError(f"--input {given}: {where}the shapes: {mxnet_message(e)}",
+                         file=symbol_file) from None
