@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import struct
+import zlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -78,19 +79,56 @@ def image_read_options(spec: "Spec", source: "SourceSpec", options: ReadOptions)
 
 # -- decoding ------------------------------------------------------------------------------
 
-def native_channels(buf: bytes) -> Optional[int]:
-    """Channels an encoded PNG or JPEG holds, from its header (None for other formats):
-    the decoder converts silently (grey to RGB, RGBA to RGB), so a mismatch is found here."""
-    if buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) >= 26:
-        return {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(buf[25])
-    if buf[:2] == b"\xff\xd8":
-        pos = 2
-        while pos + 9 < len(buf) and buf[pos] == 0xFF:
-            marker = buf[pos + 1]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                return buf[pos + 9]
-            pos += 2 + struct.unpack(">H", buf[pos + 2:pos + 4])[0]
-    return None
+def image_header(buf: bytes) -> Optional[Tuple[int, int, int]]:
+    """(channels, height, width) from a PNG's or JPEG's header, None for other formats;
+    ValueError for a damaged PNG (a chunk's CRC) or a size MXNet cannot hold. Read before
+    decoding: the decoder converts channels silently (grey to RGB, RGBA to RGB), and a
+    corrupt header's size makes MXNet try to allocate it (seen: 8e18 elements, a failed
+    allocation that breaks the engine until exit)."""
+    found = _png_header(buf) if buf[:8] == b"\x89PNG\r\n\x1a\n" else \
+        _jpeg_header(buf) if buf[:2] == b"\xff\xd8" else None
+    if found is not None and found[1] * found[2] * 4 >= MAX_PIXELS:
+        raise ValueError(f"not a decodable image (its header says {found[1]}x{found[2]} "
+                         "pixels: damaged, or too large for MXNet's 32-bit tensors)")
+    return found
+
+
+MAX_PIXELS = 2 ** 31  # values in one MXNet tensor (the wheel's 32-bit indexing)
+
+
+def _png_header(buf: bytes) -> Tuple[int, int, int]:
+    """A PNG's (channels, height, width), after checking every chunk's CRC: libpng decodes
+    some damaged files anyway (a damaged IDAT name gave an image, with a libpng line on
+    stderr), and a damaged size is an allocation that breaks MXNet."""
+    pos, header = 8, None
+    while True:
+        if pos + 12 > len(buf):
+            raise ValueError("not a decodable image (a truncated PNG file)")
+        size, kind = struct.unpack(">I4s", buf[pos:pos + 8])
+        body = buf[pos + 4:pos + 8 + size]
+        if pos + 12 + size > len(buf) or \
+                zlib.crc32(body) != struct.unpack(">I", buf[pos + 8 + size:pos + 12 + size])[0]:
+            raise ValueError(f"not a decodable image (a damaged PNG chunk at byte {pos})")
+        if kind == b"IHDR" and size == 13:
+            width, height = struct.unpack(">II", body[4:12])
+            header = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(body[13], 0), height, width
+        if kind == b"IEND":
+            break
+        pos += 12 + size
+    if header is None:
+        raise ValueError("not a decodable image (a PNG file without its IHDR header)")
+    return header
+
+
+def _jpeg_header(buf: bytes) -> Optional[Tuple[int, int, int]]:
+    pos = 2
+    while pos + 9 < len(buf) and buf[pos] == 0xFF:
+        marker = buf[pos + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", buf[pos + 5:pos + 9])
+            return buf[pos + 9], height, width
+        pos += 2 + struct.unpack(">H", buf[pos + 2:pos + 4])[0]
+    return None  # no frame header found: the decoder says what is wrong
 
 
 def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
@@ -98,11 +136,12 @@ def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
     augmentation. ValueError says why an image cannot be (the caller locates it)."""
     import mxnet as mx
     channels, height, width = options.shape
-    found = native_channels(buf)
-    if found is not None and found != channels:
-        names = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGBA"}
-        raise ValueError(f"the image has {found} channels ({names[found]}), but input.shape "
-                         f"asks for {channels}; convert the image or change input.shape[0]")
+    header = image_header(buf)
+    if header is not None and header[0] != channels:
+        names = {1: " (grey)", 2: " (grey + alpha)", 3: " (RGB)", 4: " (RGBA)"}
+        raise ValueError(f"the image has {header[0]} channels{names.get(header[0], '')}, but "
+                         f"input.shape asks for {channels}; convert the image or change "
+                         "input.shape[0]")
     try:
         img = mx.image.imdecode(buf, flag=0 if channels == 1 else 1)
         if options.resize:
