@@ -306,3 +306,18 @@ def test_the_example_data_renders_into_place_and_is_not_committed(tmp_path):
     ignored = open(os.path.join(ROOT, ".gitignore")).read().split()
     assert {"/specs/data/digits_images/", "/specs/data/digits_images.rec",
             "/specs/data/digits_images.idx"} <= set(ignored)
+
+
+@pytest.mark.parametrize("first, second", [("small", "grey"), ("garbage", "small")])
+def test_the_first_bad_image_in_file_order_is_the_one_named(small, capsys, first, second):
+    """A block is queued on MXNet's engine before it is read back: a refusal found while
+    queueing (header, decoder) must not jump ahead of one found on reading back (the size,
+    checked on the decoded pixels), nor the other way round."""
+    bad = {"garbage": b"neither PNG nor JPEG",
+           "grey": image_data.png_bytes(np.zeros((24, 24), np.uint8)),
+           "small": image_data.png_bytes(np.zeros((20, 20, 3), np.uint8))}
+    zero = sorted(os.listdir(small / "f" / "0"))
+    (small / "f" / "0" / zero[1]).write_bytes(bad[first])
+    (small / "f" / "0" / zero[3]).write_bytes(bad[second])
+    _rec_spec(small, train="f, format: image_folder")
+    assert refused(small, capsys).startswith(os.path.join("f", "0", zero[1]) + ": ")
