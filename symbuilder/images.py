@@ -36,7 +36,6 @@ from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, Sourc
                       file_identity, register_source)
 
 if TYPE_CHECKING:  # spec.model imports sources, which imports this module
-    from .normalize import ChannelStats
     from .spec.model import SourceSpec, Spec
 
 IMAGE_FORMATS = ("recordio", "image_folder")
@@ -439,16 +438,17 @@ def list_image_folder(path: str, shown: str) -> Tuple[List[str], List[str]]:
 
 # -- statistics -----------------------------------------------------------
 
-def pixel_statistics(stats: "ChannelStats") -> Dict[str, Any]:
-    """The input layer's exact statistics as image people know them: mean and std per
-    channel in pixel units (0..255), RGB order, and ImageRecordIter's flag names
-    (mean_r ... std_b) for a legacy pipeline that normalizes outside the model."""
-    std = np.sqrt(stats.var)
-    out: Dict[str, Any] = {"order": "RGB" if stats.channels == 3 else "grey",
+def pixel_statistics(mean: Sequence[float], var: Sequence[float]) -> Dict[str, Any]:
+    """The input layer's exact statistics (a manifest's input_normalization exact_mean and
+    exact_var) as image people know them: mean and std per channel in pixel units (0..255),
+    RGB order, and ImageRecordIter's flag names (mean_r ... std_b) for a legacy pipeline
+    that normalizes outside the model."""
+    mean64 = np.asarray(mean, dtype=np.float64)
+    std = np.sqrt(np.asarray(var, dtype=np.float64))
+    out: Dict[str, Any] = {"order": "RGB" if len(mean64) == 3 else "grey",
                            "units": "pixel values 0..255 as decoded",
-                           "mean": stats.mean.tolist(), "std": std.tolist()}
-    if stats.channels == 3:
+                           "mean": mean64.tolist(), "std": std.tolist()}
+    if len(mean64) == 3:
         for i, c in enumerate("rgb"):
-            out[f"mean_{c}"], out[f"std_{c}"] = float(stats.mean[i]), float(std[i])
+            out[f"mean_{c}"], out[f"std_{c}"] = float(mean64[i]), float(std[i])
     return out
-

@@ -12,7 +12,7 @@ import pytest
 import image_data
 from helpers import ROOT, write_spec
 from symbuilder.data import load_data, split_indices
-from symbuilder.images import ImageReadOptions
+from symbuilder.images import ImageReadOptions, pixel_statistics
 from symbuilder.sources import read_table
 from symbuilder.spec.model import load_spec
 from symbuilder.train import calibrate
@@ -180,6 +180,13 @@ def test_the_example_spec_builds_to_practitioner_accuracy_on_raw_pixels(tmp_path
     mean, var = exact_moments(pixels[train], channel_axis=1)
     np.testing.assert_allclose(norm["exact_mean"], mean, rtol=1e-15)
     np.testing.assert_allclose(norm["exact_var"], var, rtol=1e-15)
+    # As ImageRecordIter's flags would have them: numpy's std over the same pixels.
+    flags = pixel_statistics(norm["exact_mean"], norm["exact_var"])
+    truth_std = pixels[train].astype(np.float64).std(axis=(0, 2, 3))
+    np.testing.assert_allclose([flags["std_r"], flags["std_g"], flags["std_b"]], truth_std,
+                               rtol=1e-10)
+    assert flags["mean"] == [flags["mean_r"], flags["mean_g"], flags["mean_b"]] == \
+        norm["exact_mean"] and flags["order"] == "RGB"
     # Served raw: the ONNX model takes the decoder's 0..255 pixels, no mean_r/std_r flags.
     session = ort.InferenceSession(str(tmp_path / "export" / "digits_images.onnx"))
     probs = session.run(None, {"data": pixels[val]})[0]

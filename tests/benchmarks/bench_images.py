@@ -4,10 +4,14 @@ Run: python tests/benchmarks/bench_images.py [--images 1000] [--rounds 5] [--for
 (and again with MXNET_CPU_WORKER_NTHREADS=2: MXNet runs its image ops on its engine's CPU
 workers, one by default, whatever the calling threads)
 
+Measured (2026-12, the 2-core machine shared with other jobs, load ~2; 1000 JPEGs, 7
+rounds): symbuilder 3,078 samples/s, ImageRecordIter 5,128 (x1) and 5,006 (x2) threads:
+0.58x. With MXNET_CPU_WORKER_NTHREADS=2: 0.52x. Decoding one image at a time: 0.41x.
+
 Decode + resize + centre crop, samples/s, on one .rec: symbuilder's recordio source
-(read_table, in memory, MXNet's decoder queued a block at a time on MXNet's engine) against mx.io.ImageRecordIter on the
-same records with the same resize and data_shape, no shuffle, no augmentation, with
-preprocess_threads 1 and 2 (the machine's cores). Interleaved: every round runs each
+(read_table, in memory: MXNet's decoder, a block at a time queued on MXNet's engine) against
+mx.io.ImageRecordIter on the same records with the same resize and data_shape, no shuffle,
+no augmentation, with preprocess_threads 1 and 2 (the machine's cores). Interleaved: every round runs each
 contender once, the order rotated each round; the table gives medians and the median of
 each round's ratio to ImageRecordIter with one thread.
 
