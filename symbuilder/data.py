@@ -83,8 +83,10 @@ def _read_options(spec: Spec, source: SourceSpec, cache_dir: Optional[str]) -> R
     items = spec.all_inputs
     if len(items) == 1 and items[0].columns is None:  # libsvm: the input's size is the width
         width = int(np.prod(items[0].shape))
-    return ReadOptions(cache_dir=cache_dir, stream=source.stream, n_features=width,
-                       zero_based=bool(source.zero_based))
+    options = ReadOptions(cache_dir=cache_dir, stream=source.stream, n_features=width,
+                          zero_based=bool(source.zero_based))
+    from .images import image_read_options  # image formats need input.shape and their keys
+    return image_read_options(spec, source, options)
 
 
 def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True,

@@ -148,7 +148,8 @@ def read_table(path: str, fmt: str, *, label: Optional[str], features: Optional[
                shown_path: Optional[str] = None, options: Optional[ReadOptions] = None) -> Table:
     """Read `path` with the reader registered for `fmt`. `label=None`: no label (predict)."""
     shown = shown_path or path
-    check_readable(path, shown)
+    if not getattr(SOURCES.get(fmt), "reads_folder", False):  # image_folder checks its own
+        check_readable(path, shown)
     try:
         reader = SOURCES[fmt]
     except KeyError:
@@ -1039,3 +1040,7 @@ def release_pages(chunk: np.ndarray) -> None:
         return
     base = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
     _release_pages(mapping, base, chunk)
+
+
+# The image sources register themselves on import; imported last, as they build on this module.
+from . import images  # noqa: E402,F401

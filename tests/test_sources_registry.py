@@ -4,12 +4,15 @@ symbuilder's parsers), in memory and streamed through the cache.
 
 A new `@register_source` fails test_every_source_has_a_writer until a writer is added here."""
 import csv
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
+import image_data
 from helpers import DATA
+from symbuilder.images import IMAGE_FORMATS, ImageReadOptions
 from symbuilder.sources import SOURCES, ReadOptions, read_table
 
 
@@ -57,7 +60,27 @@ def write_libsvm(folder, x, y):
     return path, {"label": None}
 
 
-WRITERS = {"csv": write_csv, "npz": write_npz, "npy": write_npy, "libsvm": write_libsvm}
+def as_pixels(x):
+    """Image formats hold 8-bit pixels: each row as a 1x30 grey image of its values rounded
+    and clipped to 0..255 (what the test then expects back)."""
+    return np.clip(np.round(x), 0, 255).astype(np.uint8).reshape(len(x), 1, -1)
+
+
+def write_recordio(folder, x, y):
+    path = image_data.write_recordio(os.path.join(folder, "d"), as_pixels(x), y)
+    return path, {"label": None, "expected": (as_pixels(x).reshape(len(x), -1), y)}
+
+
+def write_image_folder(folder, x, y):
+    """Class folders 0/ and 1/, files named by row: read back class by class."""
+    root = image_data.write_image_folder(os.path.join(folder, "d"), as_pixels(x), y)
+    order = np.argsort(y, kind="stable")
+    return root, {"label": None, "expected": (as_pixels(x).reshape(len(x), -1)[order],
+                                              y[order])}
+
+
+WRITERS = {"csv": write_csv, "npz": write_npz, "npy": write_npy, "libsvm": write_libsvm,
+           "recordio": write_recordio, "image_folder": write_image_folder}
 
 
 def test_every_source_has_a_writer():
@@ -69,7 +92,10 @@ def test_every_source_has_a_writer():
 def test_each_source_reads_the_csv_values(fmt, stream, tmp_path):
     x, y = reference()
     path, kwargs = WRITERS[fmt](str(tmp_path), x, y)
+    x, y = kwargs.pop("expected", (x, y))
     options = ReadOptions(cache_dir=str(tmp_path / "cache"), stream=stream)
+    if fmt in IMAGE_FORMATS:  # they need the sample shape (C, H, W) from the spec
+        options = ImageReadOptions(**dataclasses.asdict(options), shape=(1, 1, x.shape[1]))
     table = read_table(path, fmt, options=options, **kwargs)
     got = np.asarray(table.features).reshape(len(table), -1)
     assert got.dtype == np.float32 and got.shape == x.shape

@@ -164,10 +164,12 @@ class OutputSpec:
 class SourceSpec:
     """A data file. Relative paths are relative to the spec's folder."""
     path: str = field("str", "the file: csv with a header row, npz with arrays X and y, a "
-                      "memory-mapped npy, or libsvm (label index:value ...)",
+                      "memory-mapped npy, libsvm (label index:value ...), an im2rec .rec, "
+                      "or a folder of class folders of images (image_folder)",
                       example="data/breast_cancer.csv")
-    format: Optional[str] = field("str", "csv, npz, npy or libsvm; default: from the file "
-                                  "extension (.svm and .libsvm are libsvm)",
+    format: Optional[str] = field("str", "csv, npz, npy, libsvm, recordio or image_folder; "
+                                  "default: from the file extension (.svm and .libsvm are "
+                                  "libsvm, .rec is recordio)",
                                   None, choices=DATA_FORMATS)
     label: Optional[str] = field("str", "csv: the label column's name (every other column is a "
                                  "feature, in file order); npz: the label array's name "
@@ -181,8 +183,20 @@ class SourceSpec:
                                    None)
     zero_based: Optional[bool] = field("bool", "libsvm: feature indices count from 0 "
                                        "(default: from 1, LibSVM's convention)", None)
+    # Image formats (symbuilder.images); names and meanings are mx.io.ImageRecordIter's.
+    idx: Optional[str] = field("str", "recordio: the .idx file (default: the .rec's name "
+                               "with .idx, as im2rec writes it)", None)
+    resize: Optional[int] = field("int", "recordio, image_folder: resize the shorter side to "
+                                  "this first (then a centre crop to input.shape's H, W)",
+                                  None, minimum=1)
+    inter_method: Optional[int] = field("int", "recordio, image_folder: interpolation of "
+                                        "resize: 0 nearest, 1 bilinear (default), 2 cubic, "
+                                        "3 area, 4 lanczos4, 9 auto", None,
+                                        choices=(0, 1, 2, 3, 4, 9))
+    label_width: Optional[int] = field("int", "recordio: label values per record header "
+                                       "(default 1)", None, minimum=1)
 
-    EXTENSIONS = {"svm": "libsvm", "svmlight": "libsvm"}
+    EXTENSIONS = {"svm": "libsvm", "svmlight": "libsvm", "rec": "recordio"}
 
     @property
     def resolved_format(self) -> str:

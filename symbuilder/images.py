@@ -1,0 +1,454 @@
+"""Image sources: `format: recordio` (im2rec's .rec + .idx) and `format: image_folder` (one
+sub-folder per class), decoded and resized exactly as mx.io.ImageRecordIter does.
+
+Decoding is MXNet's own (`mx.image.imdecode`, OpenCV inside the wheel, flag 0 for one
+channel, 1 for three: ImageRecordIter's choice), resizing `mx.image.resize_short` with
+ImageRecordIter's `resize` (shorter side) and `inter_method`, then a centre crop to
+input.shape's (H, W) with ImageRecordIter's integer offsets. The pixels are bit-identical
+to ImageRecordIter's output without augmentation (tests/test_images.py checks it, every
+inter_method, grey and colour). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+
+Memory: images are decoded DECODE_ROWS at a time. When the decoded pixels would exceed
+sources.STREAM_BYTES (or `stream: true`), the blocks go into a float32 .npy in the build's
+cache (sources' staged entries, keyed by every file's path, size and mtime and the decoding
+options) and are memory-mapped from there, so a second build decodes nothing and resident
+memory stays one block. The input layer's statistics (normalize.array_stats over the
+training split) are therefore over the resized, centre-cropped pixels: the distribution the
+model is served.
+Random augmentation (rand_crop, rand_mirror) is not applied: it needs a per-batch hook in
+data.ArrayIter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+import zlib
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import DataError
+from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
+                      _load_entry, _staged_entry, _write_json, cache_entry, display_path,
+                      file_identity, register_source)
+
+if TYPE_CHECKING:  # spec.model imports sources, which imports this module
+    from .spec.model import SourceSpec, Spec
+
+IMAGE_FORMATS = ("recordio", "image_folder")
+# What im2rec --list and gluon's ImageFolderDataset take as images.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+INTER_METHODS = (0, 1, 2, 3, 4, 9)  # ImageRecordIter's: nearest, bilinear, cubic, area,
+#                                     lanczos4, auto (10, random, is an augmentation)
+# Images decoded per block: bounds transient memory on any data size. A block is queued on
+# MXNet's engine whole before any is read back. tests/benchmarks/bench_images.py, 1000
+# 160x120 JPEGs to 3x112x112 on the 2-core build machine (loaded): one image at a time ran
+# at 0.41x ImageRecordIter's samples/s, a queued block at 0.53..0.58x (about 3,000/s).
+# The rest is MXNet's Python per image (~10 C calls); Python threads did not help (1.2x):
+# the engine runs the image ops on one CPU worker, and the calls hold the GIL in between.
+DECODE_ROWS = 256
+
+
+@dataclasses.dataclass
+class ImageReadOptions(ReadOptions):
+    """ReadOptions plus what an image source needs from the spec (input.shape and the
+    SourceSpec's image keys)."""
+    shape: Tuple[int, int, int] = (3, 224, 224)  # (C, H, W): C 1 (grey) or 3 (RGB)
+    resize: Optional[int] = None     # shorter side resized to this first (ImageRecordIter)
+    inter_method: int = 1            # OpenCV interpolation, ImageRecordIter's codes
+    idx: Optional[str] = None        # recordio: the .idx file (default: beside the .rec)
+    label_width: int = 1             # recordio: labels per record header
+
+
+def image_read_options(spec: "Spec", source: "SourceSpec", options: ReadOptions) -> ReadOptions:
+    """`options` extended for an image format (unchanged for any other): what data.py's
+    reader options need from the spec. A located SpecError when input.shape is no image."""
+    if source.resolved_format not in IMAGE_FORMATS:
+        return options
+    items = spec.all_inputs
+    shape = tuple(items[0].shape) if len(items) == 1 else ()
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        where = spec.input_path(0) + (("shape",) if len(items) == 1 else ())
+        raise spec.error(where, f"format: {source.resolved_format} needs one input with shape "
+                         f"[C, H, W], C 1 (grey) or 3 (RGB); received "
+                         f"{list(shape) if len(items) == 1 else f'{len(items)} inputs'}",
+                         DataError)
+    return ImageReadOptions(**dataclasses.asdict(options), shape=shape,  # type: ignore[arg-type]
+                            resize=source.resize,
+                            inter_method=1 if source.inter_method is None else source.inter_method,
+                            idx=source.idx, label_width=source.label_width or 1)
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+def image_header(buf: bytes) -> Optional[Tuple[int, int, int]]:
+    """(channels, height, width) from a PNG's or JPEG's header, None for other formats;
+    ValueError for a damaged PNG (a chunk's CRC) or a size MXNet cannot hold. Read before
+    decoding: the decoder converts channels silently (grey to RGB, RGBA to RGB), and a
+    corrupt header's size makes MXNet try to allocate it (seen: 8e18 elements, a failed
+    allocation that breaks the engine until exit)."""
+    found = _png_header(buf) if buf[:8] == b"\x89PNG\r\n\x1a\n" else \
+        _jpeg_header(buf) if buf[:2] == b"\xff\xd8" else None
+    if found is not None and found[1] * found[2] * 4 >= MAX_PIXELS:
+        raise ValueError(f"not a decodable image (its header says {found[1]}x{found[2]} "
+                         "pixels: damaged, or too large for MXNet's 32-bit tensors)")
+    return found
+
+
+MAX_PIXELS = 2 ** 31  # values in one MXNet tensor (the wheel's 32-bit indexing)
+
+
+def _png_header(buf: bytes) -> Tuple[int, int, int]:
+    """A PNG's (channels, height, width), after checking every chunk's CRC: libpng decodes
+    some damaged files anyway (a damaged IDAT name gave an image, with a libpng line on
+    stderr), and a damaged size is an allocation that breaks MXNet."""
+    pos, header = 8, None
+    while True:
+        if pos + 12 > len(buf):
+            raise ValueError("not a decodable image (a truncated PNG file)")
+        size, kind = struct.unpack(">I4s", buf[pos:pos + 8])
+        body = buf[pos + 4:pos + 8 + size]
+        if pos + 12 + size > len(buf) or \
+                zlib.crc32(body) != struct.unpack(">I", buf[pos + 8 + size:pos + 12 + size])[0]:
+            raise ValueError(f"not a decodable image (a damaged PNG chunk at byte {pos})")
+        if kind == b"IHDR" and size == 13:
+            width, height = struct.unpack(">II", body[4:12])
+            header = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(body[13], 0), height, width
+        if kind == b"IEND":
+            break
+        pos += 12 + size
+    if header is None:
+        raise ValueError("not a decodable image (a PNG file without its IHDR header)")
+    return header
+
+
+def _jpeg_header(buf: bytes) -> Optional[Tuple[int, int, int]]:
+    pos = 2
+    while pos + 9 < len(buf) and buf[pos] == 0xFF:
+        marker = buf[pos + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", buf[pos + 5:pos + 9])
+            return buf[pos + 9], height, width
+        pos += 2 + struct.unpack(">H", buf[pos + 2:pos + 4])[0]
+    return None  # no frame header found: the decoder says what is wrong
+
+
+def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
+    """One encoded image -> (C, H, W) float32 pixels, as ImageRecordIter makes them without
+    augmentation. ValueError says why an image cannot be (the caller locates it)."""
+    return finish_decode(start_decode(buf, options), options)
+
+
+def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> Any:
+    """Check the header, then queue the decode and resize on MXNet's engine (an NDArray
+    still being computed): a block of images queued before any is read keeps the engine's
+    workers busy while Python queues the next. `array`: `buf` as an NDArray already."""
+    import mxnet as mx
+    channels = options.shape[0]
+    header = image_header(buf)
+    if header is not None and header[0] != channels:
+        names = {1: " (grey)", 2: " (grey + alpha)", 3: " (RGB)", 4: " (RGBA)"}
+        raise ValueError(f"the image has {header[0]} channels{names.get(header[0], '')}, but "
+                         f"input.shape asks for {channels}; convert the image or change "
+                         "input.shape[0]")
+    try:
+        img = mx.image.imdecode(buf if array is None else array,
+                                flag=0 if channels == 1 else 1)
+        if options.resize:
+            img = mx.image.resize_short(img, options.resize, interp=options.inter_method)
+    except mx.base.MXNetError as e:
+        raise ValueError(f"not a decodable image ({_mx_reason(e)})") from None
+    return img
+
+
+def finish_decode(img: Any, options: ImageReadOptions) -> np.ndarray:
+    """Wait for a start_decode result; its centre crop as (C, H, W) float32."""
+    import mxnet as mx
+    try:
+        pixels = img.asnumpy()
+    except mx.base.MXNetError as e:
+        raise ValueError(f"not a decodable image ({_mx_reason(e)})") from None
+    _, height, width = options.shape
+    return center_crop(pixels, height, width, options.resize).transpose(2, 0, 1) \
+        .astype(np.float32)
+
+
+def _mx_reason(error: BaseException) -> str:
+    from .errors import mxnet_message
+    return mxnet_message(error)
+
+
+def center_crop(pixels: np.ndarray, height: int, width: int, resize: Optional[int]) -> np.ndarray:
+    """The (height, width) centre of an (h, w, c) image, at ImageRecordIter's offsets
+    ((h - height) // 2, (w - width) // 2)."""
+    h, w = pixels.shape[:2]
+    if h < height or w < width:
+        hint = (f"resize: {max(height, width)} scales the shorter side up first" if not resize
+                else f"resize: {resize} is smaller than that")
+        raise ValueError(f"the image is {h}x{w} (HxW){' after resize' if resize else ''}, "
+                         f"smaller than input.shape's {height}x{width}; {hint}")
+    top, left = (h - height) // 2, (w - width) // 2
+    return pixels[top:top + height, left:left + width]
+
+
+# -- the two sources -----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Listing:
+    """What an image source holds, before decoding: one `fetch(i) -> bytes` per image,
+    `where(i)` locating image i in an error (file, message prefix), and the labels."""
+    count: int
+    fetch: Callable[[int], bytes]
+    where: Callable[[int], Tuple[str, str]]
+    labels: np.ndarray
+    identity: str  # every file's path, size and mtime, hashed with the decoding options
+
+
+def _blocks(listing: _Listing, options: ImageReadOptions) -> Iterator[np.ndarray]:
+    """The images decoded DECODE_ROWS at a time, in file order: a block is queued on MXNet's
+    engine whole, then read back. The first bad image in file order is the one reported."""
+    for start in range(0, listing.count, DECODE_ROWS):
+        stop = min(listing.count, start + DECODE_ROWS)
+        block = np.empty((stop - start,) + tuple(options.shape), np.float32)
+        # The bytes become NDArrays before anything is queued: copying into one waits for
+        # the engine's queue, which would serialise every copy behind the decodes before it.
+        encoded = [listing.fetch(i) for i in range(start, stop)]
+        arrays = [_as_ndarray(buf) for buf in encoded]
+        queued, refused = [], None
+        for i, (buf, array) in enumerate(zip(encoded, arrays), start):
+            try:
+                queued.append(start_decode(buf, options, array))
+            except ValueError as e:  # raised once the images queued before it are read
+                refused = _located(listing, i, e)
+                break
+        for i, img in enumerate(queued):
+            try:
+                block[i] = finish_decode(img, options)
+            except ValueError as e:
+                raise _located(listing, start + i, e) from None
+        if refused is not None:
+            raise refused
+        yield block
+
+
+def _as_ndarray(buf: bytes) -> Any:
+    """`buf` as the uint8 NDArray mx.image.imdecode makes of bytes (the same call)."""
+    import mxnet as mx
+    return mx.nd.array(np.frombuffer(buf, dtype=np.uint8), dtype=np.uint8)
+
+
+def _located(listing: _Listing, index: int, error: ValueError) -> DataError:
+    file, prefix = listing.where(index)
+    return DataError(f"{prefix}{error}", file=file)
+
+
+def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOptions) -> Table:
+    """Decode every image into memory, or (large, or `stream: true`) into the cache."""
+    names = [f"x{i}" for i in range(int(np.prod(options.shape)))]
+    nbytes = listing.count * len(names) * 4
+    cache = options.cache_dir is not None and options.stream is not False and \
+        (options.stream is True or nbytes > STREAM_BYTES)
+    if not cache:
+        blocks = list(_blocks(listing, options))
+        features = np.concatenate(blocks) if blocks else \
+            np.empty((0,) + tuple(options.shape), np.float32)
+        return Table(features, listing.labels, names, shown, first_data_line=0,
+                     identity=listing.identity, finite_checked=True)
+    entry = cache_entry(options.cache_dir, path, listing.identity)  # type: ignore[arg-type]
+    if not os.path.exists(os.path.join(entry, "meta.json")):
+        with _staged_entry(entry, path) as tmp:
+            with NpyWriter(os.path.join(tmp, "features.npy")) as out:
+                for block in _blocks(listing, options):
+                    out.write(block)
+                out.finish_shape(tuple(options.shape))
+            labels = listing.labels
+            np.save(os.path.join(tmp, "labels.npy"), labels, allow_pickle=False)
+            _write_json(os.path.join(tmp, "meta.json"), {
+                "version": CACHE_VERSION, "source": os.path.abspath(path),
+                "identity": listing.identity, "rows": listing.count, "feature_names": names,
+                "first_data_line": 0, "labels": "str" if labels.dtype.kind == "U"
+                else str(labels.dtype)})
+    return _load_entry(entry, shown, listing.identity)
+
+
+def _identity(fmt: str, files: Sequence[str], options: ImageReadOptions) -> str:
+    digest = hashlib.sha256(json.dumps(
+        {"v": CACHE_VERSION, "fmt": fmt, "shape": list(options.shape), "resize": options.resize,
+         "inter": options.inter_method, "label_width": options.label_width},
+        sort_keys=True).encode())
+    for name in files:
+        digest.update(file_identity(name).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _image_options(options: Optional[ReadOptions], shown: str) -> ImageReadOptions:
+    if not isinstance(options, ImageReadOptions):  # read_table called without the spec
+        raise DataError("an image source needs the input shape (C, H, W): read it through "
+                        "a spec", file=shown)
+    return options
+
+
+@register_source("recordio")
+def read_recordio(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+                  options: Optional[ReadOptions] = None) -> Table:
+    """An im2rec .rec file through its .idx, records in file order (ImageRecordIter's
+    order without shuffle); labels from the record headers."""
+    import mxnet as mx
+    opts = _image_options(options, shown)
+    idx_path, idx_shown = _idx_file(path, shown, opts.idx)
+    keys, offsets = _read_idx(idx_path, idx_shown, os.path.getsize(path))
+    record = mx.recordio.MXIndexedRecordIO(idx_path, path, "r")
+    headers: List[Any] = []
+
+    def where(i: int) -> Tuple[str, str]:
+        return shown, f"record {i} (key {keys[i]}, offset {offsets[i]}): "
+
+    def fetch(i: int) -> bytes:
+        return _unpacked(record, keys[i], where(i))[1]
+
+    for i in range(len(keys)):  # headers first: a label problem is found before decoding
+        headers.append(_unpacked(record, keys[i], where(i))[0])
+    labels = _header_labels(headers, opts.label_width, where)
+    listing = _Listing(len(keys), fetch, where, labels,
+                       _identity("recordio", [path, idx_path], opts))
+    try:
+        return _image_table(listing, path, shown, opts)
+    finally:
+        record.close()
+
+
+def _idx_file(path: str, shown: str, idx: Optional[str]) -> Tuple[str, str]:
+    if idx is None:
+        idx_path = os.path.splitext(path)[0] + ".idx"
+        idx_shown = os.path.splitext(shown)[0] + ".idx"
+    else:
+        idx_path = idx if os.path.isabs(idx) else os.path.join(os.path.dirname(path), idx)
+        idx_shown = idx if os.path.isabs(idx) else os.path.join(os.path.dirname(shown), idx)
+    if not os.path.isfile(idx_path):
+        how = "im2rec writes it beside the .rec; or name it with idx:" if idx is None else \
+            "idx: names it"
+        message = f"no index file '{idx_shown}' ({how})"
+        raise SourceKeyError("idx", message, f"{shown}: {message}", file=shown)
+    return idx_path, idx_shown
+
+
+def _read_idx(idx_path: str, idx_shown: str, rec_size: int) -> Tuple[List[int], List[int]]:
+    """The index's (key, offset) pairs, sorted by offset: the .rec's own order."""
+    pairs = []
+    with open(idx_path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            parts = raw.split(b"\t")
+            try:
+                key, offset = int(parts[0]), int(parts[1])
+            except (ValueError, IndexError):
+                raise DataError("expected 'key<TAB>offset' (an im2rec .idx file)",
+                                file=idx_shown, line=number) from None
+            if not 0 <= offset < rec_size:
+                raise DataError(f"offset {offset} is outside the .rec file ({rec_size} bytes)",
+                                file=idx_shown, line=number)
+            pairs.append((offset, key))
+    pairs.sort()
+    return [k for _, k in pairs], [o for o, _ in pairs]
+
+
+def _unpacked(record: Any, key: int, where: Tuple[str, str]) -> Tuple[Any, bytes]:
+    import mxnet as mx
+    try:
+        return mx.recordio.unpack(record.read_idx(key))
+    except (mx.base.MXNetError, struct.error, ValueError) as e:
+        reason = _mx_reason(e) if isinstance(e, mx.base.MXNetError) else str(e)
+        raise DataError(f"{where[1]}not a readable RecordIO record ({reason}); the .rec "
+                        "file is corrupt or does not match its .idx", file=where[0]) from None
+
+
+def _header_labels(headers: Sequence[Any], width: int,
+                   where: Callable[[int], Tuple[str, str]]) -> np.ndarray:
+    """(N,) labels (width 1) or (N, width); whole numbers as int64 (class labels)."""
+    out = np.empty((len(headers), width), np.float64)
+    for i, header in enumerate(headers):
+        value = np.atleast_1d(np.asarray(header.label, dtype=np.float64))
+        if value.size != width:
+            file, prefix = where(i)
+            raise DataError(f"{prefix}the header holds {value.size} label values, but "
+                            f"label_width is {width}", file=file)
+        out[i] = value
+    if not np.all(np.isfinite(out)):
+        i = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        file, prefix = where(i)
+        raise DataError(f"{prefix}label {out[i].tolist()} is not finite", file=file)
+    if np.all(out == np.round(out)):
+        out = out.astype(np.int64)
+    return out[:, 0] if width == 1 else out
+
+
+@register_source("image_folder")
+def read_image_folder(path: str, *, label: Optional[str], features: Optional[str], shown: str,
+                      options: Optional[ReadOptions] = None) -> Table:
+    """root/<class>/<image>: classes are the sub-folder names and images each folder's
+    .jpg/.jpeg/.png files, both sorted as im2rec and gluon's ImageFolderDataset sort them."""
+    opts = _image_options(options, shown)
+    files, labels = list_image_folder(path, shown)
+
+    def where(i: int) -> Tuple[str, str]:
+        return display_path(files[i]), ""
+
+    def fetch(i: int) -> bytes:
+        with open(files[i], "rb") as f:
+            return f.read()
+
+    listing = _Listing(len(files), fetch, where, np.array(labels),
+                       _identity("image_folder", files, opts))
+    return _image_table(listing, path, shown, opts)
+
+
+read_image_folder.reads_folder = True  # type: ignore[attr-defined]  # sources.read_table
+
+
+def list_image_folder(path: str, shown: str) -> Tuple[List[str], List[str]]:
+    """Every image's path and its class (folder) name, classes and files sorted."""
+    if not os.path.isdir(path):
+        what = "no such folder" if not os.path.exists(path) else "is a file, not a folder"
+        raise SourceKeyError("path", f"{what} (image_folder: one sub-folder per class)",
+                             f"{shown}: {what} (image_folder: one sub-folder per class)",
+                             file=shown)
+    classes = sorted(n for n in os.listdir(path)
+                     if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    if not classes:
+        raise DataError("no class folders (image_folder: one sub-folder of images per class)",
+                        file=shown)
+    files, labels = [], []
+    for name in classes:
+        folder = os.path.join(path, name)
+        images = sorted(f for f in os.listdir(folder) if not f.startswith(".") and
+                        os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and
+                        os.path.isfile(os.path.join(folder, f)))
+        if not images:
+            raise DataError(f"class folder '{name}' has no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)})",
+                            file=display_path(folder))
+        files += [os.path.join(folder, f) for f in images]
+        labels += [name] * len(images)
+    return files, labels
+
+
+# -- statistics -----------------------------------------------------------
+
+def pixel_statistics(mean: Sequence[float], var: Sequence[float]) -> Dict[str, Any]:
+    """The input layer's exact statistics (a manifest's input_normalization exact_mean and
+    exact_var) as image people know them: mean and std per channel in pixel units (0..255),
+    RGB order, and ImageRecordIter's flag names (mean_r ... std_b) for a legacy pipeline
+    that normalizes outside the model."""
+    mean64 = np.asarray(mean, dtype=np.float64)
+    std = np.sqrt(np.asarray(var, dtype=np.float64))
+    out: Dict[str, Any] = {"order": "RGB" if len(mean64) == 3 else "grey",
+                           "units": "pixel values 0..255 as decoded",
+                           "mean": mean64.tolist(), "std": std.tolist()}
+    if len(mean64) == 3:
+        for i, c in enumerate("rgb"):
+            out[f"mean_{c}"], out[f"std_{c}"] = float(mean64[i]), float(std[i])
+    return out
