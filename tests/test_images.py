@@ -187,6 +187,7 @@ def test_the_example_spec_builds_to_practitioner_accuracy_on_raw_pixels(tmp_path
                                rtol=1e-10)
     assert flags["mean"] == [flags["mean_r"], flags["mean_g"], flags["mean_b"]] == \
         norm["exact_mean"] and flags["order"] == "RGB"
+    assert out.manifest["input_pixels"]["data"] == flags  # the manifest carries them
     # Served raw: the ONNX model takes the decoder's 0..255 pixels, no mean_r/std_r flags.
     session = ort.InferenceSession(str(tmp_path / "export" / "digits_images.onnx"))
     probs = session.run(None, {"data": pixels[val]})[0]

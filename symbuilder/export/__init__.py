@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..builder import infer_shapes
+from ..images import IMAGE_FORMATS, pixel_statistics
 from ..files import write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
@@ -82,7 +83,7 @@ def _write_models(spec: Spec, result: "TrainResult", staging: str, input_shapes:
 
 def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str, Any]:
     """Everything the manifest says that is known before a file is written."""
-    return {
+    manifest = {
         "name": spec.name,
         "created": folder.now_iso(),
         "epoch": result.epoch,
@@ -101,6 +102,11 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         "spec": spec.to_dict(),
         "versions": folder.versions(),
     }
+    if spec.data is not None and spec.data.train.resolved_format in IMAGE_FORMATS:
+        # The exact statistics as image people know them: per channel, pixel units, RGB.
+        manifest["input_pixels"] = {name: pixel_statistics(r["exact_mean"], r["exact_var"])
+                                    for name, r in result.input_stats.items()}
+    return manifest
 
 
 def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:
