@@ -852,7 +852,7 @@ def load_samples(path: str, manifest: Optional[Mapping[str, Any]] = None) -> np.
     manifest's feature names (its label column ignored), or all taken in file order. A
     DataError naming the file for anything else (object arrays and pickles included: they are
     never loaded)."""
-    from .sources import read_table
+    from .data.sources import read_table
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in ("npy", "npz"):
         if not os.path.isfile(path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import DATA
-from symbuilder.sources import SOURCES, ReadOptions, read_table
+from symbuilder.data.sources import SOURCES, ReadOptions, read_table
 
 
 def reference():

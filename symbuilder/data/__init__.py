@@ -1,14 +1,17 @@
-"""Spec data -> train/val arrays shaped for the network -> mx.io iterators.
+"""Stage 3, the data: spec data -> train/val arrays shaped for the network.
 
 Owns label encoding (class labels to 0..K-1 for SoftmaxOutput), the seeded (stratified)
-validation split, reshaping rows to `input.shape`, and the iterators Module.fit consumes.
+validation split and reshaping rows to `input.shape`. The class count to check the labels
+against comes from the Model (model.num_outputs): this stage never builds a graph.
+data.sources reads the files, data.cache keeps derived arrays on disk, data.iterators
+makes the mx.io iterators Module.fit consumes.
 
 Data larger than memory: a source read from disk (a memory-mapped .npy/.npz, or a csv or
-libsvm file streamed into the cache by symbuilder.sources) that is larger than
+libsvm file streamed into the cache by symbuilder.data.sources) that is larger than
 sources.STREAM_BYTES, or has `stream: true`, is split on disk: the rows of each split (and
 each input's columns) are gathered in chunks into float32 .npy files in the cache folder,
 named by a hash of the source and the row indices, and memory-mapped. Calibration
-(normalize.array_stats) and ArrayIter read them a chunk at a time. Labels stay in memory.
+(moments.array_stats) and ArrayIter read them a chunk at a time. Labels stay in memory.
 The cache folder is `export/.<name>.data/` unless the caller names one; it can be deleted
 at any time (it is rebuilt).
 """
@@ -16,20 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import os
-import queue
-import threading
-import uuid
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-import mxnet as mx
 import numpy as np
 
-from .errors import DataError
-from .sources import (STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
-                      check_finite, closest_text, display_path, read_table, release_pages)
-from .spec.model import SourceSpec, Spec
+from ..errors import DataError
+from .cache import ArrayStore, cache_dir_for, default_cache_dir
+from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
+                      closest_text, display_path, read_table)
+
+if TYPE_CHECKING:  # annotations only: spec.model imports data.sources, so no runtime import
+    from ..spec.model import SourceSpec, Spec
+
+__all__ = ["Dataset", "SplitData", "load_data", "cache_dir_for", "default_cache_dir"]
 
 
 @dataclasses.dataclass
@@ -65,17 +68,6 @@ class SplitData:
 
 def is_classification(spec: Spec) -> bool:
     return spec.output.op == "SoftmaxOutput"
-
-
-def cache_dir_for(out_dir: str) -> str:
-    """Where streamed sources and on-disk splits live: beside the export folder, hidden, as
-    the run folder is (`export/.<name>.data/` for `export/<name>`)."""
-    parent, base = os.path.split(os.path.abspath(out_dir))
-    return os.path.join(parent, f".{base}.data")
-
-
-def default_cache_dir(spec: Spec) -> str:
-    return cache_dir_for(os.path.join("export", spec.name))
 
 
 def _read_options(spec: Spec, source: SourceSpec, cache_dir: Optional[str]) -> ReadOptions:
@@ -117,7 +109,7 @@ def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
             where = spec.input_path(i) + (("columns", j) if len(item.columns) > 1 else ("columns",))
             matches = [k for k, n in enumerate(feature_names) if fnmatch.fnmatchcase(n, pattern)]
             if not matches:
-                from .spec.catalog_suggest import suggest_text
+                from ..spec.catalog_suggest import suggest_text
                 raise spec.error(where, f"no feature column matches '{pattern}'"
                                  f"{suggest_text(pattern, feature_names)} "
                                  f"({closest_text(pattern, feature_names)})", DataError)
@@ -162,77 +154,6 @@ def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]], *,
             part = np.ascontiguousarray(part[rows])
         out[item.name] = part.reshape((n,) + tuple(item.shape))
     return out
-
-
-GATHER_BYTES = 8 << 20  # rows gathered per chunk when a split is written to disk
-
-
-class ArrayStore:
-    """Derived float32 arrays (split rows, input columns) as .npy files in `folder`, named
-    by a hash of what they hold, so an unchanged source and split are gathered once."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.used: Set[str] = set()
-
-    def gather(self, table: Table, flat: np.ndarray, rows: Optional[np.ndarray],
-               cols: Optional[List[int]], shape: Tuple[int, ...]) -> np.ndarray:
-        """`flat`'s `rows` (sorted ascending; None: all) and `cols` (None: all) as a
-        memory-mapped (N, *shape) float32 file, written once."""
-        if rows is not None and len(rows) > 1 and np.any(np.diff(rows) < 0):
-            raise ValueError("rows must be sorted")
-        digest = hashlib.sha256()
-        digest.update(repr((table.identity or table.path, flat.shape, shape, cols)).encode())
-        digest.update(b"all" if rows is None else np.asarray(rows, dtype=np.int64).tobytes())
-        name = digest.hexdigest()[:32] + ".npy"
-        path = os.path.join(self.folder, name)
-        self.used.add(name)
-        if not os.path.exists(path):
-            os.makedirs(self.folder, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            step = max(1, GATHER_BYTES // max(1, flat.shape[1] * 4))
-            try:
-                # Windows of `step` source rows: what is resident at once (the window's
-                # pages, released behind, plus the rows picked from it) stays bounded
-                # however sparse `rows` is.
-                total = flat.shape[0]
-                if rows is not None:
-                    bounds = np.searchsorted(rows, np.arange(0, total + step, step))
-                with NpyWriter(tmp) as out:
-                    for k, start in enumerate(range(0, total, step)):
-                        span = flat[start:start + step]
-                        if rows is None:
-                            block = np.asarray(span if cols is None else span[:, cols])
-                        else:
-                            pick = rows[bounds[k]:bounds[k + 1]]
-                            if not len(pick):
-                                continue
-                            block = span[pick - start]
-                            if cols is not None:
-                                block = block[:, cols]
-                        out.write(block.reshape((len(block),) + shape))
-                        release_pages(span)
-                    out.finish_shape(shape)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-
-    def drop_unused(self) -> None:
-        """Arrays of earlier splits (another seed, fraction or file version) are removed, and
-        half-written ones of processes that are gone."""
-        if not os.path.isdir(self.folder):
-            return
-        from .sources import drop_orphans
-        drop_orphans(self.folder)
-        for name in os.listdir(self.folder):
-            if name.endswith(".npy") and name not in self.used:
-                try:
-                    os.unlink(os.path.join(self.folder, name))
-                except OSError:
-                    pass
 
 
 def _on_disk(source: SourceSpec, table: Table) -> bool:
@@ -303,8 +224,10 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int, stratify: bool
     return np.flatnonzero(mask), val
 
 
-def load_data(spec: Spec, *, cache_dir: Optional[str] = None) -> SplitData:
-    """Read, check, encode and split the spec's data. `cache_dir`: where a large source is
+def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
+              cache_dir: Optional[str] = None) -> SplitData:
+    """Read, check, encode and split the spec's data. `num_outputs` (the Model's): the
+    labels may have at most that many classes. `cache_dir`: where a large source is
     streamed and split on disk (default `export/.<name>.data/`, beside the default export
     folder); small data never touches it."""
     if spec.data is None:
@@ -349,276 +272,11 @@ def load_data(spec: Spec, *, cache_dir: Optional[str] = None) -> SplitData:
     if store.used:
         store.drop_unused()
     names = {k: [table.feature_names[c] for c in v] for k, v in columns.items()}
-    if classes is not None:
-        n_out = _num_outputs(spec)
-        if n_out is not None and len(classes) > n_out:
-            raise spec.error(train_key + ("label",), f"the labels have {len(classes)} classes "
-                             f"({classes[:10]}), but the network outputs {n_out} values",
-                             DataError)
+    if classes is not None and num_outputs is not None and len(classes) > num_outputs:
+        raise spec.error(train_key + ("label",), f"the labels have {len(classes)} classes "
+                         f"({classes[:10]}), but the network outputs {num_outputs} values",
+                         DataError)
     used = [n for cols in names.values() for n in cols]
     return SplitData(train, val, used, classes, names)
 
 
-def _num_outputs(spec: Spec) -> Optional[int]:
-    """Width of the last layer (batch 1), or None if it cannot be inferred cheaply."""
-    from .builder import build_symbol, infer_shapes
-    symbol = build_symbol(spec, check_shapes=False)
-    shapes = infer_shapes(spec, symbol)
-    out = shapes.get(symbol.list_outputs()[0])
-    return int(np.prod(out[1:])) if out else None
-
-
-def shard_rows(n: int, num_workers: int) -> int:
-    """Rows per worker and epoch: ceil(n / num_workers), the same on every worker."""
-    return -(-n // num_workers)
-
-
-def shard_order(order: np.ndarray, rank: int, num_workers: int) -> np.ndarray:
-    """Worker `rank`'s part of an epoch's order (the same permutation on every worker):
-    positions rank, rank + W, ... of the order repeated cyclically to ceil(n/W) x W, so
-    every worker runs the same number of batches (dist_sync needs that) and the shards
-    together cover every row, at most W - 1 rows twice."""
-    if num_workers <= 1:
-        return order
-    return np.resize(order, shard_rows(len(order), num_workers) * num_workers)[rank::num_workers]
-
-
-CHUNK_BYTES = 8 << 20  # features gathered per host-to-engine copy in ArrayIter
-PREFETCH_CHUNKS = 2    # chunks a background thread gathers ahead (memory-mapped inputs)
-
-
-def _batch_indices(order: np.ndarray, start: int, batch_size: int, shuffle: bool
-                   ) -> Tuple[np.ndarray, int]:
-    idx = order[start:start + batch_size]
-    if shuffle:
-        idx = np.sort(idx)  # same batch, read front to back
-    pad = batch_size - len(idx)
-    if pad:  # the repeats go last: Module.predict strips the last `pad` rows
-        idx = np.concatenate([idx, np.resize(order, pad)])  # pad may exceed len(order)
-    return idx, pad
-
-
-def _gather(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    out = np.asarray(array[idx], dtype=np.float32)
-    if array.nbytes > STREAM_BYTES:  # a large memory-mapped file: keep resident memory bounded
-        release_pages(array)
-    return out
-
-
-Chunk = Tuple[List[np.ndarray], np.ndarray, List[int]]  # inputs, labels, pads per batch
-
-
-def epoch_chunks(inputs: Dict[str, np.ndarray], labels: np.ndarray, order: np.ndarray,
-                 batch_size: int, shuffle: bool, start: int = 0) -> Iterator[Chunk]:
-    """An epoch's batches from position `start` of `order`, CHUNK_BYTES of them at a time,
-    gathered into contiguous float32 arrays: the batches of _batch_indices, made with a few
-    numpy calls per chunk (each call is a GIL hand-off when a thread runs this). A pure
-    function of its arguments: prefetched or not, the batches are the same."""
-    row_bytes = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs.values()) * 4)
-    per_chunk = max(1, CHUNK_BYTES // (row_bytes * batch_size))
-    n = len(order)
-    while start < n:
-        stop = min(n, start + per_chunk * batch_size)
-        part = order[start:stop]
-        full = (len(part) // batch_size) * batch_size
-        pads = [0] * (full // batch_size)
-        pieces = [np.sort(part[:full].reshape(-1, batch_size), axis=1).ravel() if shuffle
-                  else part[:full]]
-        if full < len(part):  # the epoch's last, short batch
-            pad = batch_size - (len(part) - full)
-            pieces += [np.sort(part[full:]) if shuffle else part[full:],
-                       np.resize(order, pad)]  # pad may exceed len(order)
-            pads.append(pad)
-        idx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-        start = stop
-        yield ([_gather(a, idx) for a in inputs.values()],
-               np.asarray(labels[idx], dtype=np.float32), pads)
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _produce(chunks: Iterator[Chunk], out: "queue.Queue[Any]", stop: threading.Event) -> None:
-    """The prefetch thread: gather chunks ahead (numpy releases the GIL while it copies, and
-    a memory-mapped file's page faults happen here, not in the training loop)."""
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-    try:
-        for chunk in chunks:
-            if stop.is_set() or not put(chunk):
-                return
-        put(None)
-    except BaseException as e:  # handed to the consumer, raised there
-        put(_Failure(e))
-
-
-class _Prefetcher:
-    """Runs `chunks` in a daemon thread, `depth` chunks ahead; close() stops it."""
-
-    def __init__(self, chunks: Iterator[Chunk], depth: int) -> None:
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=_produce, args=(chunks, self._queue, self._stop),
-                                        name="symbuilder-prefetch", daemon=True)
-        self._thread.start()
-
-    def __next__(self) -> Chunk:
-        item = self._queue.get()
-        if isinstance(item, _Failure):
-            raise item.error
-        if item is None:
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:  # unblock a pending put
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join()
-
-
-class ArrayIter(mx.io.DataIter):
-    """Batches from numpy (or memory-mapped) arrays, in an order fixed by (seed, epoch).
-
-    MXNet's NDArrayIter reshuffles cumulatively, so epoch e's order depends on every earlier
-    epoch and a resumed run cannot reproduce it. Here epoch e's order is a permutation drawn
-    from (seed, e) alone; within a batch, indices are sorted, so a memory-mapped array is
-    read front to back. The last batch is padded from the start of the order (`pad` tells
-    how many samples are repeats; Module.predict strips them).
-    `on_epoch_start(epoch)` runs before each epoch's first batch: the trainer seeds MXNet's
-    RNG there, which makes dropout masks a function of (seed, epoch) too.
-    `prefetch` chunks of batches are gathered ahead by a background thread (0: none; None:
-    PREFETCH_CHUNKS when an input is memory-mapped, where a gather can wait for the disk,
-    else none: gathering from RAM is a memcpy, and a thread would only add GIL hand-offs).
-    Within the epoch only: the next epoch's order and its on_epoch_start run at reset(), in
-    the caller's thread, as without prefetching. NDArrays are made in the caller's thread.
-    """
-
-    def __init__(self, inputs: Dict[str, np.ndarray], labels: np.ndarray, *,
-                 label_name: str, batch_size: int, shuffle: bool, seed: int = 0,
-                 epoch: int = 0, on_epoch_start: Optional[Any] = None,
-                 shard: Optional[Tuple[int, int]] = None,
-                 prefetch: Optional[int] = None) -> None:
-        super().__init__(batch_size)
-        self.inputs = inputs
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = epoch
-        self.on_epoch_start = on_epoch_start
-        self.shard = shard  # (rank, num_workers): this worker's rows of each epoch's order
-        if prefetch is None:
-            from .sources import is_memmapped
-            disk = any(is_memmapped(a) for a in inputs.values())
-            prefetch = PREFETCH_CHUNKS if disk else 0
-        self.prefetch = max(0, int(prefetch))
-        self._source: Optional[Any] = None
-        self.provide_data = [mx.io.DataDesc(name, (batch_size,) + array.shape[1:], np.float32)
-                             for name, array in inputs.items()]
-        self.provide_label = [mx.io.DataDesc(label_name, (batch_size,) + labels.shape[1:],
-                                             np.float32)]
-        self._start_epoch()
-
-    def _start_epoch(self) -> None:
-        self._close_source()
-        n = len(self.labels)
-        if self.shuffle:
-            rng = np.random.RandomState((self.seed * 1_000_003 + self.epoch) % (2 ** 32))
-            self._order = rng.permutation(n)
-        else:
-            self._order = np.arange(n)
-        if self.shard is not None:
-            self._order = shard_order(self._order, *self.shard)
-        self._cursor = 0
-        self._chunk_pads: List[int] = []
-        self._chunk_pos = 0
-        if self.on_epoch_start is not None:
-            self.on_epoch_start(self.epoch)
-
-    def _close_source(self) -> None:
-        source, self._source = getattr(self, "_source", None), None
-        if isinstance(source, _Prefetcher):
-            source.close()
-
-    def close(self) -> None:
-        """Stop the prefetch thread (also done by reset() and when the iterator is freed)."""
-        self._close_source()
-
-    def __del__(self) -> None:
-        try:
-            self._close_source()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-    def reset(self) -> None:
-        self.epoch += 1
-        self._start_epoch()
-
-    def __iter__(self) -> "ArrayIter":
-        return self
-
-    def __next__(self) -> Any:
-        return self.next()
-
-    def _batch_indices(self, start: int) -> Tuple[np.ndarray, int]:
-        return _batch_indices(self._order, start, self.batch_size, self.shuffle)
-
-    def _load_chunk(self) -> None:
-        """The next CHUNK_BYTES of batches as one NDArray per input: one host-to-engine copy
-        per chunk instead of per batch (each mx.nd.array call costs ~0.5 ms)."""
-        if self._source is None:
-            chunks = epoch_chunks(self.inputs, self.labels, self._order, self.batch_size,
-                                  self.shuffle, start=self._cursor)
-            self._source = _Prefetcher(chunks, self.prefetch) if self.prefetch else chunks
-        data, label, pads = next(self._source)
-        self._chunk_data = [mx.nd.array(d, dtype=np.float32) for d in data]
-        self._chunk_label = mx.nd.array(label, dtype=np.float32)
-        self._chunk_pads = pads
-        self._chunk_pos = 0
-
-    def next(self) -> Any:
-        if self._cursor >= len(self._order):
-            self._close_source()
-            raise StopIteration
-        if self._chunk_pos >= len(self._chunk_pads):
-            self._load_chunk()
-        k = self._chunk_pos
-        lo, hi = k * self.batch_size, (k + 1) * self.batch_size
-        self._chunk_pos += 1
-        self._cursor += self.batch_size
-        return mx.io.DataBatch(data=[d[lo:hi] for d in self._chunk_data],
-                               label=[self._chunk_label[lo:hi]],
-                               pad=self._chunk_pads[k], provide_data=self.provide_data,
-                               provide_label=self.provide_label)
-
-
-def labels_for(spec: Spec, dataset: Dataset) -> np.ndarray:
-    """Labels shaped as the head expects: (N,) for SoftmaxOutput, (N, k) for regression."""
-    if spec.output.op == "SoftmaxOutput":
-        return dataset.labels
-    return dataset.labels.reshape(len(dataset.labels), -1)
-
-
-def make_iter(spec: Spec, dataset: Dataset, *, batch_size: int, shuffle: bool, epoch: int = 0,
-              on_epoch_start: Optional[Any] = None,
-              shard: Optional[Tuple[int, int]] = None,
-              prefetch: Optional[int] = None) -> ArrayIter:
-    """The iterator Module.fit and Module.predict consume, named as the symbol's variables.
-    `shard=(rank, num_workers)`: a dist worker's rows of every epoch (see shard_order).
-    `prefetch`: chunks gathered ahead in a background thread (0: none; None: when an input
-    is memory-mapped)."""
-    return ArrayIter(dataset.inputs, labels_for(spec, dataset), label_name=spec.output.label_name, batch_size=batch_size, shuffle=shuffle,
-                     seed=spec.train.seed, epoch=epoch, on_epoch_start=on_epoch_start,
-                     shard=shard, prefetch=prefetch)

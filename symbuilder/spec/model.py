@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import SpecError
 from ..onnx.opsets import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
-from ..sources import SOURCES
+from ..data.sources import SOURCES
 from .yamlload import Locations, Path, load_yaml
 
 DATA_FORMATS = tuple(SOURCES)
