@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..spec.catalog_suggest import suggest_text
 from .cache import ArrayStore, cache_dir_for, default_cache_dir
 from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
                       closest_text, display_path, read_table)
@@ -109,7 +110,6 @@ def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
             where = spec.input_path(i) + (("columns", j) if len(item.columns) > 1 else ("columns",))
             matches = [k for k, n in enumerate(feature_names) if fnmatch.fnmatchcase(n, pattern)]
             if not matches:
-                from ..spec.catalog_suggest import suggest_text
                 raise spec.error(where, f"no feature column matches '{pattern}'"
                                  f"{suggest_text(pattern, feature_names)} "
                                  f"({closest_text(pattern, feature_names)})", DataError)

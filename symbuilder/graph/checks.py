@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ExportError
 from ..inputlayer import InputLayerNames, fixed_param_names
 from ..spec.model import CONTEXT_RE, Spec
+from ..spec.semantics import make_initializer
 from . import Model
 from .layers import layer_names
 from .shapes import argument_owners, elements
@@ -76,7 +77,6 @@ def check_initialization(model: Model) -> None:
     (the real shape up to 2^16 elements, else the same rank with dimensions cut to 8): an
     initializer that cannot fill a parameter (xavier on a 1-D bias, a parameter named so that
     MXNet picks no default) fails here instead of after the data is read."""
-    from ..spec.semantics import make_initializer  # lazy: spec.semantics imports the graph
     spec, symbol, shapes = model.spec, model.symbol, model.shapes
     initializer = make_initializer(spec, spec.train.initializer, ("train", "initializer"))
     attrs = symbol.attr_dict()

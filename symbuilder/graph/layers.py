@@ -13,7 +13,10 @@ import mxnet as mx
 
 from ..errors import mxnet_message
 from ..inputlayer import InputLayerNames, build_input
+from ..spec.catalog import AttrError, check_attrs
+from ..spec.catalog_suggest import suggest_text
 from ..spec.model import Spec
+from ..spec.semantics import make_initializer
 
 
 def layer_names(spec: Spec) -> List[str]:
@@ -40,16 +43,11 @@ def layer_names(spec: Spec) -> List[str]:
 
 def param_initializer(init: Dict[str, Any], where: Tuple, spec: Spec) -> mx.init.Initializer:
     """A layer parameter's `init:` as the mx.init.Initializer a build uses."""
-    from ..spec.semantics import make_initializer  # lazy: spec.semantics imports this module
     return make_initializer(spec, init, where)
 
 
 def _layer_attrs(spec: Spec, index: int) -> Dict[str, str]:
     layer = spec.layers[index]
-    try:
-        from ..spec.catalog import AttrError, check_attrs
-    except ImportError:  # pragma: no cover - the catalogue is being written
-        return {k: (str(tuple(v)) if isinstance(v, list) else str(v)) for k, v in layer.attrs.items()}
     try:
         return check_attrs(layer.op, layer.attrs)
     except AttrError as e:
@@ -124,7 +122,6 @@ def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol],
     for i, (layer, name) in enumerate(zip(spec.layers, names)):
         op_fn = getattr(mx.sym, layer.op, None)
         if op_fn is None or layer.op.startswith("__"):
-            from ..spec.catalog_suggest import suggest_text
             raise spec.error(("layers", i, "op"), f"unknown MXNet operator '{layer.op}'"
                              f"{suggest_text(layer.op, [n for n in dir(mx.sym) if n[:1].isupper()])}")
         if layer.inputs is None:
@@ -140,7 +137,6 @@ def build_layers(spec: Spec, starts: Dict[str, mx.sym.Symbol],
                     later = ref in names[i:]
                     why = ("names this layer or a later one; inputs must come earlier"
                            if later else "is not an earlier layer or input")
-                    from ..spec.catalog_suggest import suggest_text
                     raise spec.error(("layers", i, "inputs", j),
                                      f"'{ref}' {why}{'' if later else suggest_text(ref, produced)}")
                 inputs.append(produced[ref])

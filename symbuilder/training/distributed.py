@@ -50,7 +50,7 @@ import threading
 import time
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..errors import RunError, UsageError
+from ..errors import RunError, UsageError, mxnet_message
 
 DIST_KVSTORES = ("dist_sync", "dist_async", "dist_device_sync")
 DMLC_VARS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
@@ -288,7 +288,6 @@ def join(spec: Any, *, progress: Any = None) -> WorkerContext:
     try:
         kv = mx.kv.create(kind)
     except mx.base.MXNetError as e:
-        from ..errors import mxnet_message
         raise RunError(f"could not join the parameter server at "
                        f"{env.get('DMLC_PS_ROOT_URI')}:{env.get('DMLC_PS_ROOT_PORT')}: "
                        f"{mxnet_message(e)}") from None
