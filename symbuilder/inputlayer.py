@@ -129,6 +129,13 @@ def _channel_name(item: Any, data: Any, channel: int) -> str:
     return f"channel {channel} of input '{item.name}'"
 
 
+def pinned_aux(spec: Spec, stats: Dict[str, Any]) -> Dict[str, mx.nd.NDArray]:
+    """The aux states pin_aux keeps exact: the calibrated statistics of the input layers
+    whose moving statistics never change (fixed_aux_names)."""
+    fixed = set(fixed_aux_names(spec))
+    return {k: v for k, v in initial_aux_params(stats).items() if k in fixed}
+
+
 def pin_aux(module: Any, exact: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Several devices (context: [cpu(0), cpu(1), cpu(2)]): Module.get_params() averages
     every aux state over the devices in float32, and Module.fit writes that average back

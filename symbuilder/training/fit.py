@@ -18,7 +18,7 @@ from ..data import SplitData
 from ..data.iterators import make_iter
 from ..graph import Model, build_model
 from ..inputlayer import (calibrate, fixed_aux_names, fixed_param_names, initial_aux_params,
-                          input_layer_report)
+                          input_layer_report, pinned_aux)
 from ..spec.model import Spec
 from ..spec.semantics import check_schedule
 from .loop import EpochLoop, seed_epoch
@@ -104,11 +104,9 @@ def train(spec: Spec, data: SplitData, *, model: Optional[Model] = None,
     module = _bound_module(model, train_iter, ctx, verbose)
     _init_params(module, spec, stats, state, store)
     kvstore = _init_optimizer(module, spec, batches_per_epoch, state, store, worker, run_dir)
-    pinned = {k: v for k, v in initial_aux_params(stats).items()
-              if k in set(fixed_aux_names(spec))}
     loop = EpochLoop(spec, data, module, metric=TrainingMetrics(spec.metrics),
                      reporter=reporter, store=store, state=state, batch_size=batch_size,
-                     pinned=pinned if len(ctx) > 1 else None, worker=worker)
+                     pinned=pinned_aux(spec, stats) if len(ctx) > 1 else None, worker=worker)
     loop.run(train_iter, kvstore, verbose)
     arg_params, aux_params, export_epoch = loop.finish(say)
     report = input_layer_report(spec, arg_params, aux_params, stats)

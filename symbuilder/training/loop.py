@@ -143,7 +143,7 @@ class EpochLoop:
         entry = self.record_metrics(epoch, seconds)
         is_best = self.track_best(epoch, entry, arg_params, aux_params)
         stop = self.should_stop(epoch)
-        self.reporter.epoch_done(entry, best=is_best)
+        self.report_progress(entry, is_best)
         self.checkpoint(epoch, entry, stop=stop, is_best=is_best)
         if stop:
             self.stopped_early = True
@@ -199,6 +199,10 @@ class EpochLoop:
         if self.worker:
             stop = self.worker.any(stop)  # a worker left alone would wait forever in a push
         return stop
+
+    def report_progress(self, entry: Dict[str, Any], is_best: bool) -> None:
+        """The epoch's line (the bar, on a terminal, is drawn per batch by the reporter)."""
+        self.reporter.epoch_done(entry, best=is_best)
 
     def checkpoint(self, epoch: int, entry: Dict[str, Any], *, stop: bool, is_best: bool
                    ) -> None:
