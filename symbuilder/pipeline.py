@@ -27,7 +27,7 @@ from .graph.checks import check_static
 from .graph.summary import layer_shapes
 from .inputlayer import calibrate
 from .spec.model import Spec
-from .training import Progress, TrainResult, train, with_epochs
+from .training import Progress, TrainResult, distributed, train, with_epochs
 from .training.metrics import check_labels
 from .training.runstore import RunStore, is_run_file
 
@@ -356,17 +356,29 @@ def validate(spec: Spec, *, check_data: bool = True) -> str:
     """Build the Model (shape inference included), run the static checks and (unless
     `check_data` is false) read the data files and check labels and shapes: everything a
     build checks before training. Returns a one-line summary."""
-    model = build_model(spec)
-    check_static(model)
+    model = _checked_model(spec)
     parts = [f"{len(spec.layers)} layers",
              f"{sum(r['params'] for r in layer_shapes(model)):,} parameters"]
     if check_data:
-        data = load_data(spec, num_outputs=model.num_outputs)
-        check_labels(spec, data)
+        data = _checked_data(model)
         parts.append(f"{len(data.train)} training and {len(data.val)} validation samples")
         if data.classes is not None:
             parts.append(f"{len(data.classes)} classes")
     return ", ".join(parts)
+
+
+def _checked_model(spec: Spec) -> Model:
+    """The Model, statically checked: before any data is read or any epoch is trained."""
+    model = build_model(spec)
+    check_static(model)
+    return model
+
+
+def _checked_data(model: Model, cache_dir: Optional[str] = None) -> SplitData:
+    """The data, with what needs the labels (f1 on 10 classes) checked before any epoch."""
+    data = load_data(model.spec, num_outputs=model.num_outputs, cache_dir=cache_dir)
+    check_labels(model.spec, data)
+    return data
 
 
 def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = None,
@@ -379,7 +391,6 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     (`export/.<name>.run/`); `resume=True` continues from its last complete checkpoint. The
     run folder is removed once the export is published.
     """
-    from .training import distributed  # lazy: only a build needs the dist machinery
     say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
     if epochs is not None:  # an --epochs override, checked before anything is read or written
@@ -389,11 +400,8 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     with contextlib.ExitStack() as held:
         if not dist:  # a dist worker learns its rank (whether it writes) only when it joins
             held.enter_context(out_lock(out_dir))
-        model = build_model(spec)  # the graph, built once for every stage below
-        check_static(model)  # before any data is read or any epoch is trained
-        data = load_data(spec, num_outputs=model.num_outputs,
-                         cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
-        check_labels(spec, data)  # what needs the labels (f1 on 10 classes), before any epoch
+        model = _checked_model(spec)  # the graph, built once for every stage below
+        data = _checked_data(model, cache_dir_for(out_dir))  # large sources: beside the export
         worker = distributed.join(spec, progress=say) if dist else None
         if worker is not None and worker.chief:
             held.enter_context(out_lock(out_dir))

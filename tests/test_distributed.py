@@ -1,4 +1,4 @@
-"""Distributed training on MXNet's parameter server (symbuilder.distributed).
+"""Distributed training on MXNet's parameter server (symbuilder.training.distributed).
 
 The slow tests run real jobs through `symbuilder launch` on loopback (a scheduler, one
 server, two workers) and compare against independent computations: numpy float64
