@@ -1,8 +1,8 @@
 """Stage 2, the graph: the spec's network built ONCE per build, as a `Model`.
 
 Every later stage (static checks, data, statistics, training, export) receives the Model
-instead of building the symbol or inferring its shapes again: before this, one build
-built the graph three times and inferred its shapes four times.
+instead of building the symbol or inferring its shapes again (tests/test_stages.py counts
+the builds).
 """
 from __future__ import annotations
 
