@@ -16,10 +16,10 @@ def __getattr__(name: str) -> Any:
         from .spec.model import load_spec
         return load_spec
     if name == "build_symbol":
-        from .builder import build_symbol
+        from .graph import build_symbol
         return build_symbol
     if name == "train":
-        from .train import train
+        from .training import train
         return train
     if name in ("export_model", "build"):
         from . import pipeline

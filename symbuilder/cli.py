@@ -75,7 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .checks import validate
+    from .pipeline import validate
     spec = _load(args)
     summary = validate(spec, check_data=not args.no_data)
     print(f"{args.spec}: ok ({summary})")
@@ -83,7 +83,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .checks import summary_table
+    from .graph.summary import summary_table
     spec = _load(args)
     print(summary_table(spec))
     return EXIT_OK
@@ -258,7 +258,7 @@ def _build_argv(args: argparse.Namespace) -> List[str]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .distributed import check_launch, is_dist, launch
+    from .training.distributed import check_launch, is_dist, launch
     spec = _load(args)
     if not is_dist(spec.train.kvstore):
         raise spec.error(("train", "kvstore"), f"launch runs a parameter-server job, but "
@@ -598,7 +598,7 @@ def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -
 
 def run() -> None:
     code = main(keep_signals_ignored=True)  # a late signal must not interrupt the exit
-    from .distributed import exit_failed_worker
+    from .training.distributed import exit_failed_worker
     exit_failed_worker(code)  # a failed dist worker must not wait in the kvstore's barrier
     sys.exit(code)
 

@@ -1,4 +1,5 @@
-"""The whole build, one direction: spec -> data -> train -> export folder -> verified.
+"""The whole build, one direction: spec -> Model -> static checks -> data -> statistics ->
+training -> export folder -> verified.
 
 `build` is what `symbuilder build` runs; library users call it (or the steps) directly.
 """
@@ -18,17 +19,19 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import export, proof
-from .builder import build_symbol
-from .checkpoints import RunStore, is_run_file
-from .checks import check_labels, check_static
 from .data import SplitData, cache_dir_for, load_data
 from .defaults import DEFAULT_RANDOM_SAMPLES, DEFAULT_SEED
 from .errors import ExportError, UsageError
 from .export import folder as export_folder
+from .graph import Model, build_model
+from .graph.checks import check_static
+from .graph.summary import layer_shapes
+from .inputlayer import calibrate
 from .serving import audit
 from .spec.model import Spec
-from .spec.semantics import check_schedule
-from .train import Progress, TrainResult, train
+from .training import Progress, TrainResult, distributed, train, with_epochs
+from .training.metrics import check_labels
+from .training.runstore import RunStore, is_run_file
 
 
 @dataclasses.dataclass
@@ -293,6 +296,35 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
     return export.export_model(spec, result, data, out_dir, prove=prove)
 
 
+def validate(spec: Spec, *, check_data: bool = True) -> str:
+    """Build the Model (shape inference included), run the static checks and (unless
+    `check_data` is false) read the data files and check labels and shapes: everything a
+    build checks before training. Returns a one-line summary."""
+    model = _checked_model(spec)
+    parts = [f"{len(spec.layers)} layers",
+             f"{sum(r['params'] for r in layer_shapes(model)):,} parameters"]
+    if check_data:
+        data = _checked_data(model)
+        parts.append(f"{len(data.train)} training and {len(data.val)} validation samples")
+        if data.classes is not None:
+            parts.append(f"{len(data.classes)} classes")
+    return ", ".join(parts)
+
+
+def _checked_model(spec: Spec) -> Model:
+    """The Model, statically checked: before any data is read or any epoch is trained."""
+    model = build_model(spec)
+    check_static(model)
+    return model
+
+
+def _checked_data(model: Model, cache_dir: Optional[str] = None) -> SplitData:
+    """The data, with what needs the labels (f1 on 10 classes) checked before any epoch."""
+    data = load_data(model.spec, num_outputs=model.num_outputs, cache_dir=cache_dir)
+    check_labels(model.spec, data)
+    return data
+
+
 def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = None,
           progress: Optional[Progress] = None, verbose: bool = False, resume: bool = False,
           bar: Optional[bool] = None) -> BuildResult:
@@ -303,30 +335,28 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     (`export/.<name>.run/`); `resume=True` continues from its last complete checkpoint. The
     run folder is removed once the export is published.
     """
-    from . import distributed
     say = progress or (lambda line: None)
     out_dir = out_dir or default_out_dir(spec)
     if epochs is not None:  # an --epochs override, checked before anything is read or written
-        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
-        check_schedule(spec)
+        spec = with_epochs(spec, epochs)
     dist = distributed.check_env(spec, resume=resume)  # dist_* needs the DMLC_* variables
     check_out_dir(out_dir, spec)
     with contextlib.ExitStack() as held:
         if not dist:  # a dist worker learns its rank (whether it writes) only when it joins
             held.enter_context(out_lock(out_dir))
-        check_static(spec, build_symbol(spec))  # before any data is read or any epoch is trained
-        data = load_data(spec, cache_dir=cache_dir_for(out_dir))  # large sources: beside the export
-        check_labels(spec, data)  # what needs the labels (f1 on 10 classes), before any epoch
+        model = _checked_model(spec)  # the graph, built once for every stage below
+        data = _checked_data(model, cache_dir_for(out_dir))  # large sources: beside the export
         worker = distributed.join(spec, progress=say) if dist else None
         if worker is not None and worker.chief:
             held.enter_context(out_lock(out_dir))
-        return _train_and_export(spec, data, out_dir, worker, say, progress=progress,
+        return _train_and_export(model, data, out_dir, worker, say, progress=progress,
                                  verbose=verbose, resume=resume, bar=bar)
 
 
-def _train_and_export(spec: Spec, data: SplitData, out_dir: str, worker: Any, say: Progress, *,
-                      progress: Optional[Progress], verbose: bool, resume: bool,
+def _train_and_export(model: Model, data: SplitData, out_dir: str, worker: Any, say: Progress,
+                      *, progress: Optional[Progress], verbose: bool, resume: bool,
                       bar: Optional[bool]) -> BuildResult:
+    spec = model.spec
     writes = worker is None or worker.chief
     run_dir = run_dir_for(out_dir)
     store = RunStore(run_dir, spec)
@@ -337,7 +367,8 @@ def _train_and_export(spec: Spec, data: SplitData, out_dir: str, worker: Any, sa
         say(f"resuming from epoch {store.last_epoch()} in {run_dir}")
     elif writes:  # --resume with no complete checkpoint (or none at all): a fresh run
         store.start_fresh()
-    result = train(spec, data, progress=progress, verbose=verbose,
+    stats = calibrate(model, data, say)  # the statistics stage: exact, training split only
+    result = train(spec, data, model=model, stats=stats, progress=progress, verbose=verbose,
                    run_dir=run_dir, resume=resume, bar=bar, worker=worker)
     if not writes:
         return BuildResult(out_dir, {}, result, rank=worker.rank)

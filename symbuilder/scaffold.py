@@ -17,7 +17,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .errors import DataError, UsageError
-from .sources import closest_text  # the data module's did-you-mean wording
+from .data.sources import closest_text  # the data module's did-you-mean wording
 
 TASKS = ("classification", "regression")
 # More distinct integer labels than this and a numeric label is taken for a regression target.

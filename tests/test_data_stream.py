@@ -19,13 +19,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from symbuilder import sources
-from symbuilder.data import (ArrayIter, encode_labels, load_data, make_iter)
+from symbuilder.data import sources
+from symbuilder.data import encode_labels, load_data
+from symbuilder.data.iterators import ArrayIter, make_iter
 from symbuilder.errors import DataError
-from symbuilder.normalize import array_stats
-from symbuilder.sources import ReadOptions, Table, read_table
+from symbuilder.moments import array_stats
+from symbuilder.data.sources import ReadOptions, Table, read_table
 from symbuilder.spec.model import load_spec, loads_spec
-from symbuilder.train import train
+from symbuilder.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BC = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")      # label column: benign
@@ -207,8 +208,8 @@ def test_streamed_split_and_statistics_equal_the_in_memory_ones(tmp_path, which)
 
 @pytest.mark.parametrize("gather_rows", [1, 7, 64, 10_000])
 def test_on_disk_gather_equals_numpy_indexing(tmp_path, monkeypatch, gather_rows):
-    from symbuilder.data import ArrayStore
-    monkeypatch.setattr("symbuilder.data.GATHER_BYTES", gather_rows * 6 * 4)  # source rows
+    from symbuilder.data.cache import ArrayStore
+    monkeypatch.setattr("symbuilder.data.cache.GATHER_BYTES", gather_rows * 6 * 4)  # source rows
     rng = np.random.RandomState(7)
     np.save(tmp_path / "x.npy", rng.rand(500, 6).astype(np.float32))
     flat = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -345,7 +346,7 @@ def test_a_bad_value_deep_in_a_streamed_csv_names_its_line(tmp_path, monkeypatch
 MEASURE = """
 import sys
 sys.path.insert(0, {root!r})
-from symbuilder.sources import ReadOptions, read_table
+from symbuilder.data.sources import ReadOptions, read_table
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
@@ -536,7 +537,7 @@ def _same_batches(a, b):
 
 @pytest.mark.parametrize("shard", [None, (1, 3)])
 def test_prefetching_iterator_yields_the_plain_iterators_batches(tmp_path, monkeypatch, shard):
-    monkeypatch.setattr("symbuilder.data.CHUNK_BYTES", 4096)  # many chunks per epoch
+    monkeypatch.setattr("symbuilder.data.iterators.CHUNK_BYTES", 4096)  # many chunks per epoch
     rng = np.random.RandomState(0)
     x = rng.rand(1003, 2, 5).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -569,8 +570,8 @@ def test_chunked_batches_are_the_per_batch_definition(monkeypatch, shuffle):
     """epoch_chunks sorts a whole chunk's batches in one call; each batch must still be
     _batch_indices' batch: order[s:s+B], sorted when shuffling, the last one padded from
     the start of the order."""
-    from symbuilder.data import _batch_indices
-    monkeypatch.setattr("symbuilder.data.CHUNK_BYTES", 3 * 7 * 4 * 10)  # 3 batches a chunk
+    from symbuilder.data.iterators import _batch_indices
+    monkeypatch.setattr("symbuilder.data.iterators.CHUNK_BYTES", 3 * 7 * 4 * 10)  # 3 batches a chunk
     rng = np.random.RandomState(4)
     x = rng.rand(101, 7).astype(np.float32)
     labels = np.arange(101, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Distributed training on MXNet's parameter server (symbuilder.distributed).
+"""Distributed training on MXNet's parameter server (symbuilder.training.distributed).
 
 The slow tests run real jobs through `symbuilder launch` on loopback (a scheduler, one
 server, two workers) and compare against independent computations: numpy float64
@@ -19,9 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from symbuilder.data import load_data, shard_order, shard_rows
-from symbuilder import distributed
-from symbuilder.distributed import DUMP_ENV, LAUNCH_ENV, WATCH_ENV, check_env, free_ports
+from symbuilder.data import load_data
+from symbuilder.data.iterators import shard_order, shard_rows
+from symbuilder.training import distributed
+from symbuilder.training.distributed import DUMP_ENV, LAUNCH_ENV, WATCH_ENV, check_env, free_ports
 from symbuilder.errors import SpecError
 from symbuilder.spec.model import load_spec
 
@@ -105,7 +106,7 @@ def test_cli_launch_with_a_local_kvstore_exits_2_before_starting_anything(tmp_pa
 
 
 def test_launch_warns_when_omp_threads_oversubscribe_the_host():
-    from symbuilder.distributed import oversubscription_note
+    from symbuilder.training.distributed import oversubscription_note
     note = oversubscription_note({"OMP_NUM_THREADS": "2"}, workers=2, cores=2)
     assert "OMP_NUM_THREADS=2 in each of the 2 workers asks for 4 OpenMP threads on 2 " \
         "core(s)" in note and "set it to 1 or less" in note
@@ -192,7 +193,7 @@ def test_two_workers_dataset_mode_same_params_and_whole_split_statistics(tmp_pat
 
 def _aux(params, suffix):
     """The input layer's aux state (its name is derived from the input's)."""
-    from symbuilder.builder import InputLayerNames
+    from symbuilder.inputlayer import InputLayerNames
     names = InputLayerNames.for_input("data")
     return params["aux:" + getattr(names, suffix)]
 
@@ -218,7 +219,7 @@ def test_two_workers_running_mode_average_their_moving_statistics(tmp_path):
 
 
 def _aux_key(suffix):
-    from symbuilder.builder import InputLayerNames
+    from symbuilder.inputlayer import InputLayerNames
     return getattr(InputLayerNames.for_input("data"), suffix)
 
 
@@ -375,7 +376,7 @@ def test_an_uncaught_exception_in_a_worker_ends_the_job_instead_of_hanging(tmp_p
     # Was: the worker printed its traceback, then blocked forever in the kvstore's exit
     # barrier (the other worker waits for its pushes), so the launch never ended.
     env = _inject(tmp_path, """
-from symbuilder import distributed
+from symbuilder.training import distributed
 real = distributed.WorkerContext.any
 def any(self, flag):
     if self.rank == 1:

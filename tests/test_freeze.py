@@ -20,7 +20,7 @@ from symbuilder.errors import RunError, SpecError
 from symbuilder.pipeline import build
 from symbuilder.spec.model import loads_spec
 from symbuilder.spec.semantics import LR_MULT_UNSAFE
-from symbuilder.train import train
+from symbuilder.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
@@ -227,7 +227,7 @@ def test_groupadagrad_refuses_weight_decay(tmp_path, capsys):
 
 
 def test_groupadagrad_refused_even_with_no_bias_in_running_mode():
-    from symbuilder.checks import validate
+    from symbuilder.pipeline import validate
     with pytest.raises(SpecError) as info:
         validate(loads_spec(spec_text("running", "groupadagrad", no_bias=True)), check_data=False)
     assert str(info.value).endswith("train.optimizer: " + REFUSED_RUNNING["groupadagrad"])

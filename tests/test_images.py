@@ -1,4 +1,4 @@
-"""Image sources (symbuilder.images): pixels against mx.io.ImageRecordIter's own, statistics
+"""Image sources (symbuilder.data.images): pixels against mx.io.ImageRecordIter's own, statistics
 against exact integer moments of the images as rendered, the example spec built to a practitioner's
 accuracy and served raw pixels through ONNX Runtime, and every image mistake one located
 line with exit 2 and nothing written."""
@@ -12,10 +12,11 @@ import pytest
 import image_data
 from helpers import ROOT, write_spec
 from symbuilder.data import load_data, split_indices
-from symbuilder.images import ImageReadOptions, pixel_statistics
-from symbuilder.sources import read_table
+from symbuilder.data.images import ImageReadOptions, pixel_statistics
+from symbuilder.data.sources import read_table
 from symbuilder.spec.model import load_spec
-from symbuilder.train import calibrate
+from symbuilder.graph import build_model
+from symbuilder.inputlayer import calibrate
 from test_data_errors import refused
 
 
@@ -129,7 +130,7 @@ def test_statistics_are_numpys_over_the_training_images(digit_files, layout):
     where = {"recordio": "path: %s.rec", "image_folder": "path: %s, format: image_folder"}
     spec = load_spec(write_spec(folder, SPEC % (where[layout] % "train",
                                                 where[layout] % "val"), f"{layout}.yaml"))
-    stats = calibrate(spec, load_data(spec, cache_dir=str(folder / "cache")))["data"]
+    stats = calibrate(build_model(spec), load_data(spec, cache_dir=str(folder / "cache")))["data"]
     # No resize: decoding a PNG is exact, so the truth is the rendered pixels, centre 20x20.
     mean, var = exact_moments(images[:TRAIN_ROWS, 2:22, 2:22], channel_axis=3)
     np.testing.assert_allclose(stats.mean, mean, rtol=1e-15)

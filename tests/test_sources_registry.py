@@ -12,8 +12,8 @@ import pytest
 
 import image_data
 from helpers import DATA
-from symbuilder.images import IMAGE_FORMATS, ImageReadOptions
-from symbuilder.sources import SOURCES, ReadOptions, read_table
+from symbuilder.data.images import IMAGE_FORMATS, ImageReadOptions
+from symbuilder.data.sources import SOURCES, ReadOptions, read_table
 
 
 def reference():

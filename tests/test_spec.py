@@ -222,7 +222,7 @@ GRAPH = textwrap.dedent("""\
      "s.yaml:4:37: layers[0].num_hidden: expected int, received '8x' (str)"),
 ])
 def test_graph_errors_are_pinned_to_the_exact_message(edit, expected):
-    from symbuilder.builder import build_symbol
+    from symbuilder.graph import build_symbol
     with pytest.raises(SpecError) as info:
         build_symbol(loads_spec(GRAPH.replace(*edit), source="s.yaml"))
     assert str(info.value) == expected

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symbuilder.checks import validate
+from symbuilder.pipeline import validate
 from symbuilder.errors import SpecError
 from symbuilder.spec.model import load_spec, loads_spec, parse_spec
 from symbuilder.spec.overrides import apply_overrides

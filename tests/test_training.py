@@ -22,9 +22,9 @@ import helpers
 from symbuilder.cli import main
 from symbuilder.data import load_data
 from symbuilder.errors import SpecError
-from symbuilder.progress import ProgressReporter
+from symbuilder.training.progress import ProgressReporter
 from symbuilder.spec.model import load_spec
-from symbuilder.train import train
+from symbuilder.training import train
 
 EXE = os.path.join(os.path.dirname(sys.executable), "symbuilder")
 

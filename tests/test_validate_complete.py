@@ -303,7 +303,7 @@ def test_mutations_that_validate_accepts_build(tmp_path):
     """Mutations of the example specs (the spec fuzzer's), and of their training keys in
     particular; each one `validate` accepts (data included) is built for one epoch, and may
     then fail only as a run (RunError: diverged, parity), never for a spec reason."""
-    from symbuilder.checks import validate
+    from symbuilder.pipeline import validate
     from symbuilder.errors import RunError, SpecError
     from symbuilder.pipeline import build
     from symbuilder.spec.model import load_spec

@@ -22,8 +22,8 @@ def symbuilder_contender(spec: Any, data: Any, *, as_built: bool) -> Contender:
     every train.checkpoint_every epochs, early stopping if the spec has it), or with training
     only (no run folder, no early stopping). Both validate after every epoch: train() always
     does, and that time is outside the epoch-loop figure."""
-    from ..checkpoints import RunStore
-    from ..train import train
+    from ..training.runstore import RunStore
+    from ..training import train
     if not as_built:
         spec = dataclasses.replace(spec, train=dataclasses.replace(
             spec.train, checkpoint_every=0, early_stopping=None))
@@ -77,9 +77,11 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
     eval_data (Module.score every epoch), `checkpoint` mx.callback.do_checkpoint every
     epoch: what `symbuilder build` also does."""
     import mxnet as mx
-    from ..builder import InputLayerNames, build_symbol
-    from ..data import labels_for
-    from ..train import contexts, fixed_param_names, lr_scheduler
+    from ..graph import build_symbol
+    from ..inputlayer import InputLayerNames
+    from ..data.iterators import labels_for
+    from ..inputlayer import fixed_param_names
+    from ..training.optim import contexts, lr_scheduler
     symbol = build_symbol(spec)
     names = input_names(spec)
     label_name = spec.output.label_name

@@ -11,7 +11,7 @@ from .report import BenchReport, machine
 
 def check_benchable(spec: Any) -> None:
     """Refuse, as a located spec error, what one local process cannot benchmark."""
-    from ..distributed import is_dist
+    from ..training.distributed import is_dist
     if is_dist(spec.train.kvstore):
         raise spec.error(("train", "kvstore"), f"bench trains in one process, but "
                          f"train.kvstore is '{spec.train.kvstore}' (a parameter-server job); "

@@ -11,8 +11,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from ..builder import infer_shapes
-from ..images import IMAGE_FORMATS, pixel_statistics
+from ..data.images import IMAGE_FORMATS, pixel_statistics
 from ..files import write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
@@ -25,7 +24,7 @@ __all__ = ["Prove", "export_model"]
 
 if TYPE_CHECKING:  # annotations only: the export receives what the earlier stages made
     from ..data import SplitData
-    from ..train import TrainResult
+    from ..training import TrainResult
 
 
 def export_model(spec: Spec, result: "TrainResult", data: "SplitData", out_dir: str, *,
@@ -110,8 +109,8 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
 
 
 def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:
-    name = result.symbol.list_outputs()[0]
-    shape = infer_shapes(spec, result.symbol)[name]
+    name = result.model.output_name  # the Model built once: its shapes, not a new inference
+    shape = result.model.output_shape
     meaning = {"SoftmaxOutput": "class probabilities", "LogisticRegressionOutput": "sigmoid "
                "probabilities", "LinearRegressionOutput": "values",
                "MAERegressionOutput": "values"}[spec.output.op]

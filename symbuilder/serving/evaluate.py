@@ -119,7 +119,7 @@ def regression_report(truth: np.ndarray, predicted: np.ndarray) -> Dict[str, Any
 
 
 def _labels_of(csv_path: str, label: str, manifest: Mapping[str, Any]) -> np.ndarray:
-    from ..sources import read_table  # lazy: only a labelled file needs the data readers
+    from ..data.sources import read_table  # lazy: only a labelled file needs the data readers
     table = read_table(csv_path, "csv", label=label)
     if table.labels is None:
         raise DataError(f"no label column '{label}' to evaluate against", file=csv_path)
@@ -141,7 +141,7 @@ def class_indices(labels: np.ndarray, classes: Sequence[Any], csv_path: str) -> 
 def spec_metrics(manifest: Mapping[str, Any], truth: np.ndarray, outputs: np.ndarray
                  ) -> Dict[str, float]:
     """The spec's own eval_metric, computed by MXNet's metrics on exactly these rows."""
-    from ..metrics import evaluate_arrays  # lazy: imports MXNet
+    from ..training.metrics import evaluate_arrays  # lazy: imports MXNet
     import mxnet as mx  # lazy: only a spec's metrics need MXNet here
     names = (manifest.get("spec") or {}).get("train", {}).get("eval_metric") or []
     if isinstance(names, str):

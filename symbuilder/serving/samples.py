@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..sources import read_table
+from ..data.sources import read_table
 from ..spec.catalog_suggest import suggest_text
 
 def label_column(manifest: Mapping[str, Any]) -> Optional[str]:

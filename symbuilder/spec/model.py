@@ -15,7 +15,7 @@ from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from ..errors import SpecError
 from ..onnx.opsets import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
-from ..sources import SOURCES
+from ..data.sources import SOURCES
 from .yamlload import Locations, Path, load_yaml
 
 DATA_FORMATS = tuple(SOURCES)
@@ -183,7 +183,7 @@ class SourceSpec:
                                    None)
     zero_based: Optional[bool] = field("bool", "libsvm: feature indices count from 0 "
                                        "(default: from 1, LibSVM's convention)", None)
-    # Image formats (symbuilder.images); names and meanings are mx.io.ImageRecordIter's.
+    # Image formats (symbuilder.data.images); names and meanings are mx.io.ImageRecordIter's.
     idx: Optional[str] = field("str", "recordio: the .idx file (default: the .rec's name "
                                "with .idx, as im2rec writes it)", None)
     resize: Optional[int] = field("int", "recordio, image_folder: resize the shorter side to "

@@ -156,7 +156,7 @@ def main() -> int:
                     "from numpy in to numpy out; batch 1: p50/p99 of 200 calls a round; batch "
                     f"256: median call; {inference_repeats} interleaved rounds.\n")
     sections.append("\n\n".join(inference_parts) + "\n")
-    sections.append("## 3. Input statistics\n\nThe calibration pass (`symbuilder.normalize."
+    sections.append("## 3. Input statistics\n\nThe calibration pass (`symbuilder.moments."
                     "array_stats`, float64 accumulation) against numpy mean + var over the "
                     "same float32 array:\n\n" + stats + "\n")
     sections.append("## 4. Scaling\n\nBuild without training of generated MLPs "

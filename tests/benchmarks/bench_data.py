@@ -43,10 +43,11 @@ os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from symbuilder import data as data_mod  # noqa: E402
-from symbuilder import progress as progress_mod  # noqa: E402
-from symbuilder import train as train_mod  # noqa: E402
-from symbuilder.data import ArrayIter, Dataset, SplitData  # noqa: E402
+from symbuilder.graph import build_symbol  # noqa: E402
+from symbuilder.training import fit as train_mod  # noqa: E402 (make_iter is patched there)
+from symbuilder.training import progress as progress_mod  # noqa: E402
+from symbuilder.data import Dataset, SplitData  # noqa: E402
+from symbuilder.data.iterators import ArrayIter
 from symbuilder.spec.model import loads_spec  # noqa: E402
 
 
@@ -146,7 +147,7 @@ def bench_bar(repeats: int, rows: int, epochs: int) -> str:
 def count_syncs() -> List[int]:
     """Count TrainingMetrics flushes that wait for the engine (asnumpy of held outputs):
     the bar's metric reads, the per-epoch read, and flushes by volume."""
-    from symbuilder.metrics import TrainingMetrics
+    from symbuilder.training.metrics import TrainingMetrics
     counter = [0]
     plain = TrainingMetrics.flush
     if getattr(plain, "counted", False):
@@ -168,7 +169,7 @@ def evict(path: str, mapped: Any = None) -> None:
     """Drop the file's pages: this process's mapping of them (MADV_DONTNEED), then the page
     cache (POSIX_FADV_DONTNEED; pages still mapped anywhere would stay)."""
     if mapped is not None:
-        from symbuilder.sources import release_pages
+        from symbuilder.data.sources import release_pages
         release_pages(mapped)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -192,7 +193,7 @@ def iterate_epoch(array: np.ndarray, labels: np.ndarray, batch: int, prefetch: i
 
 def step_rate(features: int, hidden: int, classes: int, batch: int, steps: int) -> float:
     spec = spec_for(features, hidden, classes, batch, 1)
-    symbol = train_mod.build_symbol(spec)
+    symbol = build_symbol(spec)
     mod = mx.mod.Module(symbol, data_names=["data"], label_names=["softmax_label"],
                         context=mx.cpu())
     mod.bind(data_shapes=[("data", (batch, features))], label_shapes=[("softmax_label", (batch,))])
@@ -290,7 +291,7 @@ def bench_iterator(repeats: int, rows: int, features: int, batch: int, folder: s
 _MEASURE = """
 import sys, time
 sys.path.insert(0, {root!r})
-from symbuilder.sources import ReadOptions, read_table
+from symbuilder.data.sources import ReadOptions, read_table
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
@@ -310,7 +311,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 import mxnet, numpy, csv, json
 from symbuilder.data import load_data
-from symbuilder.normalize import array_stats
+from symbuilder.moments import array_stats
 from symbuilder.spec.model import load_spec
 def status(key):
     for line in open("/proc/self/status"):
@@ -328,7 +329,7 @@ print(status("VmHWM:") - base, seconds, len(data.train) + len(data.val),
 
 
 def bench_csv(rows: int, cols: int, folder: str) -> str:
-    from symbuilder import sources
+    from symbuilder.data import sources
     path = os.path.join(folder, "big.csv")
     rng = np.random.RandomState(0)
     with open(path, "w") as f:

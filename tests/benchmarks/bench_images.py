@@ -40,8 +40,8 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
 import image_data  # noqa: E402
-from symbuilder.images import ImageReadOptions  # noqa: E402
-from symbuilder.sources import read_table  # noqa: E402
+from symbuilder.data.images import ImageReadOptions  # noqa: E402
+from symbuilder.data.sources import read_table  # noqa: E402
 
 SHAPE = (3, 112, 112)
 RESIZE = 128

@@ -1,4 +1,4 @@
-"""Benchmark: symbuilder.normalize.array_stats against numpy's own mean + var.
+"""Benchmark: symbuilder.moments.array_stats against numpy's own mean + var.
 
 Run: python tests/benchmarks/bench_stats.py [--mb 512] [--repeats 7] [--no-memmap]
 
@@ -22,7 +22,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from symbuilder.normalize import array_stats
+from symbuilder.moments import array_stats
 
 CHANNELS = 64
 
@@ -47,7 +47,7 @@ def traced_peak(fn: Callable[[np.ndarray], None], x: np.ndarray) -> int:
 
 _RSS_SCRIPT = """
 import sys, numpy as np
-from symbuilder.normalize import array_stats
+from symbuilder.moments import array_stats
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):

@@ -26,10 +26,11 @@ def fixed_costs(spec: Any, data: Any, *, repeats: int = 15) -> Dict[str, float]:
     import mxnet as mx
     from symbuilder.bench import input_names
     from symbuilder.bench._product import global_initializer, optimizer_settings
-    from symbuilder.builder import build_symbol
-    from symbuilder.checkpoints import RunState, RunStore
-    from symbuilder.data import labels_for, make_iter
-    from symbuilder.train import evaluate, fixed_param_names
+    from symbuilder.graph import build_symbol
+    from symbuilder.training.runstore import RunState, RunStore
+    from symbuilder.data.iterators import labels_for, make_iter
+    from symbuilder.inputlayer import fixed_param_names
+    from symbuilder.training.loop import evaluate
     symbol = build_symbol(spec)
     batch_size = min(spec.train.batch_size, len(data.train))
     it = make_iter(spec, data.train, batch_size=batch_size, shuffle=False)

@@ -70,7 +70,8 @@ def time_build(text: str, held_out: Dict[str, np.ndarray]) -> Dict[str, float]:
     from symbuilder.export import onnxfile
     from symbuilder.bench import input_names
     from symbuilder.bench._product import global_initializer
-    from symbuilder.builder import build_symbol, data_shapes
+    from symbuilder.graph import build_symbol
+    from symbuilder.graph.shapes import data_shapes
     from symbuilder.spec.model import loads_spec
     times: Dict[str, float] = {}
     t = time.perf_counter()

@@ -7,7 +7,7 @@ import pytest
 from helpers import DATA
 from scaling_study import SCALING_PHASES, ScalingFigures, scaling_spec_text, scaling_table, \
     scaling_verdict
-from symbuilder.builder import build_symbol
+from symbuilder.graph import build_symbol
 from symbuilder.spec.model import loads_spec
 
 

@@ -16,7 +16,7 @@ from .registry import ParamMap, lookup_builder
 def _input_norm(item: Any, pmap: ParamMap) -> Any:
     """The frozen-affine input layer: a BatchNorm (beta/gamma stay 0/1), global stats in
     dataset mode."""
-    from ...builder import InputLayerNames
+    from ...inputlayer import InputLayerNames
     norm = item.normalize
     bn = gluon_ops.batch_norm(int(item.shape[0]), norm.eps, norm.momentum, fix_gamma=False,
                               use_global_stats=norm.stats == "dataset")
@@ -32,7 +32,7 @@ def gluon_twin(spec: Any, symbol: Any = None) -> Tuple[Any, Dict[str, Any]]:
     a map from the symbol's parameter names to its Parameters. The block returns what the
     layers return (the head's input: logits for SoftmaxOutput)."""
     from mxnet import gluon
-    from ...builder import build_symbol
+    from ...graph import build_symbol
     symbol = symbol if symbol is not None else build_symbol(spec)
     steps, _ = twin_plan(spec, symbol, "gluon")
     pmap: ParamMap = {}
@@ -97,7 +97,7 @@ def gluon_loss(spec: Any) -> Any:
 
 def _per_param_initializers(spec: Any) -> Dict[str, Any]:
     """The initializer of every layer parameter whose spec gives one (`params: {w: {init}}`)."""
-    from ...builder import layer_names
+    from ...graph.layers import layer_names
     from .._product import param_initializer
     out = {}
     for i, (layer, lname) in enumerate(zip(spec.layers, layer_names(spec))):
@@ -115,9 +115,11 @@ def gluon_contender(spec: Any, data: Any) -> Contender:
     optimizer and effective lr/wd multipliers as the Module contenders; no validation."""
     import mxnet as mx
     from mxnet import autograd, gluon
-    from ...builder import InputLayerNames, build_symbol
-    from ...data import labels_for
-    from ...train import contexts, fixed_param_names, lr_scheduler
+    from ...graph import build_symbol
+    from ...inputlayer import InputLayerNames
+    from ...data.iterators import labels_for
+    from ...inputlayer import fixed_param_names
+    from ...training.optim import contexts, lr_scheduler
     symbol = build_symbol(spec)
     twin_plan(spec, symbol, "gluon")  # TwinUnsupported now, not inside the timed runs
     names = input_names(spec)

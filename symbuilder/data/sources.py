@@ -34,7 +34,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from ..moments import release_pages  # re-exported: the readers and data/ release pages too
 
 STREAM_BYTES = 256 << 20   # files above this are streamed into the cache (unless stream: false)
 BLOCK_CELLS = 1 << 16      # cells per parsed block: bounds a text reader's transient memory
@@ -1025,21 +1026,6 @@ def check_finite(table: Table) -> None:
             raise DataError(f"{rowtext}column '{table.feature_names[c]}': not a finite number: "
                             f"{block[r, c]}", file=table.path, **where)
     table.finite_checked = True
-
-
-def release_pages(chunk: np.ndarray) -> None:
-    """Drop this process's mapping of the pages behind `chunk`, a view of a shared np.memmap
-    (see normalize._release_pages): resident memory stays bounded while a file larger than
-    RAM is read; the data stays in the page cache. A no-op for anything else."""
-    from .normalize import _release_pages, _shared_mapping
-    import mmap
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    mapping = _shared_mapping(chunk)
-    if mapping is None:
-        return
-    base = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
-    _release_pages(mapping, base, chunk)
 
 
 # The image sources register themselves on import; imported last, as they build on this module.

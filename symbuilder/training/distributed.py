@@ -50,7 +50,7 @@ import threading
 import time
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import RunError, UsageError
+from ..errors import RunError, UsageError, mxnet_message
 
 DIST_KVSTORES = ("dist_sync", "dist_async", "dist_device_sync")
 DMLC_VARS = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER",
@@ -107,7 +107,7 @@ class WorkerContext:
 
     def rows(self, n: int) -> int:
         """Training rows this worker sees per epoch (data.shard_order)."""
-        from .data import shard_rows
+        from ..data.iterators import shard_rows  # lazy: the launcher never loads data
         return shard_rows(n, self.num_workers)
 
     @contextlib.contextmanager
@@ -229,25 +229,6 @@ class WorkerContext:
                        dict(local_aux))
 
 
-def pin_aux(module: Any, exact: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Several devices (context: [cpu(0), cpu(1), cpu(2)]): Module.get_params() averages
-    every aux state over the devices in float32, and Module.fit writes that average back
-    to the devices at every epoch end. For a state that never changes (a dataset-mode
-    input layer's moving_mean/var) the sum of 3 equal copies divided by 3 is not always
-    the value again (measured: 1.9e-06 off after 2 epochs, and the build failed its
-    exactness check). Write the `exact` values back into the Module and every device;
-    returns the Module's (arg, aux) after that."""
-    arg, aux = module.get_params()
-    if not exact:
-        return arg, aux
-    changed = [k for k, v in exact.items() if not (aux[k].asnumpy() == v.asnumpy()).all()]
-    if changed:
-        aux = dict(aux)
-        aux.update({k: exact[k].copy() for k in changed})
-        module.set_params(arg, aux, allow_missing=False, force_init=True)
-    return module.get_params()
-
-
 def check_env(spec: Any, *, resume: bool = False,
               environ: Optional[Dict[str, str]] = None) -> bool:
     """True if this process is a worker of a dist_* job (then `join` it after loading the
@@ -307,7 +288,6 @@ def join(spec: Any, *, progress: Any = None) -> WorkerContext:
     try:
         kv = mx.kv.create(kind)
     except mx.base.MXNetError as e:
-        from .errors import mxnet_message
         raise RunError(f"could not join the parameter server at "
                        f"{env.get('DMLC_PS_ROOT_URI')}:{env.get('DMLC_PS_ROOT_PORT')}: "
                        f"{mxnet_message(e)}") from None

@@ -10,10 +10,13 @@ The same flush finds the first batch whose outputs are NaN or inf.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
+
+from ..spec.catalog_suggest import suggest_text
+from ..spec.semantics import metric_path
 
 FLUSH_VALUES = 1 << 22  # output values held before a flush (16 MB of float32)
 
@@ -113,7 +116,6 @@ def metric_problem(name: str, head: str) -> Optional[str]:
     kind = metric_kind(name)
     registry = mx.registry.get_registry(mx.metric.EvalMetric)
     if kind is None:
-        from .spec.catalog_suggest import suggest_text
         return f"unknown metric '{name}'{suggest_text(name, registry)}"
     try:
         mx.metric.create(name)
@@ -154,3 +156,15 @@ def evaluate_arrays(names: Sequence[str], labels: np.ndarray, outputs: mx.nd.NDA
         for key, value in zip(n if isinstance(n, list) else [n], v if isinstance(v, list) else [v]):
             result[key] = float(value)
     return result
+
+
+def check_labels(spec: Any, data: Any) -> None:
+    """What needs the labels, checked after the data is read and before any training: a
+    binary-only metric (f1, mcc raise on a batch with a third class) on more classes."""
+    if data.classes is None or len(data.classes) <= 2:
+        return
+    for i, metric in enumerate(spec.metrics):
+        if metric_kind(metric) == BINARY_ONLY:
+            raise spec.error(metric_path(spec, i), f"'{metric}' is a binary metric, but the "
+                             f"labels have {len(data.classes)} classes; use acc, ce or pcc")
+

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import mxnet as mx
 import numpy as np
 
-from .errors import DataError, RunError, SpecError, mxnet_message
-from .spec.model import Spec
+from ..errors import DataError, RunError, SpecError, mxnet_message
+from ..spec.model import Spec
 
 STATE = "state.json"
 # Every name RunStore writes (and the `.tmp` forms mid-write): state.json, the log, params,

@@ -367,6 +367,19 @@ def _release_pages(mapping: mmap.mmap, base: int, chunk: np.ndarray) -> None:
             pass
 
 
+def release_pages(chunk: np.ndarray) -> None:
+    """Drop this process's mapping of the pages behind `chunk`, a view of a shared np.memmap
+    (see _release_pages): resident memory stays bounded while a file larger than RAM is
+    read; the data stays in the page cache. A no-op for anything else."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    mapping = _shared_mapping(chunk)
+    if mapping is None:
+        return
+    base = np.frombuffer(mapping, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    _release_pages(mapping, base, chunk)
+
+
 def array_stats(array: np.ndarray, *, chunk_rows: Optional[int] = None) -> ChannelStats:
     """Statistics of a whole array ``(N, C, *spatial)``, read ``chunk_rows`` rows at a time.
 

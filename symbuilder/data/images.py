@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
                       _load_entry, _staged_entry, _write_json, cache_entry, display_path,
                       file_identity, register_source)
 
 if TYPE_CHECKING:  # spec.model imports sources, which imports this module
-    from .spec.model import SourceSpec, Spec
+    from ..spec.model import SourceSpec, Spec
 
 IMAGE_FORMATS = ("recordio", "image_folder")
 # What im2rec --list and gluon's ImageFolderDataset take as images.
@@ -177,7 +177,7 @@ def finish_decode(img: Any, options: ImageReadOptions) -> np.ndarray:
 
 
 def _mx_reason(error: BaseException) -> str:
-    from .errors import mxnet_message
+    from ..errors import mxnet_message
     return mxnet_message(error)
 
 

@@ -1,4 +1,4 @@
-"""symbuilder.normalize against an independent numpy float64 two-pass computation."""
+"""symbuilder.moments against an independent numpy float64 two-pass computation."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symbuilder.errors import DataError
-from symbuilder.normalize import (
+from symbuilder.moments import (
     ChannelStats,
     NonFiniteValueError,
     StreamingMoments,
@@ -100,9 +100,9 @@ def test_image_ncl_and_array_stats_chunks():
 
 def test_blocks_inside_one_batch_are_merged(monkeypatch):
     # A batch larger than one internal block exercises the block loop and its merges.
-    import symbuilder.normalize as normalize
+    import symbuilder.moments as moments
 
-    monkeypatch.setattr(normalize, "BLOCK_VALUES", 64)
+    monkeypatch.setattr(moments, "BLOCK_VALUES", 64)
     x = hard_tabular(rows=3001, seed=3)
     assert_matches(channel_stats([x]), x)
 
@@ -243,9 +243,9 @@ def test_failed_update_leaves_moments_unchanged():
 @pytest.mark.parametrize("value", [0.1, 1 / 3, 1e4 + 0.1, -123.456, np.pi * 1e7])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_constant_channel_has_exactly_zero_variance(value, dtype, monkeypatch):
-    import symbuilder.normalize as normalize
+    import symbuilder.moments as moments
 
-    monkeypatch.setattr(normalize, "BLOCK_VALUES", 40)  # many blocks, many merges
+    monkeypatch.setattr(moments, "BLOCK_VALUES", 40)  # many blocks, many merges
     x = np.full((1001, 1), value, dtype=dtype)
     moments = StreamingMoments(1)
     moments.update(x[:3])
@@ -303,7 +303,7 @@ _PEAK_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from symbuilder.normalize import array_stats
+    from symbuilder.moments import array_stats
 
     def status(key):
         with open("/proc/self/status") as f:

@@ -1,35 +1,58 @@
-"""`validate` and `summary`: everything that can be checked or shown without training."""
+"""Static checks: what needs the built graph (the Model) but no data: devices, the
+kvstore, the optimizer against the parameter shapes, the initializers, an ONNX translation
+for every op. `build` and `validate` run them before reading any data, so a spec that could
+never be trained or exported fails in a second, not after training."""
 from __future__ import annotations
 
 import json
 import warnings
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import mxnet as mx
 import numpy as np
 
-from .builder import InputLayerNames, build_symbol, infer_shapes, layer_names, layer_shapes
-from .errors import ExportError
-from .spec.model import Spec
+from ..errors import ExportError
+from ..inputlayer import InputLayerNames, fixed_param_names
+from ..spec.model import CONTEXT_RE, Spec
+from ..spec.semantics import make_initializer
+from . import Model
+from .layers import layer_names
+from .shapes import argument_owners, elements
 
 
-def check_static(spec: Spec, symbol: mx.sym.Symbol) -> None:
-    """What needs the built graph but no data: devices, the optimizer against the parameter
-    shapes, an ONNX translation for every op. `build` runs it before reading any data, so a
-    spec that could never be exported fails in a second, not after training."""
-    from .train import contexts
-    contexts(spec)
+def check_static(model: Model) -> None:
+    """Every static check of the Model, in the order a user would fix them."""
+    spec = model.spec
+    check_devices(spec)
     check_kvstore(spec)
-    check_optimizer_shapes(spec, symbol)
-    check_initialization(spec, symbol)
+    check_optimizer_shapes(model)
+    check_initialization(model)
     if "onnx" in spec.export.formats:
-        check_onnx_translatable(spec, symbol)
+        check_onnx_translatable(spec, model.symbol)
+
+
+def check_devices(spec: Spec) -> List[mx.Context]:
+    """mx.Context objects for train.context; gpu(N) needs an MXNet build that sees N+1 GPUs."""
+    out = []
+    for i, text in enumerate(spec.train.context):
+        kind, index = CONTEXT_RE.match(text).groups()
+        if kind == "gpu":
+            available = mx.context.num_gpus()
+            if int(index) >= available:
+                raise spec.error(("train", "context", i) if len(spec.train.context) > 1
+                                 else ("train", "context"),
+                                 f"{text} requested, but this MXNet sees {available} GPU(s); "
+                                 "use cpu(0), or a CUDA build of mxnet on a GPU machine")
+            out.append(mx.gpu(int(index)))
+        else:
+            out.append(mx.cpu(int(index)))
+    return out
 
 
 def check_onnx_translatable(spec: Spec, symbol: mx.sym.Symbol) -> None:
     """Every op without an ONNX translation at the spec's opset, in one located error at the
     first such layer (the message lists each op with its count and first node)."""
-    from .onnx.convert import check_translatable  # lazy: onnx is imported only to export
+    from ..onnx.convert import check_translatable  # lazy: onnx is imported only to export
     opset = spec.export.onnx.opset
     try:
         check_translatable(symbol, opset)
@@ -43,7 +66,7 @@ def check_onnx_translatable(spec: Spec, symbol: mx.sym.Symbol) -> None:
 
 
 def _translated(op: str, opset: int) -> bool:
-    from .onnx.registry import find  # lazy: onnx is imported only to export
+    from ..onnx.registry import find  # lazy: onnx is imported only to export
     return find(op, opset) is not None
 
 
@@ -54,36 +77,21 @@ def check_kvstore(spec: Spec) -> None:
                                                "this MXNet sees 0 GPU(s); use local or device")
 
 
-def check_labels(spec: Spec, data: Any) -> None:
-    """What needs the labels, checked after the data is read and before any training: a
-    binary-only metric (f1, mcc raise on a batch with a third class) on more classes."""
-    from .metrics import BINARY_ONLY, metric_kind
-    from .spec.semantics import metric_path
-    if data.classes is None or len(data.classes) <= 2:
-        return
-    for i, metric in enumerate(spec.metrics):
-        if metric_kind(metric) == BINARY_ONLY:
-            raise spec.error(metric_path(spec, i), f"'{metric}' is a binary metric, but the "
-                             f"labels have {len(data.classes)} classes; use acc, ce or pcc")
-
-
-def check_initialization(spec: Spec, symbol: mx.sym.Symbol) -> None:
+def check_initialization(model: Model) -> None:
     """Run the initializers Module.init_params would run, on every parameter of the graph
     (the real shape up to 2^16 elements, else the same rank with dimensions cut to 8): an
     initializer that cannot fill a parameter (xavier on a 1-D bias, a parameter named so that
     MXNet picks no default) fails here instead of after the data is read."""
-    from .builder import _argument_owners
-    from .spec.semantics import make_initializer
-    shapes = infer_shapes(spec, symbol)
+    spec, symbol, shapes = model.spec, model.symbol, model.shapes
     initializer = make_initializer(spec, spec.train.initializer, ("train", "initializer"))
     attrs = symbol.attr_dict()
-    owners = _argument_owners(spec, symbol)
+    owners = argument_owners(spec, symbol)
     skip = {spec.output.label_name, *(item.name for item in spec.all_inputs)}
     for name in symbol.list_arguments() + symbol.list_auxiliary_states():
         if name in skip:
             continue
         shape = tuple(shapes[name])
-        trial = shape if _elements(shape) <= 1 << 16 else tuple(min(d, 8) for d in shape)
+        trial = shape if elements(shape) <= 1 << 16 else tuple(min(d, 8) for d in shape)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # numpy's "invalid value in sqrt": NaN weights
@@ -93,13 +101,6 @@ def check_initialization(spec: Spec, symbol: mx.sym.Symbol) -> None:
                     raise ValueError("it gives values that are not finite (NaN or inf)")
         except Exception as e:  # ValueError/AssertionError/MXNetError from the initializer
             raise _initialization_error(spec, name, shape, owners.get(name), e) from None
-
-
-def _elements(shape: tuple) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _initialization_error(spec: Spec, name: str, shape: tuple, index: Optional[int],
@@ -121,49 +122,14 @@ def _initialization_error(spec: Spec, name: str, shape: tuple, index: Optional[i
                                                 f"(layer '{layer_names(spec)[index]}'): {text}")
 
 
-def validate(spec: Spec, *, check_data: bool = True) -> str:
-    """Build the symbol with shape inference, check devices, ONNX support and (unless
-    `check_data` is false) the data files, labels and shapes. Returns a one-line summary."""
-    symbol = build_symbol(spec)
-    check_static(spec, symbol)
-    parts = [f"{len(spec.layers)} layers",
-             f"{sum(r['params'] for r in layer_shapes(spec, symbol)):,} parameters"]
-    if check_data:
-        from .data import load_data
-        data = load_data(spec)
-        check_labels(spec, data)
-        parts.append(f"{len(data.train)} training and {len(data.val)} validation samples")
-        if data.classes is not None:
-            parts.append(f"{len(data.classes)} classes")
-    return ", ".join(parts)
-
-
-def summary_table(spec: Spec) -> str:
-    """The layers with their output shapes (batch 1) and parameter counts, as text."""
-    symbol = build_symbol(spec)
-    rows = layer_shapes(spec, symbol)
-    header = ("layer", "op", "output shape", "params")
-    table: List[tuple] = [header] + [
-        (r["name"], r["op"], "x".join(map(str, r["shape"][1:])) or "-", f"{r['params']:,}")
-        for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(4)]
-    lines = ["  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths))) for row in table]
-    total = sum(r["params"] for r in rows)
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"total parameters: {total:,} (input statistics included)")
-    return "\n".join(lines)
-
-
-def check_optimizer_shapes(spec: Spec, symbol: mx.sym.Symbol) -> None:
+def check_optimizer_shapes(model: Model) -> None:
     """groupadagrad (MXNet contrib) keeps one learning rate per row and asserts, mid-training,
     that every parameter it updates is 2-D. Refuse such a spec here, where `validate` sees it
     before any data is read. lr_mult=0 does not help: a parameter with a gradient is still
     updated; only the Module's fixed_param_names (stats: dataset) take one out."""
+    spec, symbol, shapes = model.spec, model.symbol, model.shapes
     if spec.train.optimizer.lower() != "groupadagrad":
         return
-    shapes = infer_shapes(spec, symbol)
-    from .train import fixed_param_names
     skip = {spec.output.label_name, *fixed_param_names(spec)}
     skip.update(item.name for item in spec.all_inputs)
     input_layer_params = set()
