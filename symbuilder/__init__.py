@@ -13,7 +13,7 @@ __all__ = ["load_spec", "build_symbol", "train", "export_model", "build", "__ver
 def __getattr__(name: str) -> Any:
     # Lazy: `import symbuilder` stays cheap (no MXNet import) until a function is used.
     if name == "load_spec":
-        from .spec.model import load_spec
+        from .spec.load import load_spec
         return load_spec
     if name == "build_symbol":
         from .graph import build_symbol

@@ -49,7 +49,7 @@ def _positive_int(text: str) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from .spec.model import load_spec
+    from .spec.load import load_spec
     return load_spec(args.spec, overrides=args.set or None)
 
 
@@ -113,7 +113,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .spec import schema  # lazy: each command imports only what it uses
+    from . import schema  # lazy: each command imports only what it uses
     if args.update_readme:  # a developer's command: the README's generated tables
         from .onnx.registry import readme_with_operators  # lazy: as above
         with open(args.update_readme) as f:

@@ -1,6 +1,7 @@
 """The input layer, one module: a frozen-affine BatchNorm in front of each data input.
 
-Everything about it lives here: its names (InputLayerNames), its construction
+Everything about it lives here: its names (InputLayerNames, defined with the other names a
+spec gives the graph in spec/names.py and re-exported here), its construction
 (build_input), the statistics stage (calibrate: the exact statistics of the training
 split), the moving statistics it starts from (initial_aux_params), the freeze
 (fixed_param_names, fixed_aux_names, and pin_aux for several devices) and the
@@ -16,7 +17,6 @@ this module, never the other way round (the Model and the SplitData arrive as ar
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import mxnet as mx
@@ -25,22 +25,7 @@ import numpy as np
 from .errors import RunError
 from .moments import ChannelStats, array_stats
 from .spec.model import InputSpec, Spec
-
-
-@dataclasses.dataclass(frozen=True)
-class InputLayerNames:
-    """Names of the input BatchNorm's node and its four parameters."""
-    node: str
-    gamma: str
-    beta: str
-    moving_mean: str
-    moving_var: str
-
-    @classmethod
-    def for_input(cls, input_name: str) -> "InputLayerNames":
-        node = f"{input_name}_norm"
-        return cls(node, f"{node}_gamma", f"{node}_beta", f"{node}_moving_mean",
-                   f"{node}_moving_var")
+from .spec.names import InputLayerNames  # re-exported: the input layer's names are the spec's
 
 
 

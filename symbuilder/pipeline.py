@@ -20,6 +20,7 @@ import numpy as np
 
 from . import export, proof
 from .data import SplitData, cache_dir_for, load_data
+from .data.sources import check_formats, source_format
 from .defaults import DEFAULT_RANDOM_SAMPLES, DEFAULT_SEED
 from .errors import ExportError, UsageError
 from .export import folder as export_folder
@@ -100,7 +101,7 @@ def _protected_paths(spec: Spec) -> List[Tuple[str, str]]:
         if source is None:
             continue
         found.append((spec.resolve(source.path), f"the data file {source.path}"))
-        if source.resolved_format == "npy" and source.label:  # the label is a file too
+        if source_format(source) == "npy" and source.label:  # the label is a file too
             found.append((spec.resolve(source.label), f"the data file {source.label}"))
     return found
 
@@ -313,6 +314,7 @@ def validate(spec: Spec, *, check_data: bool = True) -> str:
 
 def _checked_model(spec: Spec) -> Model:
     """The Model, statically checked: before any data is read or any epoch is trained."""
+    check_formats(spec)
     model = build_model(spec)
     check_static(model)
     return model

@@ -90,7 +90,7 @@ SPEC = """\
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from symbuilder.pipeline import build
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     folder = tmp_path_factory.mktemp("srv")
     write_spec(folder, SPEC)
     spec = load_spec(str(folder / "spec.yaml"))

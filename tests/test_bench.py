@@ -17,7 +17,7 @@ from symbuilder import bench
 from symbuilder.graph import build_symbol
 from symbuilder.cli import main
 from symbuilder.data import load_data
-from symbuilder.spec.model import load_spec, loads_spec
+from symbuilder.spec.load import load_spec, loads_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -235,7 +235,7 @@ def test_a_byte_that_is_not_utf8_is_located_at_its_line_and_column(here, capsys)
 
 def _features(folder):
     from symbuilder.data import load_data
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     data = load_data(load_spec(os.path.join(folder, "spec.yaml")), cache_dir=str(folder / "c"))
     return np.concatenate([data.train.features, data.val.features]), data.classes
 

@@ -24,8 +24,8 @@ from symbuilder.data import encode_labels, load_data
 from symbuilder.data.iterators import ArrayIter, make_iter
 from symbuilder.errors import DataError
 from symbuilder.moments import array_stats
-from symbuilder.data.sources import ReadOptions, Table, read_table
-from symbuilder.spec.model import load_spec, loads_spec
+from symbuilder.data.sources import ReadOptions, Table, read_table, source_format
+from symbuilder.spec.load import load_spec, loads_spec
 from symbuilder.training import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -428,7 +428,7 @@ def test_libsvm_spec_builds_the_same_split_as_the_csv(tmp_path):
     write_libsvm(BC, "benign", tmp_path / "b" / "bc.libsvm")
     svm = _spec(tmp_path / "b", (MLP % "").replace("path: breast_cancer.csv, label: benign",
                                                    "path: bc.libsvm"))
-    assert svm.data.train.resolved_format == "libsvm"
+    assert source_format(svm.data.train) == "libsvm"
     same_split(load_data(plain), load_data(svm), names=False)  # libsvm names: x1..x30
 
 

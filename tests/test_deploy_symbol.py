@@ -22,7 +22,8 @@ from symbuilder.export import deploy
 from symbuilder.serving import audit
 from symbuilder.errors import ExportError
 from symbuilder.pipeline import build
-from symbuilder.spec.model import HEADS, load_spec
+from symbuilder.spec.load import load_spec
+from symbuilder.spec.model import HEADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))

@@ -24,7 +24,7 @@ from symbuilder.data.iterators import shard_order, shard_rows
 from symbuilder.training import distributed
 from symbuilder.training.distributed import DUMP_ENV, LAUNCH_ENV, WATCH_ENV, check_env, free_ports
 from symbuilder.errors import SpecError
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "specs", "breast_cancer_mlp.yaml")

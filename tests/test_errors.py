@@ -3,7 +3,7 @@ the holes tests/test_spec_fuzz.py found (each one used to escape as a stack trac
 import pytest
 
 from symbuilder.errors import SpecError
-from symbuilder.spec.model import loads_spec
+from symbuilder.spec.load import loads_spec
 
 
 def error_of(text, **kwargs) -> str:

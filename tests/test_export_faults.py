@@ -45,7 +45,7 @@ import mxnet as mx
 from symbuilder import pipeline, proof
 from symbuilder.export import checkpoint, folder as exporting, onnxfile, triton
 from symbuilder.data import load_data
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 spec_path, out_dir, prefix, epoch, point = sys.argv[1:6]
 spec = load_spec(spec_path)
@@ -117,7 +117,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def first_export(tmp_path_factory):
     from symbuilder.pipeline import build
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     folder = tmp_path_factory.mktemp("faults")
     write_spec(folder, SPEC)
     out = str(folder / "exports" / "faulty")

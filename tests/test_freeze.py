@@ -18,7 +18,7 @@ from symbuilder.cli import main
 from symbuilder.data import load_data
 from symbuilder.errors import RunError, SpecError
 from symbuilder.pipeline import build
-from symbuilder.spec.model import loads_spec
+from symbuilder.spec.load import loads_spec
 from symbuilder.spec.semantics import LR_MULT_UNSAFE
 from symbuilder.training import train
 

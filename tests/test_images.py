@@ -14,7 +14,7 @@ from helpers import ROOT, write_spec
 from symbuilder.data import load_data, split_indices
 from symbuilder.data.images import ImageReadOptions, pixel_statistics
 from symbuilder.data.sources import read_table
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 from symbuilder.graph import build_model
 from symbuilder.inputlayer import calibrate
 from test_data_errors import refused

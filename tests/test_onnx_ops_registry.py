@@ -13,7 +13,7 @@ from symbuilder.errors import ExportError
 from symbuilder.onnx import SUPPORTED_OPSETS, check_translatable, register, registered_ops, to_onnx
 from symbuilder.onnx import registry
 from symbuilder.onnx.opsets import OPSET_RANGE
-from symbuilder.spec.model import loads_spec
+from symbuilder.spec.load import loads_spec
 
 FAKE = "_test_versioned_op"
 

@@ -16,7 +16,7 @@ import pytest
 
 from symbuilder.data import load_data
 from symbuilder.pipeline import build
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import DATA
 from symbuilder.cli import main
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 
 def run(argv, capsys):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from symbuilder.errors import SpecError, UsageError
-from symbuilder.spec.model import load_spec, loads_spec
+from symbuilder.spec.load import load_spec, loads_spec
 from symbuilder.spec.overrides import apply_overrides, parse_key
 from symbuilder.spec.yamlload import MAX_NODES, load_yaml
 
@@ -163,7 +163,7 @@ def test_override_errors_are_usage_errors():
 # --- schema and README reference ------------------------------------------------------------
 
 def test_readme_key_reference_is_generated_from_the_schema():
-    from symbuilder.spec.schema import readme_with_reference
+    from symbuilder.schema import readme_with_reference
     readme = open(os.path.join(ROOT, "README.md")).read()
     assert readme_with_reference(readme) == readme, (
         "README's key table is stale: run `symbuilder schema --update-readme README.md`")
@@ -172,7 +172,7 @@ def test_readme_key_reference_is_generated_from_the_schema():
 def test_json_schema_accepts_the_specs_and_names_every_parser_key():
     import dataclasses
     from symbuilder.spec.model import Spec
-    from symbuilder.spec.schema import json_schema
+    from symbuilder.schema import json_schema
     schema = json_schema()
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(Spec) if f.metadata}
     assert schema["required"] == ["name", "layers", "output"]

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from symbuilder.pipeline import validate
 from symbuilder.errors import SpecError
-from symbuilder.spec.model import load_spec, loads_spec, parse_spec
+from symbuilder.spec.load import load_spec, loads_spec
+from symbuilder.spec.model import parse_spec
 from symbuilder.spec.overrides import apply_overrides
 from symbuilder.spec.semantics import check_spec
 from symbuilder.spec.yamlload import load_yaml

@@ -19,7 +19,7 @@ from symbuilder.errors import DataError
 from symbuilder.graph import Model, build_model, layers
 from symbuilder.inputlayer import calibrate
 from symbuilder.moments import array_stats
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 from symbuilder.training import train
 
 MLP = """\

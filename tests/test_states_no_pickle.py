@@ -20,7 +20,7 @@ import helpers
 
 from symbuilder.cli import main
 from symbuilder.pipeline import build
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 MLP = """\
     name: mlp

@@ -23,7 +23,7 @@ from symbuilder.cli import main
 from symbuilder.data import load_data
 from symbuilder.errors import SpecError
 from symbuilder.training.progress import ProgressReporter
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 from symbuilder.training import train
 
 EXE = os.path.join(os.path.dirname(sys.executable), "symbuilder")

@@ -306,7 +306,7 @@ def test_mutations_that_validate_accepts_build(tmp_path):
     from symbuilder.pipeline import validate
     from symbuilder.errors import RunError, SpecError
     from symbuilder.pipeline import build
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     fz = _fuzz_helpers()
     shutil.copytree(os.path.join(ROOT, "specs", "data"), tmp_path / "data")
     bases = fz.BASE_DATA[:3]  # the specs in specs/, whose data is specs/data/

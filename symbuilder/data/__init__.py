@@ -29,9 +29,9 @@ from ..spec.catalog_suggest import suggest_text
 from .cache import ArrayStore, cache_dir_for, default_cache_dir
 from .images import image_read_options
 from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
-                      closest_text, display_path, read_table)
+                      closest_text, display_path, read_table, source_format)
 
-if TYPE_CHECKING:  # annotations only: spec.model imports data.sources, so no runtime import
+if TYPE_CHECKING:  # annotations only
     from ..spec.model import SourceSpec, Spec
 
 __all__ = ["Dataset", "SplitData", "load_data", "cache_dir_for", "default_cache_dir"]
@@ -85,10 +85,10 @@ def _read_options(spec: Spec, source: SourceSpec, cache_dir: Optional[str]) -> R
 def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True,
           cache_dir: Optional[str] = None) -> Table:
     path = spec.resolve(source.path)
-    if with_label and source.label is None and source.resolved_format == "csv":
+    if with_label and source.label is None and source_format(source) == "csv":
         raise spec.error(key, "missing required key 'label' (the label column's name)")
     try:
-        table = read_table(path, source.resolved_format,
+        table = read_table(path, source_format(source),
                            label=source.label if with_label else None, features=source.features,
                            shown_path=display_path(path),
                            options=_read_options(spec, source, cache_dir))
@@ -247,7 +247,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
         val_key = ("data", "val")
         vtable = _read(spec, spec.data.val, val_key, cache_dir=cache)
         check_finite(vtable)
-        if vtable.feature_names != table.feature_names and spec.data.val.resolved_format == "csv":
+        if vtable.feature_names != table.feature_names and source_format(spec.data.val) == "csv":
             raise spec.error(val_key, f"{spec.data.val.path} has columns "
                              f"{vtable.feature_names[:5]}... unlike the training file", DataError)
         vfeatures = input_arrays(spec, vtable, columns,

@@ -32,8 +32,8 @@ import numpy as np
 
 from ..errors import DataError
 from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
-                      _load_entry, _staged_entry, _write_json, cache_entry, display_path,
-                      file_identity, register_source)
+                      load_entry, staged_entry, write_json, cache_entry, display_path,
+                      file_identity, register_source, source_format)
 
 if TYPE_CHECKING:  # spec.model imports sources, which imports this module
     from ..spec.model import SourceSpec, Spec
@@ -66,13 +66,13 @@ class ImageReadOptions(ReadOptions):
 def image_read_options(spec: "Spec", source: "SourceSpec", options: ReadOptions) -> ReadOptions:
     """`options` extended for an image format (unchanged for any other): what data.py's
     reader options need from the spec. A located SpecError when input.shape is no image."""
-    if source.resolved_format not in IMAGE_FORMATS:
+    if source_format(source) not in IMAGE_FORMATS:
         return options
     items = spec.all_inputs
     shape = tuple(items[0].shape) if len(items) == 1 else ()
     if len(shape) != 3 or shape[0] not in (1, 3):
         where = spec.input_path(0) + (("shape",) if len(items) == 1 else ())
-        raise spec.error(where, f"format: {source.resolved_format} needs one input with shape "
+        raise spec.error(where, f"format: {source_format(source)} needs one input with shape "
                          f"[C, H, W], C 1 (grey) or 3 (RGB); received "
                          f"{list(shape) if len(items) == 1 else f'{len(items)} inputs'}",
                          DataError)
@@ -259,19 +259,19 @@ def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOpt
                      identity=listing.identity, finite_checked=True)
     entry = cache_entry(options.cache_dir, path, listing.identity)  # type: ignore[arg-type]
     if not os.path.exists(os.path.join(entry, "meta.json")):
-        with _staged_entry(entry, path) as tmp:
+        with staged_entry(entry, path) as tmp:
             with NpyWriter(os.path.join(tmp, "features.npy")) as out:
                 for block in _blocks(listing, options):
                     out.write(block)
                 out.finish_shape(tuple(options.shape))
             labels = listing.labels
             np.save(os.path.join(tmp, "labels.npy"), labels, allow_pickle=False)
-            _write_json(os.path.join(tmp, "meta.json"), {
+            write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
                 "identity": listing.identity, "rows": listing.count, "feature_names": names,
                 "first_data_line": 0, "labels": "str" if labels.dtype.kind == "U"
                 else str(labels.dtype)})
-    return _load_entry(entry, shown, listing.identity)
+    return load_entry(entry, shown, listing.identity)
 
 
 def _identity(fmt: str, files: Sequence[str], options: ImageReadOptions) -> str:
@@ -291,7 +291,7 @@ def _image_options(options: Optional[ReadOptions], shown: str) -> ImageReadOptio
     return options
 
 
-@register_source("recordio")
+@register_source("recordio", extensions=("rec",))
 def read_recordio(path: str, *, label: Optional[str], features: Optional[str], shown: str,
                   options: Optional[ReadOptions] = None) -> Table:
     """An im2rec .rec file through its .idx, records in file order (ImageRecordIter's

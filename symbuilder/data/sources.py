@@ -30,11 +30,12 @@ import struct
 import uuid
 import zipfile
 import zlib
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import DataError
+from ..spec.catalog_suggest import suggest_text
 from ..moments import release_pages  # re-exported: the readers and data/ release pages too
 
 STREAM_BYTES = 256 << 20   # files above this are streamed into the cache (unless stream: false)
@@ -80,14 +81,41 @@ Reader = Callable[..., Table]
 SOURCES: Dict[str, Reader] = {}
 
 
-def register_source(fmt: str) -> Callable[[Reader], Reader]:
-    """Register a reader for `format: fmt`. A duplicate registration is an error."""
+# File extension (lower case, no dot) -> format, for a source without `format:`.
+EXTENSIONS: Dict[str, str] = {}
+DEFAULT_FORMAT = "csv"  # what a file with an unknown extension is read as
+
+
+def register_source(fmt: str, *, extensions: Tuple[str, ...] = ()) -> Callable[[Reader], Reader]:
+    """Register a reader for `format: fmt`, the default for files ending in `extensions`
+    (the format's own name counts as one). A duplicate registration is an error."""
     def decorate(fn: Reader) -> Reader:
         if fmt in SOURCES:
             raise ValueError(f"data source '{fmt}' is registered twice")
         SOURCES[fmt] = fn
+        for ext in (fmt,) + tuple(extensions):
+            EXTENSIONS.setdefault(ext, fmt)
         return fn
     return decorate
+
+
+def source_format(source: Any) -> str:
+    """The format a spec's data source is read in: its `format:`, else the one its file
+    extension names, else csv."""
+    if source.format:
+        return source.format
+    ext = os.path.splitext(source.path)[1].lower().lstrip(".")
+    return EXTENSIONS.get(ext, DEFAULT_FORMAT)
+
+
+def check_formats(spec: Any) -> None:
+    """Every `format:` the spec names has a registered reader; a located error otherwise."""
+    for key in ("train", "val"):
+        source = getattr(spec.data, key, None) if spec.data is not None else None
+        if source is not None and source.format and source.format not in SOURCES:
+            raise spec.error(("data", key, "format"), f"unknown data format "
+                             f"'{source.format}'{suggest_text(source.format, sorted(SOURCES))}; "
+                             f"known: {', '.join(sorted(SOURCES))}")
 
 
 class SourceKeyError(DataError):
@@ -231,13 +259,13 @@ def _cached_table(path: str, shown: str, cache_dir: str, identity: str,
     entry = cache_entry(cache_dir, path, identity)
     if not os.path.exists(os.path.join(entry, "meta.json")):
         _convert(path, shown, entry, identity, parse)
-    return _load_entry(entry, shown, identity)
+    return load_entry(entry, shown, identity)
 
 
 def _convert(path: str, shown: str, entry: str, identity: str,
              parse: Callable[[_Parsed], Blocks]) -> None:
     """Stream the parser's blocks into a float32 .npy; publish the entry atomically."""
-    with _staged_entry(entry, path) as tmp:
+    with staged_entry(entry, path) as tmp:
         info = _Parsed()
         label_blocks: List[np.ndarray] = []
         with NpyWriter(os.path.join(tmp, "features.npy")) as out:
@@ -257,11 +285,11 @@ def _convert(path: str, shown: str, entry: str, identity: str,
             meta["labels"] = "str" if labels.dtype == object else str(labels.dtype)
             np.save(os.path.join(tmp, "labels.npy"),
                     labels.astype(str) if labels.dtype == object else labels)
-        _write_json(os.path.join(tmp, "meta.json"), meta)
+        write_json(os.path.join(tmp, "meta.json"), meta)
 
 
 @contextlib.contextmanager
-def _staged_entry(entry: str, source: str) -> Iterator[str]:
+def staged_entry(entry: str, source: str) -> Iterator[str]:
     """A fresh staging folder for the cache entry `entry` of the file `source`. When the block
     ends having written meta.json, the folder is published atomically and earlier
     conversions of the source are dropped; when it ends without (it chose not to convert),
@@ -329,7 +357,7 @@ def drop_orphans(folder: str) -> None:
                 pass
 
 
-def _load_entry(entry: str, shown: str, identity: str) -> Table:
+def load_entry(entry: str, shown: str, identity: str) -> Table:
     with open(os.path.join(entry, "meta.json")) as f:
         meta = json.load(f)
     features = np.load(os.path.join(entry, "features.npy"), mmap_mode="r", allow_pickle=False)
@@ -343,7 +371,7 @@ def _load_entry(entry: str, shown: str, identity: str) -> Table:
                  finite_checked=True)
 
 
-def _write_json(path: str, data: Dict) -> None:
+def write_json(path: str, data: Dict) -> None:
     with open(path, "w") as f:
         json.dump(data, f)
         f.flush()
@@ -583,7 +611,7 @@ def _numeric_if_possible(raw: List[str]) -> np.ndarray:
 
 # -- libsvm -----------------------------------------------------------------------------
 
-@register_source("libsvm")
+@register_source("libsvm", extensions=("svm", "svmlight"))
 def read_libsvm(path: str, *, label: Optional[str], features: Optional[str], shown: str,
                 options: Optional[ReadOptions] = None) -> Table:
     """A LibSVM/svmlight text file: `label index:value index:value ...` a line, indices
@@ -853,7 +881,7 @@ def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
     entry = cache_entry(options.cache_dir, path, identity)
     target = os.path.join(entry, "features.npy")
     if not os.path.exists(target):
-        with _staged_entry(entry, path) as tmp:
+        with staged_entry(entry, path) as tmp:
             with zipfile.ZipFile(path) as z, z.open(key + ".npy") as member:
                 shape, fortran, dtype = _npy_header_of(member)
                 if dtype.hasobject or fortran or dtype.kind not in "fiub" or not shape:
@@ -868,7 +896,7 @@ def _npz_to_cache(path: str, key: str, shown: str, options: ReadOptions,
                         check_float32(block, start, shown, f"array '{key}'")
                         out.write(block)
                     out.finish_shape(tuple(shape[1:]))
-            _write_json(os.path.join(tmp, "meta.json"), {
+            write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
                 "identity": identity, "rows": int(shape[0]), "array": key})
     return np.load(target, mmap_mode="r", allow_pickle=False)
@@ -992,7 +1020,7 @@ def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: st
     entry = cache_entry(options.cache_dir, path, identity)
     target = os.path.join(entry, "features.npy")
     if not os.path.exists(target):
-        with _staged_entry(entry, path) as tmp:
+        with staged_entry(entry, path) as tmp:
             row = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
             step = max(1, (32 << 20) // row)
             with NpyWriter(os.path.join(tmp, "features.npy")) as out:
@@ -1001,7 +1029,7 @@ def _array_to_cache(x: np.ndarray, path: str, options: ReadOptions, identity: st
                     check_float32(block, start, shown, what)
                     out.write(np.asarray(block, dtype=np.float32))
                 out.finish_shape(tuple(x.shape[1:]))
-            _write_json(os.path.join(tmp, "meta.json"), {
+            write_json(os.path.join(tmp, "meta.json"), {
                 "version": CACHE_VERSION, "source": os.path.abspath(path),
                 "identity": identity, "rows": int(x.shape[0])})
     return np.load(target, mmap_mode="r", allow_pickle=False)
@@ -1027,6 +1055,3 @@ def check_finite(table: Table) -> None:
                             f"{block[r, c]}", file=table.path, **where)
     table.finite_checked = True
 
-
-# The image sources register themselves on import; imported last, as they build on this module.
-from . import images  # noqa: E402,F401

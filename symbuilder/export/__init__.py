@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..data.images import IMAGE_FORMATS, pixel_statistics
+from ..data.sources import source_format
 from ..files import write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
@@ -101,7 +102,7 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         "spec": spec.to_dict(),
         "versions": folder.versions(),
     }
-    if spec.data is not None and spec.data.train.resolved_format in IMAGE_FORMATS:
+    if spec.data is not None and source_format(spec.data.train) in IMAGE_FORMATS:
         # The exact statistics as image people know them: per channel, pixel units, RGB.
         manifest["input_pixels"] = {name: pixel_statistics(r["exact_mean"], r["exact_var"])
                                     for name, r in result.input_stats.items()}

@@ -13,32 +13,11 @@ import mxnet as mx
 
 from ..errors import mxnet_message
 from ..inputlayer import InputLayerNames, build_input
+from ..spec.names import layer_names  # re-exported: the graph's node names are the spec's
 from ..spec.catalog import AttrError, check_attrs
 from ..spec.catalog_suggest import suggest_text
 from ..spec.model import Spec
 from ..spec.semantics import make_initializer
-
-
-def layer_names(spec: Spec) -> List[str]:
-    """The node name of every layer: its own, or a generated `<op><k>` unique in the spec."""
-    taken = {layer.name for layer in spec.layers if layer.name}
-    taken.update(i.name for i in spec.all_inputs)
-    counts: Dict[str, int] = {}
-    names = []
-    for layer in spec.layers:
-        if layer.name:
-            names.append(layer.name)
-            continue
-        base = layer.op.lower().lstrip("_")
-        while True:
-            k = counts.get(base, 0)
-            counts[base] = k + 1
-            candidate = f"{base}{k}"
-            if candidate not in taken:
-                break
-        taken.add(candidate)
-        names.append(candidate)
-    return names
 
 
 def param_initializer(init: Dict[str, Any], where: Tuple, spec: Spec) -> mx.init.Initializer:

@@ -1,6 +1,6 @@
-"""The spec's sections as typed dataclasses, and `load_spec` that reads a YAML file into them.
+"""The spec's sections as typed dataclasses (spec/load.py reads a YAML file into them).
 
-Every key of ../shared/spec-example.yaml keeps its meaning here. Semantic checks that need
+Every key of the spec contract (tests/contract/spec-example.yaml) keeps its meaning here. Semantic checks that need
 MXNet (op attributes, optimizer and metric names) live in `spec.semantics`; this module
 only knows the shape of the document.
 """
@@ -15,10 +15,8 @@ from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from ..errors import SpecError
 from ..onnx.opsets import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
-from ..data.sources import SOURCES
-from .yamlload import Locations, Path, load_yaml
+from .yamlload import Locations, Path
 
-DATA_FORMATS = tuple(SOURCES)
 
 HEADS = ("SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput",
          "MAERegressionOutput")
@@ -167,10 +165,9 @@ class SourceSpec:
                       "memory-mapped npy, libsvm (label index:value ...), an im2rec .rec, "
                       "or a folder of class folders of images (image_folder)",
                       example="data/breast_cancer.csv")
-    format: Optional[str] = field("str", "csv, npz, npy, libsvm, recordio or image_folder; "
-                                  "default: from the file extension (.svm and .libsvm are "
-                                  "libsvm, .rec is recordio)",
-                                  None, choices=DATA_FORMATS)
+    format: Optional[str] = field("str", "the data format, one registered reader each; "
+                                  "default: from the file extension (.svm: libsvm, .rec: "
+                                  "recordio, an unknown one: csv)", None)
     label: Optional[str] = field("str", "csv: the label column's name (every other column is a "
                                  "feature, in file order); npz: the label array's name "
                                  "(default y); npy: the label .npy file; libsvm: unused (the "
@@ -195,16 +192,6 @@ class SourceSpec:
                                         choices=(0, 1, 2, 3, 4, 9))
     label_width: Optional[int] = field("int", "recordio: label values per record header "
                                        "(default 1)", None, minimum=1)
-
-    EXTENSIONS = {"svm": "libsvm", "svmlight": "libsvm", "rec": "recordio"}
-
-    @property
-    def resolved_format(self) -> str:
-        if self.format:
-            return self.format
-        ext = os.path.splitext(self.path)[1].lower().lstrip(".")
-        ext = self.EXTENSIONS.get(ext, ext)
-        return ext if ext in DATA_FORMATS else "csv"
 
 
 @dataclasses.dataclass
@@ -425,40 +412,4 @@ def parse_spec(data: Any, locations: Locations) -> Spec:
                                                  "inputs, each names the csv columns it reads)")
     spec.source = locations.source
     spec.locations = locations
-    return spec
-
-
-def load_spec(path: str, *, overrides: Optional[List[str]] = None, check: bool = True) -> Spec:
-    """Read, parse and validate a spec file. Every problem is a located SpecError.
-
-    `overrides` are ``key.path=value`` strings (the CLI's --set), applied before parsing.
-    `check=False` skips the MXNet-backed semantic checks (op attributes, optimizer, ...).
-    """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(4 << 20)
-    except FileNotFoundError:
-        raise SpecError("no such spec file", file=path) from None
-    except IsADirectoryError:
-        raise SpecError("is a folder, not a spec file", file=path) from None
-    except OSError as e:
-        raise SpecError(f"cannot read: {e.strerror}", file=path) from None
-    data, locations = load_yaml(raw, source=path)
-    if overrides:
-        from .overrides import apply_overrides
-        data = apply_overrides(data, overrides, locations)
-    spec = parse_spec(data, locations)
-    if check:
-        from .semantics import check_spec
-        check_spec(spec)
-    return spec
-
-
-def loads_spec(text: str, *, source: str = "<spec>", check: bool = True) -> Spec:
-    """Like load_spec, from text (relative data paths resolve against the working folder)."""
-    data, locations = load_yaml(text, source=source)
-    spec = parse_spec(data, locations)
-    if check:
-        from .semantics import check_spec
-        check_spec(spec)
     return spec

@@ -11,6 +11,8 @@ from .catalog import AttrError, check_attrs, op_info
 from ..errors import mxnet_message
 from .catalog_suggest import suggest_text
 from .keywords import check_keywords, signature_defaults
+from .metrics import metric_problem, reported_name
+from .names import InputLayerNames, layer_names
 from .model import DERIVED_FILE_NAMES, HEADS, NAME_MAX, Spec
 
 # Optimizers for which lr_mult=0 does not freeze a parameter that receives a gradient
@@ -57,8 +59,6 @@ def check_schedule(spec: Spec) -> None:
 
 
 def _check_layers(spec: Spec) -> None:
-    from ..graph.layers import layer_names
-    from ..inputlayer import InputLayerNames
     # The output head's names are checked where the graph is built (builder.GraphNames),
     # after every layer's, so a clash is reported at the second name.
     reserved: Dict[str, str] = {}
@@ -140,7 +140,6 @@ def _check_counts(spec: Spec, index: int) -> None:
 def _check_embedding_inputs(spec: Spec) -> None:
     """Embedding looks its input up as integer ids: it must read raw inputs (normalize:
     none), never what an input layer made of them (normalized floats, truncated to ids)."""
-    from ..graph.layers import layer_names
     names = layer_names(spec)
     normalized = {i.name: i.normalize is not None for i in spec.all_inputs}
     reads: Dict[str, set] = {name: {name} for name in normalized}  # node -> inputs it depends on
@@ -262,7 +261,6 @@ def _check_metrics(spec: Spec) -> None:
     """Each metric exists, can be created from its name alone, and reads the head's outputs
     (a classification metric needs SoftmaxOutput, a regression metric a regression head);
     early stopping watches one of them."""
-    from ..training.metrics import metric_problem, reported_name
     for i, metric in enumerate(spec.metrics):
         problem = metric_problem(metric, spec.output.op)
         if problem:

@@ -20,7 +20,8 @@ from ..data.iterators import labels_for, make_iter
 from ..errors import RunError, mxnet_message
 from ..inputlayer import pin_aux
 from ..spec.model import Spec
-from .metrics import TrainingMetrics, evaluate_arrays, higher_is_better, reported_name
+from ..spec.metrics import higher_is_better, reported_name
+from .metrics import TrainingMetrics, evaluate_arrays
 from .optim import current_lr
 from .progress import ProgressReporter
 from .runstore import RunState, RunStore

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
-from ..spec.catalog_suggest import suggest_text
+from ..spec.metrics import BINARY_ONLY, metric_kind
 from ..spec.semantics import metric_path
 
 FLUSH_VALUES = 1 << 22  # output values held before a flush (16 MB of float32)
@@ -90,58 +90,6 @@ class TrainingMetrics(mx.metric.EvalMetric):
 
     def get_global(self) -> Tuple[List[str], List[float]]:
         return self._collect("get_global")
-
-
-# What each MXNet metric class reads (by class name, so aliases share an entry): class
-# indices against SoftmaxOutput's probabilities, or values against a regression head's
-# outputs. F1 and MCC raise on a batch with more than two classes. The Loss family sums the
-# outputs whatever they are. Any other registered metric needs arguments a name cannot carry.
-METRIC_KINDS = {"Accuracy": "classification", "TopKAccuracy": "classification",
-                "CrossEntropy": "classification", "NegativeLogLikelihood": "classification",
-                "PCC": "classification", "Perplexity": "classification", "F1": "binary",
-                "MCC": "binary", "MAE": "regression", "MSE": "regression",
-                "RMSE": "regression", "PearsonCorrelation": "regression", "Loss": "any",
-                "Torch": "any", "Caffe": "any"}
-BINARY_ONLY = "binary"
-
-
-def metric_kind(name: str) -> Optional[str]:
-    """classification, binary, regression or any; None for a name MXNet does not know."""
-    cls = mx.registry.get_registry(mx.metric.EvalMetric).get(name.lower())
-    return None if cls is None else METRIC_KINDS.get(cls.__name__, "arguments")
-
-
-def metric_problem(name: str, head: str) -> Optional[str]:
-    """Why metric `name` cannot evaluate the head op `head`, or None."""
-    kind = metric_kind(name)
-    registry = mx.registry.get_registry(mx.metric.EvalMetric)
-    if kind is None:
-        return f"unknown metric '{name}'{suggest_text(name, registry)}"
-    try:
-        mx.metric.create(name)
-    except Exception as e:  # Perplexity needs ignore_label, TopKAccuracy top_k > 1, ...
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return f"MXNet's '{name}' metric cannot be created from its name alone ({text})"
-    if kind == "arguments":
-        return f"MXNet's '{name}' metric needs arguments that eval_metric cannot give"
-    classifier = head == "SoftmaxOutput"
-    if kind in ("classification", BINARY_ONLY) and not classifier:
-        return (f"'{name}' compares class indices with class probabilities, but {head} "
-                "outputs values; use mse, mae, rmse or pearsonr")
-    if kind == "regression" and classifier:
-        return (f"'{name}' compares values with values, but SoftmaxOutput outputs class "
-                "probabilities; use acc, ce, nll_loss, pcc (or f1, mcc with two classes)")
-    return None
-
-
-def reported_name(name: str) -> str:
-    """The name MXNet reports a metric under: 'acc' -> 'accuracy', 'ce' -> 'cross-entropy'."""
-    n = mx.metric.create(name).get()[0]
-    return n[0] if isinstance(n, list) else n
-
-
-def higher_is_better(reported: str) -> bool:
-    return reported.startswith(("accuracy", "top_k", "f1", "mcc", "pearson", "auc"))
 
 
 def evaluate_arrays(names: Sequence[str], labels: np.ndarray, outputs: mx.nd.NDArray

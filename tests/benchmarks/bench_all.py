@@ -102,7 +102,7 @@ def main() -> int:
     sys.path.insert(0, ROOT)
     from symbuilder import bench
     from symbuilder.data import load_data
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     # Dev-only studies live beside this script (its folder is sys.path[0]), not in the package.
     from fixed_costs import fixed_costs
     from scaling_study import compare_scaling, scaling_table, scaling_verdict

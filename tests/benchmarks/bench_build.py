@@ -116,7 +116,7 @@ def fixed_costs(folder: str, spec_path: str) -> list:
         import symbuilder.cli
         t_cli = time.perf_counter()
         from symbuilder import pipeline
-        from symbuilder.spec.model import load_spec
+        from symbuilder.spec.load import load_spec
         t_import = time.perf_counter()
         spec = load_spec({spec_path!r})
         t_spec = time.perf_counter()

@@ -48,7 +48,7 @@ from symbuilder.training import fit as train_mod  # noqa: E402 (make_iter is pat
 from symbuilder.training import progress as progress_mod  # noqa: E402
 from symbuilder.data import Dataset, SplitData  # noqa: E402
 from symbuilder.data.iterators import ArrayIter
-from symbuilder.spec.model import loads_spec  # noqa: E402
+from symbuilder.spec.load import loads_spec  # noqa: E402
 
 
 def spec_for(features: int, hidden: int, classes: int, batch: int, epochs: int) -> Any:
@@ -312,7 +312,7 @@ sys.path.insert(0, {root!r})
 import mxnet, numpy, csv, json
 from symbuilder.data import load_data
 from symbuilder.moments import array_stats
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):

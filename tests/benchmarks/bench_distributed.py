@@ -71,7 +71,7 @@ def load() -> str:
 
 def train_rows(spec_path: str) -> int:
     from symbuilder.data import load_data
-    from symbuilder.spec.model import load_spec
+    from symbuilder.spec.load import load_spec
     return len(load_data(load_spec(spec_path)).train)
 
 

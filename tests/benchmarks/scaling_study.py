@@ -72,7 +72,7 @@ def time_build(text: str, held_out: Dict[str, np.ndarray]) -> Dict[str, float]:
     from symbuilder.bench._product import global_initializer
     from symbuilder.graph import build_symbol
     from symbuilder.graph.shapes import data_shapes
-    from symbuilder.spec.model import loads_spec
+    from symbuilder.spec.load import loads_spec
     times: Dict[str, float] = {}
     t = time.perf_counter()
     spec = loads_spec(text)
@@ -114,7 +114,7 @@ def compare_scaling(data_path: str, *, counts: Sequence[int] = (10, 100, 1000),
     """Build time (no training) of generated MLPs of each layer count, interleaved after a
     warm-up, medians over repeats. The data is read once, outside the clocks."""
     from symbuilder.data import load_data
-    from symbuilder.spec.model import loads_spec
+    from symbuilder.spec.load import loads_spec
     say = say or (lambda line: None)
     texts = {n: scaling_spec_text(n, data_path) for n in counts}
     data = load_data(loads_spec(texts[counts[0]]))

@@ -8,7 +8,7 @@ from helpers import DATA
 from scaling_study import SCALING_PHASES, ScalingFigures, scaling_spec_text, scaling_table, \
     scaling_verdict
 from symbuilder.graph import build_symbol
-from symbuilder.spec.model import loads_spec
+from symbuilder.spec.load import loads_spec
 
 
 @pytest.mark.parametrize("layers", [1, 2, 10, 101])

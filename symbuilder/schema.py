@@ -6,8 +6,18 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Tuple
 
-from .fields import REQUIRED
-from .model import LayerSpec, OutputSpec, Spec
+from .data import sources
+from .spec.fields import REQUIRED
+from .spec.model import LayerSpec, OutputSpec, SourceSpec, Spec
+
+# Choices that live in a registry rather than in the spec's field declarations: the data
+# formats are the data stage's (one registered reader each), so the spec does not list them.
+_REGISTERED_CHOICES = {(SourceSpec, "format"): lambda: sorted(sources.SOURCES)}
+
+
+def _choices(cls: type, f: dataclasses.Field) -> Any:
+    found = _REGISTERED_CHOICES.get((cls, f.name))
+    return found() if found else f.metadata.get("choices")
 
 _JSON_TYPES = {
     "str": {"type": "string", "minLength": 1},
@@ -45,8 +55,9 @@ def _default(f: dataclasses.Field) -> Any:
     return value
 
 
-def _field_schema(f: dataclasses.Field) -> Dict[str, Any]:
+def _field_schema(cls: type, f: dataclasses.Field) -> Dict[str, Any]:
     meta = f.metadata
+    choices = _choices(cls, f)
     kind = meta["kind"]
     if dataclasses.is_dataclass(kind):
         schema = section_schema(kind)
@@ -54,12 +65,12 @@ def _field_schema(f: dataclasses.Field) -> Dict[str, Any]:
         schema = {"type": "array", "items": section_schema(kind[1])}
     else:
         schema = dict(_JSON_TYPES[kind])
-    if meta.get("choices"):
+    if choices:
         if kind == "str_list":
-            schema = {"anyOf": [{"enum": list(meta["choices"])},
-                                {"type": "array", "items": {"enum": list(meta["choices"])}}]}
+            schema = {"anyOf": [{"enum": list(choices)},
+                                {"type": "array", "items": {"enum": list(choices)}}]}
         else:
-            schema["enum"] = list(meta["choices"])
+            schema["enum"] = list(choices)
     for key, json_key, flag in (("minimum", "minimum", "exclusive_minimum"),
                                 ("maximum", "maximum", "exclusive_maximum")):
         if meta.get(key) is not None:
@@ -78,7 +89,7 @@ def section_schema(cls: type) -> Dict[str, Any]:
     schema: Dict[str, Any] = {
         "type": "object",
         "description": (cls.__doc__ or "").strip(),
-        "properties": {f.name: _field_schema(f) for f in fields},
+        "properties": {f.name: _field_schema(cls, f) for f in fields},
         "required": [f.name for f in fields if _default(f) is REQUIRED],
         **({"oneOf": [{"required": ["input"]}, {"required": ["inputs"]}]} if cls is Spec else {}),
     }
@@ -120,8 +131,9 @@ def _rows(cls: type, prefix: str) -> List[Tuple[str, str, str, str]]:
             rows.extend(_rows(kind[1], key + "[]."))
         else:
             doc = f.metadata["doc"]
-            if f.metadata.get("choices"):
-                doc += " (one of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + ")"
+            choices = _choices(cls, f)
+            if choices:
+                doc += " (one of: " + ", ".join(f"`{c}`" for c in choices) + ")"
             rows.append((key, _TYPE_TEXT[kind], default_text, doc))
     if cls is LayerSpec:
         rows.append((prefix + "<attribute>", "any", "", "every other key is an MXNet attribute "
