@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from .defaults import DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL
 from .errors import SymbuilderError, UsageError
 from .files import write_atomic
-from .onnx.opsets import SUPPORTED_OPSETS
+from .defaults import SUPPORTED_OPSETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

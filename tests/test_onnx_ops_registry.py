@@ -1,6 +1,7 @@
 """The registry's opset versions and the one error listing every untranslatable op of a graph."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -11,8 +12,8 @@ import pytest
 
 from symbuilder.errors import ExportError
 from symbuilder.onnx import SUPPORTED_OPSETS, check_translatable, register, registered_ops, to_onnx
+from symbuilder.defaults import OPSET_RANGE
 from symbuilder.onnx import registry
-from symbuilder.onnx.opsets import OPSET_RANGE
 from symbuilder.spec.load import loads_spec
 
 FAKE = "_test_versioned_op"
@@ -155,13 +156,25 @@ def test_cli_opset_choices_come_from_the_constant(tmp_path) -> None:
 
 
 def test_the_registry_alone_sees_every_translation() -> None:
-    # symbuilder.onnx loads lazily; a caller importing only the registry (checks.py does) must
-    # still find every op, in a fresh process where nothing else imported the translations.
+    # The registry imports no translation; a caller importing only the registry (graph/checks.py
+    # does) must still find every op, in a fresh process where nothing else imported them.
     code = ("import sys; from symbuilder.onnx.registry import lookup, registered_ops; "
             "lookup('BatchNorm', 'bn'); print(len(registered_ops()))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) == len(registered_ops())
+
+
+def test_the_registry_is_a_leaf() -> None:
+    # The translations import the registry; were it to import one back (it once imported
+    # all_ops on its first query), that is a cycle. symbuilder/onnx/__init__.py loads them.
+    with open(registry.__file__) as f:
+        tree = ast.parse(f.read())
+    own = {"." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+           and (n.level or (n.module or "").startswith("symbuilder"))}
+    own |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+            if a.name.startswith("symbuilder")}
+    assert own == {"symbuilder.errors", "symbuilder.defaults"}
 
 
 def test_spec_and_cli_read_the_opsets_without_mxnet() -> None:

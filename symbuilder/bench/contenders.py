@@ -9,8 +9,15 @@ import time
 import warnings
 from typing import Any, List, Tuple
 
+import mxnet as mx
 import numpy as np
 
+from ..data.iterators import labels_for
+from ..graph import build_symbol
+from ..inputlayer import InputLayerNames, fixed_param_names
+from ..training import train
+from ..training.optim import contexts, lr_scheduler
+from ..training.runstore import RunStore
 from .harness import (GLUON, HAND_WRITTEN, HAND_WRITTEN_EXTRAS, HAND_WRITTEN_VAL, SB_AS_BUILT,
                       SB_TRAINING, TORCH, Contender, EpochClock, TrainingRun, contender,
                       input_names, input_statistics)
@@ -22,8 +29,6 @@ def symbuilder_contender(spec: Any, data: Any, *, as_built: bool) -> Contender:
     every train.checkpoint_every epochs, early stopping if the spec has it), or with training
     only (no run folder, no early stopping). Both validate after every epoch: train() always
     does, and that time is outside the epoch-loop figure."""
-    from ..training.runstore import RunStore
-    from ..training import train
     if not as_built:
         spec = dataclasses.replace(spec, train=dataclasses.replace(
             spec.train, checkpoint_every=0, early_stopping=None))
@@ -38,7 +43,6 @@ def symbuilder_contender(spec: Any, data: Any, *, as_built: bool) -> Contender:
                   twin=HAND_WRITTEN_EXTRAS if as_built else HAND_WRITTEN_VAL)
 
     def run(epochs: int) -> TrainingRun:
-        import mxnet as mx
         with tempfile.TemporaryDirectory(prefix="symbuilder-bench-") as tmp:
             start = time.perf_counter()
             run_dir = None
@@ -76,12 +80,6 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
     and fixed parameters, seeded once with mx.random.seed(train.seed). `validation` adds
     eval_data (Module.score every epoch), `checkpoint` mx.callback.do_checkpoint every
     epoch: what `symbuilder build` also does."""
-    import mxnet as mx
-    from ..graph import build_symbol
-    from ..inputlayer import InputLayerNames
-    from ..data.iterators import labels_for
-    from ..inputlayer import fixed_param_names
-    from ..training.optim import contexts, lr_scheduler
     symbol = build_symbol(spec)
     names = input_names(spec)
     label_name = spec.output.label_name

@@ -8,6 +8,7 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import mxnet as mx
 import numpy as np
 
 Say = Callable[[str], None]
@@ -86,7 +87,6 @@ class EpochClock:
         self._start = time.perf_counter()
 
     def stop(self, *_: Any) -> None:
-        import mxnet as mx
         mx.nd.waitall()
         self.seconds.append(time.perf_counter() - self._start)
 
@@ -140,7 +140,6 @@ def effective_multipliers(spec: Any, symbol: Any) -> Dict[str, Tuple[float, floa
     """(lr_mult, wd_mult) of every parameter as Module's optimizer applies them: created
     by name with sym= and param_idx2name, so the symbol's __lr_mult__/__wd_mult__ and
     MXNet's no-weight-decay-on-names-not-ending-in-_weight/_gamma default both count."""
-    import mxnet as mx
     skip = set(input_names(spec)) | {spec.output.label_name}
     params = [n for n in symbol.list_arguments() if n not in skip]
     opt = mx.optimizer.create(spec.train.optimizer.lower(), sym=symbol,

@@ -8,8 +8,13 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
+import mxnet as mx
 import numpy as np
+import onnxruntime as ort
 
+from .. import proof
+from ..export.checkpoint import to_numpy_params
+from ..onnx import to_onnx
 from .harness import Say, input_names
 
 
@@ -35,11 +40,6 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
     `samples`: an array (one input) or arrays by input name. Batch 1: `calls`
     single-sample calls per round; batch `batch`: `batch_calls` calls per round; rounds
     interleaved, after a warm-up."""
-    import mxnet as mx
-    import onnxruntime as ort
-    from .. import proof  # lazy: bench imports the product path only when it runs
-    from ..export.checkpoint import to_numpy_params  # lazy: as proof
-    from ..onnx import to_onnx
     say = say or (lambda line: None)
     names = input_names(spec)
     if not isinstance(samples, dict):

@@ -7,7 +7,9 @@ import os
 import platform
 from typing import Any, Dict, List, Sequence
 
+import mxnet as mx
 import numpy as np
+import onnxruntime
 
 from .harness import HAND_WRITTEN, TrainingFigures
 from .inference import InferenceFigures
@@ -34,8 +36,6 @@ def machine() -> Dict[str, Any]:
                     break
     except OSError:
         pass
-    import mxnet as mx
-    import onnxruntime
     try:
         load = round(os.getloadavg()[0], 2)
     except OSError:  # pragma: no cover - no load average on this platform

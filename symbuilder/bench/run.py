@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from ..data import load_data
+from ..training.distributed import is_dist
 from .contenders import training_contenders, twin_contenders
 from .harness import Contender, Say, compare_training
 from .inference import compare_inference
@@ -11,7 +13,6 @@ from .report import BenchReport, machine
 
 def check_benchable(spec: Any) -> None:
     """Refuse, as a located spec error, what one local process cannot benchmark."""
-    from ..training.distributed import is_dist
     if is_dist(spec.train.kvstore):
         raise spec.error(("train", "kvstore"), f"bench trains in one process, but "
                          f"train.kvstore is '{spec.train.kvstore}' (a parameter-server job); "
@@ -22,7 +23,6 @@ def run_bench(spec: Any, *, repeats: int = 3, epochs: int = 3, inference_repeats
               say: Optional[Say] = None, data: Any = None, gluon: bool = True,
               torch: bool = True, extra_contenders: Sequence[Contender] = ()) -> BenchReport:
     """The whole comparison for one spec; `extra_contenders` join the interleaved rounds."""
-    from ..data import load_data
     check_benchable(spec)
     info = machine()
     data = data if data is not None else load_data(spec)

@@ -1,7 +1,7 @@
 """Importing this module registers every translation (each module registers its ops on import).
 
-The registry imports it on its first query, so a caller that imports only the registry (e.g.
-the spec checks) still sees every op.
+The package's ``__init__`` imports it, so a caller that imports only the registry (e.g. the
+graph checks) still sees every op; the registry itself never imports a translation.
 """
 from symbuilder.onnx import translations  # noqa: F401  (also registers ops_math)
 from symbuilder.onnx import ops_attention, ops_compare, ops_detection, ops_index, ops_nn  # noqa: F401

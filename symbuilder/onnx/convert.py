@@ -12,8 +12,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
-from symbuilder.onnx import all_ops  # noqa: F401  (registers every translation)
-from symbuilder.onnx.opsets import SUPPORTED_OPSETS
+from symbuilder import __version__
+from symbuilder.defaults import SUPPORTED_OPSETS
 from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges,
                                        ranges_text, registered_ops)
 
@@ -241,8 +241,6 @@ def to_onnx(
 
     onnx_graph = helper.make_graph(kept_nodes, model_name, onnx_inputs, onnx_outputs, initializer=initializers)
     opset_ids = [helper.make_opsetid("", opset)]
-    from symbuilder import __version__
-
     model = helper.make_model(onnx_graph, opset_imports=opset_ids, producer_name="symbuilder", producer_version=__version__)
     # The lowest IR version that carries this opset: the widest range of runtimes can load it.
     model.ir_version = helper.find_min_ir_version_for(opset_ids)

@@ -5,6 +5,9 @@ A translation is one function decorated with ``@register("MXNetOpName")``. It re
 outputs, static shapes, constant parameters, opset) and emits ONNX nodes and constants through
 it. All helper plumbing (attribute parsing, naming, opset-dependent operator forms) lives here,
 so translations stay short and declarative.
+
+A leaf of the package: it imports no translation (they import it). The translations are loaded
+once, by ``symbuilder/onnx/__init__.py``, which runs before this module is imported.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from symbuilder.errors import ExportError
-from symbuilder.onnx.opsets import OPSET_RANGE
+from symbuilder.defaults import OPSET_RANGE
 
 Translation = Callable[["OpContext"], None]
 
@@ -56,22 +59,15 @@ def register(op_name: str, opsets: Optional[Tuple[int, int]] = None) -> Callable
     return deco
 
 
-def _loaded() -> Dict[str, List[Tuple[int, int, Translation]]]:
-    """The registry with every translation module imported (they register on import; importing
-    them here, not at the top, avoids the cycle translation -> registry -> translation)."""
-    from symbuilder.onnx import all_ops  # noqa: F401
-    return _REGISTRY
-
-
 def registered_ops(opset: Optional[int] = None) -> List[str]:
     """The MXNet op names that have a translation (at ``opset``, or at any opset), sorted."""
-    return sorted(op for op, versions in _loaded().items()
+    return sorted(op for op, versions in _REGISTRY.items()
                   if opset is None or any(lo <= opset <= hi for lo, hi, _ in versions))
 
 
 def opset_ranges(op_name: str) -> List[Tuple[int, int]]:
     """The inclusive opset ranges of the versions of ``op_name``'s translation, lowest first."""
-    return [(lo, hi) for lo, hi, _ in _loaded().get(op_name, [])]
+    return [(lo, hi) for lo, hi, _ in _REGISTRY.get(op_name, [])]
 
 
 def ranges_text(op_name: str) -> str:
@@ -106,7 +102,7 @@ def readme_with_operators(readme: str) -> str:
 
 def find(op_name: str, opset: Optional[int] = None) -> Optional[Translation]:
     """The version of ``op_name``'s translation that covers ``opset`` (None: the newest), or None."""
-    versions = _loaded().get(op_name, [])
+    versions = _REGISTRY.get(op_name, [])
     if opset is None:
         return versions[-1][2] if versions else None
     return next((fn for lo, hi, fn in versions if lo <= opset <= hi), None)
@@ -118,7 +114,7 @@ def lookup(op_name: str, node_name: str, opset: Optional[int] = None) -> Transla
     fn = find(op_name, opset)
     if fn is not None:
         return fn
-    if op_name in _loaded():
+    if op_name in _REGISTRY:
         raise ExportError(
             f"no ONNX translation at opset {opset} for MXNet op '{op_name}' (node '{node_name}'); "
             f"it is translated at opsets {ranges_text(op_name)}"

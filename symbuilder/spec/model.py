@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from ..errors import SpecError
-from ..onnx.opsets import OPSET_RANGE
+from ..defaults import OPSET_RANGE
 from .fields import Reader, describe, dump_section, field
 from .yamlload import Locations, Path
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+import mxnet as mx
 import numpy as np
+from mxnet import autograd, gluon
 
+from ...data.iterators import labels_for
+from ...graph import build_symbol
+from ...graph.layers import layer_names
+from ...inputlayer import InputLayerNames, fixed_param_names
+from ...training.optim import contexts, lr_scheduler
+from .._product import param_initializer
 from ..harness import (GLUON, HAND_WRITTEN, Contender, EpochClock, TrainingRun, contender,
                        effective_multipliers, input_names, input_statistics)
 from . import gluon_ops
@@ -16,7 +24,6 @@ from .registry import ParamMap, lookup_builder
 def _input_norm(item: Any, pmap: ParamMap) -> Any:
     """The frozen-affine input layer: a BatchNorm (beta/gamma stay 0/1), global stats in
     dataset mode."""
-    from ...inputlayer import InputLayerNames
     norm = item.normalize
     bn = gluon_ops.batch_norm(int(item.shape[0]), norm.eps, norm.momentum, fix_gamma=False,
                               use_global_stats=norm.stats == "dataset")
@@ -31,8 +38,6 @@ def gluon_twin(spec: Any, symbol: Any = None) -> Tuple[Any, Dict[str, Any]]:
     use_global_stats in dataset mode; then the layers), not hybridized or initialized, and
     a map from the symbol's parameter names to its Parameters. The block returns what the
     layers return (the head's input: logits for SoftmaxOutput)."""
-    from mxnet import gluon
-    from ...graph import build_symbol
     symbol = symbol if symbol is not None else build_symbol(spec)
     steps, _ = twin_plan(spec, symbol, "gluon")
     pmap: ParamMap = {}
@@ -78,7 +83,6 @@ def gluon_head(spec: Any, F: Any, out: Any) -> Any:
 def gluon_loss(spec: Any) -> Any:
     """Per-sample loss, a HybridBlock, whose gradient is the head's (SoftmaxOutput:
     p - onehot; the regression heads sum over outputs, as MXNet's do)."""
-    from mxnet import gluon
     kind = loss_kind(spec)
     if kind == "softmax":
         return gluon.loss.SoftmaxCrossEntropyLoss()
@@ -97,8 +101,6 @@ def gluon_loss(spec: Any) -> Any:
 
 def _per_param_initializers(spec: Any) -> Dict[str, Any]:
     """The initializer of every layer parameter whose spec gives one (`params: {w: {init}}`)."""
-    from ...graph.layers import layer_names
-    from .._product import param_initializer
     out = {}
     for i, (layer, lname) in enumerate(zip(spec.layers, layer_names(spec))):
         for pname, pspec in layer.params.items():
@@ -113,13 +115,6 @@ def gluon_contender(spec: Any, data: Any) -> Contender:
     trained the Gluon way: autograd.record, backward, gluon.Trainer.step, mx.metric
     updated per batch; the same NDArrayIter batches, input statistics, initializer,
     optimizer and effective lr/wd multipliers as the Module contenders; no validation."""
-    import mxnet as mx
-    from mxnet import autograd, gluon
-    from ...graph import build_symbol
-    from ...inputlayer import InputLayerNames
-    from ...data.iterators import labels_for
-    from ...inputlayer import fixed_param_names
-    from ...training.optim import contexts, lr_scheduler
     symbol = build_symbol(spec)
     twin_plan(spec, symbol, "gluon")  # TwinUnsupported now, not inside the timed runs
     names = input_names(spec)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from ...graph.layers import layer_names
+from ...graph.shapes import infer_shapes
 from .registry import (LayerView, TwinStep, TwinUnsupported, int_tuple, lookup_builder,
                        lookup_plan, parse_attr, register_twin_plan)
 
@@ -101,7 +103,6 @@ def _concat(layer: LayerView) -> Dict[str, Any]:
 
 def _symbol_shapes(spec: Any, symbol: Any) -> Dict[str, Tuple[int, ...]]:
     """Every parameter's and every internal output's shape at batch 1, by name."""
-    from ...graph.shapes import infer_shapes
     shapes = dict(infer_shapes(spec, symbol))
     internals = symbol.get_internals()
     _, outs, _ = internals.infer_shape(**{item.name: (1,) + tuple(item.shape)
@@ -128,7 +129,6 @@ def twin_plan(spec: Any, symbol: Any, framework: Optional[str] = None
     """The spec's layers as twin steps, and the symbol's shapes (batch 1) by name;
     TwinUnsupported for an op, attribute or head the twins do not reproduce (and, with
     `framework`, for an op that framework's twin has no builder for)."""
-    from ...graph.layers import layer_names
     if spec.output.attrs:
         raise TwinUnsupported(f"the head has attributes ({', '.join(spec.output.attrs)})")
     if len(spec.train.context) > 1:

@@ -7,6 +7,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ...data.iterators import labels_for
+from ...graph import build_symbol
+from ...inputlayer import InputLayerNames
 from ..harness import (HAND_WRITTEN, TORCH, Contender, TrainingRun, contender,
                        effective_multipliers, input_names, input_statistics)
 from . import torch_ops
@@ -29,7 +32,6 @@ def _input_norm(item: Any, pmap: ParamMap) -> Any:
     """The frozen-affine input layer (weight/bias at 1/0, frozen as the spec says; in
     dataset mode always the stored statistics), or the identity without normalize."""
     import torch
-    from ...inputlayer import InputLayerNames
     norm = item.normalize
     if norm is None:
         return torch.nn.Identity()
@@ -46,7 +48,6 @@ def torch_twin(spec: Any, symbol: Any = None) -> Tuple[Any, Dict[str, Any]]:
     frozen at 1/0 and, in dataset mode, always the stored statistics), and a map from the
     symbol's parameter names to its tensors. Returns the head's input (logits)."""
     import torch
-    from ...graph import build_symbol
     symbol = symbol if symbol is not None else build_symbol(spec)
     steps, _ = twin_plan(spec, symbol, "torch")
     pmap: ParamMap = {}
@@ -127,9 +128,6 @@ def torch_contender(spec: Any, data: Any, *, threads: int = 1) -> Contender:
     instead of 0.2 s, torch alone, measured), while MXNet's small operators are
     single-threaded below OpenMP's threshold anyway."""
     import torch
-    from ...graph import build_symbol
-    from ...inputlayer import InputLayerNames
-    from ...data.iterators import labels_for
     opt_name = spec.train.optimizer.lower()
     if opt_name not in TORCH_OPTIMIZERS:
         raise TwinUnsupported(f"optimizer {spec.train.optimizer} (the PyTorch twin knows "
