@@ -13,15 +13,15 @@ __all__ = ["load_spec", "build_symbol", "train", "export_model", "build", "__ver
 def __getattr__(name: str) -> Any:
     # Lazy: `import symbuilder` stays cheap (no MXNet import) until a function is used.
     if name == "load_spec":
-        from .spec.load import load_spec
+        from .spec.load import load_spec  # lazy: `import symbuilder` stays cheap
         return load_spec
     if name == "build_symbol":
-        from .graph import build_symbol
+        from .graph import build_symbol  # lazy: `import symbuilder` stays cheap
         return build_symbol
     if name == "train":
-        from .training import train
+        from .training import train  # lazy: `import symbuilder` stays cheap
         return train
     if name in ("export_model", "build"):
-        from . import pipeline
+        from . import pipeline  # lazy: `import symbuilder` stays cheap
         return getattr(pipeline, name)
     raise AttributeError(f"module 'symbuilder' has no attribute {name!r}")

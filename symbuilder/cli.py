@@ -49,12 +49,12 @@ def _positive_int(text: str) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from .spec.load import load_spec
+    from .spec.load import load_spec  # lazy: per command
     return load_spec(args.spec, overrides=args.set or None)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .pipeline import build
+    from .pipeline import build  # lazy: per command
     spec = _load(args)
     progress = None if args.quiet else _say
     out = build(spec, out_dir=args.out, epochs=args.epochs, progress=progress,
@@ -75,7 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .pipeline import validate
+    from .pipeline import validate  # lazy: per command
     spec = _load(args)
     summary = validate(spec, check_data=not args.no_data)
     print(f"{args.spec}: ok ({summary})")
@@ -83,7 +83,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .graph.summary import summary_table
+    from .graph.summary import summary_table  # lazy: per command
     spec = _load(args)
     print(summary_table(spec))
     return EXIT_OK
@@ -258,14 +258,14 @@ def _build_argv(args: argparse.Namespace) -> List[str]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from .training.distributed import check_launch, is_dist, launch
+    from .training.distributed import check_launch, is_dist, launch  # lazy: per command
     spec = _load(args)
     if not is_dist(spec.train.kvstore):
         raise spec.error(("train", "kvstore"), f"launch runs a parameter-server job, but "
                          f"train.kvstore is '{spec.train.kvstore}'; use dist_sync, dist_async "
                          "or dist_device_sync (e.g. --set train.kvstore=dist_sync)")
     check_launch(spec, resume=args.resume)  # before any process starts
-    from .pipeline import check_out_dir, default_out_dir, out_lock
+    from .pipeline import check_out_dir, default_out_dir, out_lock  # lazy: per command
     out_dir = args.out or default_out_dir(spec)
     check_out_dir(out_dir, spec)
     with out_lock(out_dir):  # for the whole job: rank 0, our child, writes under it
@@ -276,7 +276,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
-    from .bench import run_bench
+    from .bench import run_bench  # lazy: per command
     spec = _load(args)
     report = run_bench(spec, repeats=args.repeats, epochs=args.epochs,
                        inference_repeats=args.inference_repeats,
@@ -300,7 +300,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="symbuilder", description="Build, train and export MXNet networks "
                      "with a frozen-affine input normalization layer, from a YAML spec.")
-    from . import __version__
+    from . import __version__  # lazy: the package's __init__, cheap, but only --version needs it
     parser.add_argument("--version", action="version", version=f"symbuilder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -598,7 +598,7 @@ def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -
 
 def run() -> None:
     code = main(keep_signals_ignored=True)  # a late signal must not interrupt the exit
-    from .training.distributed import exit_failed_worker
+    from .training.distributed import exit_failed_worker  # lazy: per command
     exit_failed_worker(code)  # a failed dist worker must not wait in the kvstore's barrier
     sys.exit(code)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, mxnet_message
 from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
                       load_entry, staged_entry, write_json, cache_entry, display_path,
                       file_identity, register_source, source_format)
@@ -177,7 +177,6 @@ def finish_decode(img: Any, options: ImageReadOptions) -> np.ndarray:
 
 
 def _mx_reason(error: BaseException) -> str:
-    from ..errors import mxnet_message
     return mxnet_message(error)
 
 

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .catalog_suggest import suggest_text
 from .yamlload import Locations, Path
 
 REQUIRED = dataclasses.MISSING
@@ -68,7 +69,6 @@ class Reader:
         result = reader(value, path, meta)
         choices = meta.get("choices") or ()
         if choices and not isinstance(result, list) and result not in choices:
-            from .catalog_suggest import suggest_text
             raise self.fail(path, f"expected one of {', '.join(map(str, choices))}, received "
                                   f"{describe(value)}{suggest_text(str(value), choices)}")
         return result
@@ -189,7 +189,6 @@ class Reader:
                 if extra_ok:
                     rest[key] = item
                     continue
-                from .catalog_suggest import suggest_text
                 raise self.fail(path + (key,), f"unknown key '{key}'{suggest_text(str(key), fields)}; "
                                                f"known keys: {', '.join(fields)}")
             f = fields[key]
