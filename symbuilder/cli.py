@@ -479,14 +479,29 @@ def _signals_handled(keep_ignored: bool) -> Iterator[None]:
         yield
         return
     old = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    old_hook = sys.unraisablehook
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _redeliver_interrupts
     try:
         yield
     finally:
         _ignore_signals()
+        sys.unraisablehook = old_hook
         if not keep_ignored:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+
+
+def _redeliver_interrupts(unraisable: Any) -> None:
+    """A Ctrl-C that lands in a finalizer (an NDArray's __del__ while a frame unwinds) is
+    swallowed there: Python prints "Exception ignored in ..." and the command goes on as if
+    nothing happened. Send the signal again; it is raised in the code that freed the object,
+    outside the finalizer, and ends the command cleanly like any other interrupt."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        os.kill(os.getpid(), sig)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _import_heavy(names: tuple) -> None:

@@ -45,13 +45,15 @@ import mxnet as mx
 from symbuilder import pipeline, proof
 from symbuilder.export import checkpoint, folder as exporting, onnxfile, triton
 from symbuilder.data import load_data
+from symbuilder.graph import build_model
 from symbuilder.spec.load import load_spec
 
 spec_path, out_dir, prefix, epoch, point = sys.argv[1:6]
 spec = load_spec(spec_path)
 data = load_data(spec)
 sym, args, auxs = mx.model.load_checkpoint(prefix, int(epoch))
-result = SimpleNamespace(symbol=sym, arg_params=args, aux_params=auxs, epoch=NEW_EPOCH,
+result = SimpleNamespace(model=build_model(spec), symbol=sym, arg_params=args, aux_params=auxs,
+                         epoch=NEW_EPOCH,
                          epochs_trained=NEW_EPOCH, stopped_early=False, history=[],
                          input_stats=None, final_metrics={"train": {}, "val": {}})
 

@@ -170,3 +170,22 @@ def test_verify_interrupted_at_any_moment(project, tmp_path, sig, delay):
     code, stdout, err, finished = interrupt(["verify", folder], sig, [delay])
     assert_clean(code, stdout, err, finished, sig, "verify")
     assert {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)} == before
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again():
+    """Python reports a KeyboardInterrupt raised inside __del__ as 'Exception ignored' and
+    carries on; main() hands it back to the signal machinery so the command still ends."""
+    import signal
+    import types
+
+    from symbuilder import cli
+    got = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        cli._redeliver_interrupts(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
+        for _ in range(1000):  # the handler runs between bytecodes, soon after the kill
+            if got:
+                break
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert got == [signal.SIGINT]
