@@ -255,7 +255,8 @@ def test_gluon_symbolblock_imports_the_export_and_matches_the_checkpoint(built):
     # 2. The head replaced by its inference op: a data-only block for serving.
     sym = mx.sym.load(f"{prefix}-symbol.json")
     logits = sym.get_children()[0]  # SoftmaxOutput's inputs: (logits, softmax_label)
-    net = mx.gluon.SymbolBlock(mx.sym.softmax(logits), mx.sym.var("data"))
+    with pytest.warns(UserWarning, match="Cannot decide type"):
+        net = mx.gluon.SymbolBlock(mx.sym.softmax(logits), mx.sym.var("data"))
     net.collect_params().load(f"{prefix}-{epoch:04d}.params", ctx=mx.cpu(), ignore_extra=True)
     np.testing.assert_allclose(net(mx.nd.array(x)).asnumpy(), expected, atol=1e-6, rtol=0)
     # 3. Without the label, imports refuses: the README says why.
