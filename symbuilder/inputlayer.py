@@ -36,7 +36,7 @@ def build_input(input_spec: InputSpec) -> mx.sym.Symbol:
     initialisers, so the freeze sits in the symbol JSON and a legacy Module.fit honours it.
     fix_gamma=False: gamma is a real stored parameter that must stay exactly 1, which the
     post-training check can prove bit for bit (fix_gamma=True would hide a drifting gamma
-    from MXNet but not from an exporter that reads the stored value: FIELD-NOTES).
+    from MXNet but not from an exporter that reads the stored value: docs/mxnet-traps.md).
     """
     data = mx.sym.Variable(input_spec.name)
     norm = input_spec.normalize
@@ -84,7 +84,7 @@ def initial_aux_params(stats: Dict[str, Any]) -> Dict[str, mx.nd.NDArray]:
 def fixed_param_names(spec: Spec) -> List[str]:
     """beta/gamma are fixed in the Module too in dataset mode: no backward pass is needed
     there, and grad_req='null' keeps them exact under optimizers that ignore lr_mult
-    (adadelta, ftml, ftrl, sgld: FIELD-NOTES). Running mode needs the backward pass, which
+    (adadelta, ftml, ftrl, sgld: docs/mxnet-traps.md). Running mode needs the backward pass, which
     is what updates the moving statistics on CPU."""
     fixed = []
     for item in spec.all_inputs:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from .errors import ExportError
 
 # Parity tolerance bounds (the spec's export.verify.atol has the same). Above 1e-2 a check on
-# probabilities in [0, 1] passes a different model (field notes: real MXNet-vs-ORT
+# probabilities in [0, 1] passes a different model (docs/mxnet-traps.md: real MXNet-vs-ORT
 # disagreements are <= ~2e-4 of the output range, so 1e-2 leaves 50x headroom). 0 (bit-exact)
 # is the strictest check there is, never a loosening, so it stays allowed.
 ATOL_MAX = 1e-2

@@ -14,7 +14,7 @@ run through ONNX Runtime against MXNet's own executor at two batch sizes.
   projection, masked softmax over the valid length, residuals, LayerNorm, GELU feed-forward.
 
 Tolerance: random-weight graphs differ between MXNet's oneDNN kernels and ONNX Runtime by about
-1e-4 of their output range (FIELD-NOTES.md), so the bound is 1e-4 times each output's scale.
+1e-4 of their output range (docs/mxnet-traps.md), so the bound is 1e-4 times each output's scale.
 """
 from __future__ import annotations
 

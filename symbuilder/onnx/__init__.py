@@ -1,6 +1,6 @@
 """symbuilder's own MXNet -> ONNX export: one registry of per-op translations and the graph assembly.
 
-MXNet's bundled exporter (mx.onnx.export_model) is broken with current onnx; see FIELD-NOTES.md.
+MXNet's bundled exporter (mx.onnx.export_model) is broken with current onnx; see docs/mxnet-traps.md.
 Importing any module of this package runs this file first, and it loads every translation
 (``all_ops``) here, in one place above the registry and the assembly: so a caller importing
 only ``symbuilder.onnx.registry`` still sees every op, and the registry itself imports no

@@ -16,7 +16,7 @@ from .names import InputLayerNames, layer_names
 from .model import DERIVED_FILE_NAMES, HEADS, NAME_MAX, Spec
 
 # Optimizers for which lr_mult=0 does not freeze a parameter that receives a gradient
-# (FIELD-NOTES, re-measured by tests/test_freeze.py). In `dataset` mode beta/gamma get no
+# (docs/mxnet-traps.md, re-measured by tests/test_freeze.py). In `dataset` mode beta/gamma get no
 # gradient at all (fixed_param_names), so these are only refused in `running` mode.
 LR_MULT_UNSAFE: Dict[str, str] = {
     "adadelta": "ignores the learning rate, so lr_mult=0 does not stop it",

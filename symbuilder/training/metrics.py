@@ -1,7 +1,7 @@
 """Training metrics that never sync MXNet's engine per batch, and the divergence guard.
 
 MXNet's metrics call `asnumpy()` in every `update`, which makes Python wait for each batch
-to finish (FIELD-NOTES). Computing them on the device instead costs ~25 tiny engine ops per
+to finish (docs/mxnet-traps.md). Computing them on the device instead costs ~25 tiny engine ops per
 batch, which on a small CPU network is slower than the sync it avoids (measured). So
 TrainingMetrics keeps one device copy of each batch's outputs (the executor reuses its
 output buffer) and evaluates MXNet's own metrics on the concatenation when its buffer fills
