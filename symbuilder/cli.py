@@ -343,7 +343,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "keys, ops, attributes, shapes, data files, label columns, ONNX support")
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
-    spec_command("summary", "print the layers with output shapes and parameter counts")
+    spec_command("summary", "print the layers with output shapes, inputs (connected to) and "
+                 "parameter counts: trainable, frozen, statistics (aux)")
 
     text = ("judge an export on a labelled CSV: the spec's metrics, a confusion matrix, "
             "per-class precision/recall/F1, macro and weighted averages and ROC AUC for a "
