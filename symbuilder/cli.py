@@ -562,7 +562,7 @@ def _main(argv: Optional[List[str]]) -> int:
             os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         if args.command != "schema":
             _import_heavy(_HEAVY)
-        with _mxnet_quiet(verbose):
+        with _mxnet_quiet(verbose), _command_line(args.command, argv):
             return COMMANDS[args.command](args)
     except SymbuilderError as e:
         located = bool(getattr(e, "location", ""))
@@ -585,6 +585,21 @@ def _main(argv: Optional[List[str]]) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"symbuilder: failed: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _command_line(command: str, argv: Optional[List[str]]) -> Iterator[None]:
+    """A build's manifest names the command line that ran it (sys.argv as the shell gave
+    it; main(argv) from Python: `symbuilder` and argv). A library call leaves it None."""
+    if command != "build":
+        yield
+        return
+    from .export import COMMAND_LINE  # lazy: after _import_heavy, like every command
+    token = COMMAND_LINE.set(list(sys.argv) if argv is None else ["symbuilder", *argv])
+    try:
+        yield
+    finally:
+        COMMAND_LINE.reset(token)
 
 
 def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -> int:
