@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .defaults import DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL
-from .errors import SymbuilderError, UsageError
+from .errors import DataError, SymbuilderError, UsageError
 from .files import write_atomic
 from .defaults import SUPPORTED_OPSETS
 
@@ -187,7 +187,7 @@ def _refuse_existing(path: str, command: str) -> None:
                          "--out, or remove it yourself)", file=path)
 
 
-def _write_new(path: str, data: bytes, command: str) -> None:
+def _write_new(path: str, data: Any, command: str) -> None:
     """`data` into `path`, atomically and only if nothing is there (even one created since
     `_refuse_existing` looked)."""
     try:
@@ -200,19 +200,43 @@ def _write_new(path: str, data: bytes, command: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .serving.predict import predict  # lazy: MXNet and ONNX Runtime
+    from .serving.predict import predict_blocks  # lazy: MXNet and ONNX Runtime
     if args.out:
         _refuse_existing(args.out, "predict")  # before any prediction is made
-    predictions = predict(args.model, args.csv, checkpoint=args.checkpoint,
-                          manifest_sha256=args.manifest_sha256)
-    if args.out:
-        text = io.StringIO(newline="")
-        predictions.write_csv(text)
-        _write_new(args.out, text.getvalue().encode("utf-8"), "predict")
-        _say(f"{args.out}: {len(predictions.values)} predictions")
-    else:
-        predictions.write_csv(sys.stdout)
+    # The export and the header are checked here, before anything is written.
+    blocks = predict_blocks(args.model, args.csv, checkpoint=args.checkpoint,
+                            manifest_sha256=args.manifest_sha256, keep=args.keep)
+    if not args.out:
+        _write_blocks(blocks, sys.stdout, args.csv)  # block by block: a long file streams
+        return EXIT_OK
+    counted: List[int] = []
+
+    def write(path: str) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            counted.append(_write_blocks(blocks, f, args.csv))
+    _write_new(args.out, write, "predict")  # a temporary file, published when whole
+    _say(f"{args.out}: {counted[0]} predictions")
     return EXIT_OK
+
+
+def _write_blocks(blocks: Iterator[Any], stream: Any, csv_path: str) -> int:
+    """Each block's rows, the header before the first; the rows written."""
+    rows = 0
+    for block in blocks:
+        block.write_csv(stream, header=rows == 0)
+        rows += len(block.values)
+    if rows == 0:
+        raise DataError("no data rows", file=csv_path)
+    return rows
+
+
+def _columns(text: str) -> List[str]:
+    """--keep id,ts: column names, comma-separated, each named once."""
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, each "
+                                         f"once, received {text!r}")
+    return names
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -343,7 +367,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "keys, ops, attributes, shapes, data files, label columns, ONNX support")
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
-    spec_command("summary", "print the layers with output shapes and parameter counts")
+    spec_command("summary", "print the layers with output shapes, inputs (connected to) and "
+                 "parameter counts: trainable, frozen, statistics (aux)")
 
     text = ("judge an export on a labelled CSV: the spec's metrics, a confusion matrix, "
             "per-class precision/recall/F1, macro and weighted averages and ROC AUC for a "
@@ -427,8 +452,12 @@ def make_parser() -> argparse.ArgumentParser:
                        "columns for a classifier, the values for a regression. Columns are "
                        "matched by the manifest's feature names; a label column is ignored.")
     p.add_argument("model", metavar="EXPORT_DIR_OR_MODEL", help="an export folder or its .onnx")
-    p.add_argument("csv", metavar="INPUT_CSV", help="rows to predict, with a header row")
+    p.add_argument("csv", metavar="INPUT_CSV", help="rows to predict, with a header row; "
+                   "- reads standard input")
     p.add_argument("--out", metavar="FILE", help="write here instead of to standard output")
+    p.add_argument("--keep", type=_columns, default=[], metavar="COLS",
+                   help="columns to pass through, first in the output, exactly as in the "
+                        "input (e.g. --keep id,ts)")
     p.add_argument("--checkpoint", action="store_true",
                    help="run the MXNet checkpoint instead of the ONNX model")
     p.add_argument("--manifest-sha256", type=_sha256, metavar="HASH",
@@ -576,7 +605,7 @@ def _main(argv: Optional[List[str]]) -> int:
             os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         if args.command != "schema":
             _import_heavy(_HEAVY)
-        with _mxnet_quiet(verbose):
+        with _mxnet_quiet(verbose), _command_line(args.command, argv):
             return COMMANDS[args.command](args)
     except SymbuilderError as e:
         located = bool(getattr(e, "location", ""))
@@ -599,6 +628,21 @@ def _main(argv: Optional[List[str]]) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"symbuilder: failed: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _command_line(command: str, argv: Optional[List[str]]) -> Iterator[None]:
+    """A build's manifest names the command line that ran it (sys.argv as the shell gave
+    it; main(argv) from Python: `symbuilder` and argv). A library call leaves it None."""
+    if command != "build":
+        yield
+        return
+    from .export import COMMAND_LINE  # lazy: after _import_heavy, like every command
+    token = COMMAND_LINE.set(list(sys.argv) if argv is None else ["symbuilder", *argv])
+    try:
+        yield
+    finally:
+        COMMAND_LINE.reset(token)
 
 
 def _interrupted(error: KeyboardInterrupt, args: Optional[argparse.Namespace]) -> int:

@@ -32,14 +32,14 @@ from .serving import audit
 from .spec.model import Spec
 from .training import Progress, TrainResult, distributed, train, with_epochs
 from .training.metrics import check_labels
-from .training.runstore import RunStore, is_run_file
+from .training.runstore import RunStore, fingerprint_of, is_run_file, spec_fingerprint
 
 
 @dataclasses.dataclass
 class BuildResult:
     out_dir: str
     manifest: Dict[str, Any]
-    result: TrainResult
+    result: Optional[TrainResult]  # None: --resume found the export already finished
     rank: int = 0  # a dist worker's rank; only rank 0 exports (manifest is {} elsewhere)
 
 
@@ -346,6 +346,11 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
     with contextlib.ExitStack() as held:
         if not dist:  # a dist worker learns its rank (whether it writes) only when it joins
             held.enter_context(out_lock(out_dir))
+            finished = finished_export(out_dir, spec) if resume else None
+            if finished is not None:
+                say(f"{out_dir}: already built from this spec ({finished['epochs_trained']} "
+                    "epochs); nothing to resume")
+                return BuildResult(out_dir, finished, None)
         model = _checked_model(spec)  # the graph, built once for every stage below
         data = _checked_data(model, cache_dir_for(out_dir))  # large sources: beside the export
         worker = distributed.join(spec, progress=say) if dist else None
@@ -353,6 +358,25 @@ def build(spec: Spec, *, out_dir: Optional[str] = None, epochs: Optional[int] = 
             held.enter_context(out_lock(out_dir))
         return _train_and_export(model, data, out_dir, worker, say, progress=progress,
                                  verbose=verbose, resume=resume, bar=bar)
+
+
+def finished_export(out_dir: str, spec: Spec) -> Optional[Dict[str, Any]]:
+    """The manifest of a finished build of this spec in `out_dir`, or None: no run folder
+    left, the manifest's spec has the spec's fingerprint, and it trained train.epochs (or
+    stopped early). Anything unreadable is None: the build then runs as without it."""
+    if RunStore(run_dir_for(out_dir), spec).exists():
+        return None
+    try:
+        with open(os.path.join(out_dir, export_folder.MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("spec"), dict)):
+        return None
+    done = manifest.get("epochs_trained") == spec.train.epochs or \
+        manifest.get("stopped_early") is True
+    same = fingerprint_of(manifest["spec"]) == spec_fingerprint(spec)
+    return manifest if done and same else None
 
 
 def _train_and_export(model: Model, data: SplitData, out_dir: str, worker: Any, say: Progress,

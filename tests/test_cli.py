@@ -108,11 +108,13 @@ def test_summary_lists_layers_shapes_and_parameters(tmp_path, capsys):
     code, out, _ = run(["summary", write_spec(tmp_path, GOOD)], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["layer", "op", "output", "shape", "params"]
+    assert lines[0].split() == ["layer", "op", "output", "shape", "connected", "to",
+                                "trainable", "frozen", "stats"]
     rows = {line.split()[0]: line.split() for line in lines[2:-1]}
-    # fc1: 30*16 + 16 = 496; fc2: 16*2 + 2 = 34; input layer: 4 vectors of 30 = 120.
-    assert rows["fc1"][-1] == "496" and rows["fc2"][-1] == "34" and rows["data_norm"][-1] == "120"
-    assert lines[-1] == "total parameters: 650 (input statistics included)"
+    # fc1: 30*16 + 16 = 496; fc2: 16*2 + 2 = 34; input layer: beta/gamma 60 frozen, 60 stats.
+    assert rows["fc1"][-3:] == ["496", "0", "0"] and rows["fc2"][-3:] == ["34", "0", "0"]
+    assert rows["data_norm"][-3:] == ["0", "60", "60"] and rows["fc1"][3] == "data_norm"
+    assert lines[-1] == "total parameters: 650 (530 trainable, 60 frozen, 60 statistics)"
 
 
 @pytest.mark.slow

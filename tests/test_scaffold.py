@@ -77,8 +77,6 @@ def test_a_text_column_is_left_out_by_name_and_text_labels_make_a_classifier(
     assert spec.data.train.path == os.path.join("data", "tumours.csv")  # relative to the spec
 
 
-@pytest.mark.xfail(strict=True, reason="the CSV reader still parses columns that input.columns "
-                   "leaves out (to be fixed in the data stage)")
 def test_a_spec_with_a_text_column_left_out_builds(mixed_csv, tmp_path, capsys):
     spec_path = str(tmp_path / "spec.yaml")
     assert main(["init", mixed_csv, "--label", "size class", "--out", spec_path]) == 0

@@ -77,8 +77,12 @@ def _read_options(spec: Spec, source: SourceSpec, cache_dir: Optional[str]) -> R
     items = spec.all_inputs
     if len(items) == 1 and items[0].columns is None:  # libsvm: the input's size is the width
         width = int(np.prod(items[0].shape))
+    # Only the columns some input reads are parsed (a text column left out is never read);
+    # every column when one input takes them all.
+    patterns = None if any(item.columns is None for item in items) else tuple(
+        dict.fromkeys(p for item in items for p in item.columns))
     options = ReadOptions(cache_dir=cache_dir, stream=source.stream, n_features=width,
-                          zero_based=bool(source.zero_based))
+                          zero_based=bool(source.zero_based), columns=patterns)
     return image_read_options(spec, source, options)  # image formats: input.shape, resize, ...
 
 
@@ -99,9 +103,12 @@ def _read(spec: Spec, source: SourceSpec, key: Tuple, *, with_label: bool = True
     return table
 
 
-def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
+def input_columns(spec: Spec, feature_names: List[str],
+                  all_names: Optional[List[str]] = None) -> Dict[str, List[int]]:
     """Which table columns (indices) feed each input: its `columns` (names or glob patterns,
-    in the order given; each pattern's matches in file order), or every column."""
+    in the order given; each pattern's matches in file order), or every column.
+    `all_names`: every column of the file when only some were parsed, for the suggestions."""
+    known = all_names or feature_names
     chosen: Dict[str, List[int]] = {}
     for i, item in enumerate(spec.all_inputs):
         if item.columns is None:
@@ -113,8 +120,8 @@ def input_columns(spec: Spec, feature_names: List[str]) -> Dict[str, List[int]]:
             matches = [k for k, n in enumerate(feature_names) if fnmatch.fnmatchcase(n, pattern)]
             if not matches:
                 raise spec.error(where, f"no feature column matches '{pattern}'"
-                                 f"{suggest_text(pattern, feature_names)} "
-                                 f"({closest_text(pattern, feature_names)})", DataError)
+                                 f"{suggest_text(pattern, known)} "
+                                 f"({closest_text(pattern, known)})", DataError)
             picked += [k for k in matches if k not in picked]
         chosen[item.name] = picked
     return chosen
@@ -239,7 +246,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
     train_key = ("data", "train")
     table = _read(spec, spec.data.train, train_key, cache_dir=cache)
     check_finite(table)
-    columns = input_columns(spec, table.feature_names)
+    columns = input_columns(spec, table.feature_names, table.all_names)
     on_disk = _on_disk(spec.data.train, table)
     check_input_sizes(spec, table, columns)
     if spec.data.val is not None:

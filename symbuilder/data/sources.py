@@ -21,6 +21,7 @@ import contextlib
 import csv
 import dataclasses
 import difflib
+import fnmatch
 import hashlib
 import json
 import math
@@ -53,6 +54,9 @@ class ReadOptions:
     stream: Optional[bool] = None     # True: stream (needs cache_dir); False: never; None: by size
     n_features: Optional[int] = None  # libsvm: dense width (default: the largest index seen)
     zero_based: bool = False          # libsvm: feature indices count from 0 (default: from 1)
+    # csv: glob patterns naming the feature columns to parse (the inputs' `columns`), so a
+    # column no input reads (an id, a city name) is never parsed; None: every column.
+    columns: Optional[Tuple[str, ...]] = None
 
 
 @dataclasses.dataclass
@@ -67,6 +71,9 @@ class Table:
     # cache keys of arrays derived from them; None when unknown.
     identity: Optional[str] = None
     finite_checked: bool = False  # the reader already located every non-finite value
+    # Every feature column of the file when the reader parsed only some (ReadOptions.columns):
+    # the names a misspelt pattern is compared against.
+    all_names: Optional[List[str]] = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -222,6 +229,7 @@ class _Parsed:
     """What a text parser learns besides its rows (filled in while its blocks are read)."""
     names: List[str] = dataclasses.field(default_factory=list)
     first_data_line: int = 1
+    all_names: Optional[List[str]] = None  # every feature column, when only some are parsed
 
 
 def _text_table(path: str, fmt: str, shown: str, options: ReadOptions, key: Dict,
@@ -239,7 +247,8 @@ def _text_table(path: str, fmt: str, shown: str, options: ReadOptions, key: Dict
         features = np.concatenate(blocks) if blocks else np.empty((0, width), np.float32)
         labels = _labels_from_blocks(label_blocks) if label_blocks else None
         return Table(features, labels, info.names, shown,
-                     first_data_line=info.first_data_line, identity=identity, finite_checked=True)
+                     first_data_line=info.first_data_line, identity=identity, finite_checked=True,
+                     all_names=info.all_names)
     return _cached_table(path, shown, options.cache_dir, identity, parse)
 
 
@@ -279,7 +288,8 @@ def _convert(path: str, shown: str, entry: str, identity: str,
             raise DataError("no data rows", file=shown)
         meta = {"version": CACHE_VERSION, "source": os.path.abspath(path), "identity": identity,
                 "rows": rows_total, "feature_names": info.names,
-                "first_data_line": info.first_data_line, "labels": None}
+                "first_data_line": info.first_data_line, "labels": None,
+                "all_names": info.all_names}
         if label_blocks:
             labels = _labels_from_blocks(label_blocks)
             meta["labels"] = "str" if labels.dtype == object else str(labels.dtype)
@@ -368,7 +378,7 @@ def load_entry(entry: str, shown: str, identity: str) -> Table:
             labels = labels.astype(object)
     return Table(features, labels, list(meta["feature_names"]), shown,
                  first_data_line=int(meta["first_data_line"]), identity=identity,
-                 finite_checked=True)
+                 finite_checked=True, all_names=meta.get("all_names"))
 
 
 def write_json(path: str, data: Dict) -> None:
@@ -442,11 +452,21 @@ def read_csv(path: str, *, label: Optional[str], features: Optional[str], shown:
     feature in file order. Non-numeric, empty, NaN or infinite feature cells are errors that
     name the line and the column."""
     options = options or ReadOptions()
-    return _text_table(path, "csv", shown, options, {"label": label},
-                       lambda info: _csv_blocks(path, label, shown, info))
+    columns = options.columns
+    key = {"label": label, **({"columns": list(columns)} if columns is not None else {})}
+    return _text_table(path, "csv", shown, options, key,
+                       lambda info: _csv_blocks(path, label, shown, info, columns))
 
 
-def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed) -> Blocks:
+def _selected(header: List[str], label_index: Optional[int],
+              columns: Optional[Tuple[str, ...]]) -> List[int]:
+    """The feature columns to parse, in file order: those any pattern of `columns` matches."""
+    return [i for i in range(len(header)) if i != label_index and (
+        columns is None or any(fnmatch.fnmatchcase(header[i], p) for p in columns))]
+
+
+def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed,
+                columns: Optional[Tuple[str, ...]] = None) -> Blocks:
     """The CSV's rows in blocks. Errors come in the order a whole-file read finds them: an
     unreadable file, the header, the first row with a wrong field count, the first bad
     feature cell, the first empty label; so the rows are all read before one is raised."""
@@ -462,8 +482,10 @@ def _csv_blocks(path: str, label: Optional[str], shown: str, info: _Parsed) -> B
             _drain(records)
             raise problem
         label_index = header.index(label) if label is not None else None
-        feature_idx = [i for i in range(len(header)) if i != label_index]
+        feature_idx = _selected(header, label_index, columns)
         info.names = [header[i] for i in feature_idx]
+        if columns is not None:
+            info.all_names = [h for i, h in enumerate(header) if i != label_index]
         info.first_data_line = 2
         block_rows = max(1, BLOCK_CELLS // len(header))
         errors: Dict[str, DataError] = {}

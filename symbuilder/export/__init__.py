@@ -7,9 +7,11 @@ stages, so this stage imports no later one.
 """
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..data.images import IMAGE_FORMATS, pixel_statistics
 from ..data.sources import source_format
@@ -21,7 +23,12 @@ from . import checkpoint, curves, deploy, folder, onnxfile, triton
 # manifest (its "parity"), raises ExportError when the staged export fails its proof.
 Prove = Callable[[str, Dict[str, Any], Optional[bytes]], None]
 
-__all__ = ["Prove", "export_model"]
+__all__ = ["COMMAND_LINE", "Prove", "export_model", "file_digest", "provenance"]
+
+# The symbuilder command line being run (sys.argv as the shell gave it), set by the CLI;
+# None for a library call, which has no command line to repeat.
+COMMAND_LINE: "contextvars.ContextVar[Optional[List[str]]]" = contextvars.ContextVar(
+    "symbuilder_command_line", default=None)
 
 if TYPE_CHECKING:  # annotations only: the export receives what the earlier stages made
     from ..data import SplitData
@@ -101,6 +108,7 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         "history": result.history,
         "spec": spec.to_dict(),
         "versions": folder.versions(),
+        "provenance": provenance(spec),
     }
     if spec.data is not None and source_format(spec.data.train) in IMAGE_FORMATS:
         # The exact statistics as image people know them: per channel, pixel units, RGB.
@@ -117,3 +125,65 @@ def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:
                "MAERegressionOutput": "values"}[spec.output.op]
     return {"name": name, "shape": ["batch"] + list(shape[1:]), "dtype": "float32",
             "meaning": meaning}
+
+
+def file_digest(path: str) -> Dict[str, Any]:
+    """size and sha256 of one file, read in 1 MiB blocks (data files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _folder_digest(root: str) -> Dict[str, Any]:
+    """An image folder: sha256 over the sorted [relative path, size, sha256] list of its
+    files (JSON), so a renamed, added or changed image changes it."""
+    files = []
+    for here, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in names:
+            path = os.path.join(here, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            entry = file_digest(path)
+            files.append([rel, entry["size"], entry["sha256"]])
+    files.sort()
+    listing = json.dumps(files, separators=(",", ":")).encode("utf-8")
+    return {"files": len(files), "size": sum(f[1] for f in files),
+            "sha256": hashlib.sha256(listing).hexdigest()}
+
+
+def _companion(source: Any, path: str) -> Optional[Tuple[str, str, str]]:
+    """(role suffix, name as the spec gives it, path) of the file read beside a data file:
+    the npy label file, the recordio index; both relative to the data file's folder."""
+    fmt = source.resolved_format
+    name = (source.label if fmt == "npy" else
+            source.idx or os.path.splitext(os.path.basename(path))[0] + ".idx"
+            if fmt == "recordio" else None)
+    if not name:
+        return None
+    full = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+    return ("labels" if fmt == "npy" else "index"), name, full
+
+
+def _data_files(spec: Spec) -> List[Dict[str, Any]]:
+    """Each file (or image folder) the build read: its role, its path as the spec gives it,
+    its size and sha256."""
+    out: List[Dict[str, Any]] = []
+    for role, source in (("train", spec.data.train), ("val", spec.data.val)):
+        if source is None:
+            continue
+        path = spec.resolve(source.path)
+        digest = _folder_digest(path) if os.path.isdir(path) else file_digest(path)
+        out.append({"role": role, "path": source.path, **digest})
+        beside = None if os.path.isdir(path) else _companion(source, path)
+        if beside is not None:
+            out.append({"role": f"{role}_{beside[0]}", "path": beside[1],
+                        **file_digest(beside[2])})
+    return out
+
+
+def provenance(spec: Spec) -> Dict[str, Any]:
+    """Where the model came from: the data files' sizes and sha256, and the command line."""
+    return {"data": _data_files(spec) if spec.data is not None else [],
+            "command": COMMAND_LINE.get()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -16,112 +16,180 @@ from .. import proof
 from ..errors import DataError, ExportError, UsageError
 from ..export import folder as export_folder
 from .audit import checked_export, load_export_checkpoint, ort_session, read_manifest
-from .samples import first_line, label_column, read_rows
+from .samples import BLOCK_ROWS, csv_blocks, first_line, label_column
 
 @dataclasses.dataclass
 class Predictions:
     """One row per input row: `columns` names the output columns; `values` (N, K) float32;
-    `classes` the predicted class value per row (classification only)."""
+    `classes` the predicted class value per row (classification only); `kept` the cells of
+    the `kept_names` columns (--keep) per row, exactly as the input has them."""
     columns: List[str]
     values: np.ndarray
     classes: Optional[List[Any]] = None
+    kept: Optional[List[List[str]]] = None
+    kept_names: Sequence[str] = ()
 
-    def write_csv(self, stream: TextIO) -> None:
+    @property
+    def header(self) -> List[str]:
+        return list(self.kept_names) + (["class"] if self.classes is not None else []) + \
+            self.columns
+
+    def write_csv(self, stream: TextIO, *, header: bool = True) -> None:
         writer = csv.writer(stream, lineterminator="\n")
-        head = (["class"] if self.classes is not None else []) + self.columns
-        writer.writerow(head)
+        if header:
+            writer.writerow(self.header)
         for i, row in enumerate(self.values):
             cells = [f"{float(v):.9g}" for v in row]  # 9 digits: float32 round-trips
-            writer.writerow(([self.classes[i]] if self.classes is not None else []) + cells)
+            writer.writerow((self.kept[i] if self.kept is not None else []) +
+                            ([self.classes[i]] if self.classes is not None else []) + cells)
 
 
 def predict(target: str, csv_path: str, *, checkpoint: bool = False,
-            batch_size: int = 1024, manifest_sha256: Optional[str] = None) -> Predictions:
+            batch_size: int = 1024, manifest_sha256: Optional[str] = None,
+            keep: Sequence[str] = ()) -> Predictions:
     """Run an export (folder, or its .onnx; or the checkpoint with `checkpoint=True`) on the
-    CSV's rows. Columns are matched to the manifest's feature names; the label column, if
-    present, is ignored. A bare .onnx without a manifest takes every column in file order.
-    An export is checked first (manifest fields, file hashes, the ONNX graph against the
-    manifest): ExportError when it fails."""
-    folder, manifest, onnx_path = _resolve_model(target, manifest_sha256)
-    manifest = manifest or {}
-    label = label_column(manifest)
-    fixed_batch = None
-    if checkpoint:
-        if not folder or not manifest.get("checkpoint"):
-            raise UsageError("--checkpoint needs an export folder with a checkpoint", file=target)
-        symbol, arg_params, aux_params = load_export_checkpoint(folder, manifest)
-        run = lambda feed: (  # noqa: E731
-            proof.mxnet_forward(symbol, arg_params, aux_params, feed)[0])
-        output_name = symbol.list_outputs()[0]
-        graph_inputs = [(i["name"], None) for i in manifest["inputs"]]
-    else:
+    CSV's rows, all in memory (predict_blocks streams). Columns are matched to the manifest's
+    feature names; the label column, if present, is ignored. A bare .onnx without a manifest
+    takes every column in file order. An export is checked first (manifest fields, file
+    hashes, the ONNX graph against the manifest): ExportError when it fails."""
+    parts = list(predict_blocks(target, csv_path, checkpoint=checkpoint, batch_size=batch_size,
+                                manifest_sha256=manifest_sha256, keep=keep))
+    if not parts:
+        raise DataError("no data rows", file=csv_path)
+    first = parts[0]
+    return dataclasses.replace(
+        first, values=np.concatenate([p.values for p in parts]),
+        classes=None if first.classes is None else [c for p in parts for c in p.classes],
+        kept=None if first.kept is None else [k for p in parts for k in p.kept])
+
+
+def predict_blocks(target: str, csv_path: str, *, checkpoint: bool = False,
+                   batch_size: int = 1024, manifest_sha256: Optional[str] = None,
+                   keep: Sequence[str] = (), block_rows: int = BLOCK_ROWS
+                   ) -> Iterator[Predictions]:
+    """predict, a block of `block_rows` rows at a time: the CSV (a path, or '-' for standard
+    input) is read, predicted and handed out block by block, so memory stays bounded for
+    any number of rows. The export and the header are checked now, before the first block;
+    a bad row raises when its block is reached."""
+    model = _Runner(target, checkpoint, batch_size, manifest_sha256)
+    wanted = model.wanted_columns()
+    names, blocks = csv_blocks(csv_path, wanted, model.label, keep=keep, block_rows=block_rows)
+    plan = model.plan(names, csv_path)
+    return (model.predictions(plan, rows, cells, keep, csv_path) for rows, cells in blocks)
+
+
+class _Runner:
+    """An export (or a bare .onnx) ready to run: its manifest, its inputs and its forward."""
+
+    def __init__(self, target: str, checkpoint: bool, batch_size: int,
+                 manifest_sha256: Optional[str]) -> None:
+        folder, manifest, onnx_path = _resolve_model(target, manifest_sha256)
+        self.target, self.folder, self.manifest = target, folder, manifest or {}
+        self.label = label_column(self.manifest)
+        self.batch_size, self.fixed_batch = batch_size, None
+        if checkpoint:
+            if not folder or not self.manifest.get("checkpoint"):
+                raise UsageError("--checkpoint needs an export folder with a checkpoint",
+                                 file=target)
+            symbol, arg_params, aux_params = load_export_checkpoint(folder, self.manifest)
+            self.run = lambda feed: (  # noqa: E731
+                proof.mxnet_forward(symbol, arg_params, aux_params, feed)[0])
+            self.output_name = symbol.list_outputs()[0]
+            self.graph_inputs = [(i["name"], None) for i in self.manifest["inputs"]]
+            return
         if onnx_path is None:
             raise UsageError("this export has no ONNX model; use --checkpoint", file=target)
         session = ort_session(onnx_path, ExportError if folder else UsageError)
-        graph_inputs = [(i.name, i.shape) for i in session.get_inputs()]
-        if not graph_inputs or not session.get_outputs():
+        self.graph_inputs = [(i.name, i.shape) for i in session.get_inputs()]
+        if not self.graph_inputs or not session.get_outputs():
             raise UsageError("an ONNX model without inputs or outputs", file=onnx_path)
-        first = graph_inputs[0][1]
-        fixed_batch = first[0] if first and isinstance(first[0], int) else None
-        if fixed_batch:
-            batch_size = fixed_batch
-        run = lambda feed: proof.onnx_forward(onnx_path, feed)[0]  # noqa: E731
-        output_name = session.get_outputs()[0].name
-    # Each input's columns and sample shape: from the manifest, else (a bare ONNX file with one
-    # input) every column in file order and the graph's own shape.
-    entries = {i["name"]: i for i in manifest.get("inputs") or []}
-    plan = []
-    for name, onnx_shape in graph_inputs:
-        entry = entries.get(name, {})
-        columns = entry.get("columns") or (manifest.get("feature_names")
-                                           if len(graph_inputs) == 1 else None)
-        if manifest and columns is None:
-            raise UsageError(f"the manifest does not say which columns input '{name}' reads",
-                             file=target)
-        shape = tuple(entry["shape"][1:]) if entry else tuple(onnx_shape[1:])
-        plan.append((name, columns, shape))
-    if len(plan) == 1 and plan[0][1] is None:
-        rows = read_rows(csv_path, None, label)
-        plan = [(plan[0][0], list(range(rows.shape[1])), plan[0][2])]
-        position = {i: i for i in range(rows.shape[1])}
-    else:
-        wanted = list(dict.fromkeys(c for _, cols, _ in plan for c in cols))
-        rows = read_rows(csv_path, wanted, label)
-        position = {c: k for k, c in enumerate(wanted)}
-    feeds = {}
-    for name, columns, shape in plan:
-        per_sample = int(np.prod(shape)) if shape else 1
-        if any(not isinstance(d, int) for d in shape) or len(columns) != per_sample:
-            raise DataError(f"{len(columns)} feature columns, but the model's input '{name}' "
-                            f"takes samples of shape {list(shape)}", file=csv_path, line=1)
-        x = rows[:, [position[c] for c in columns]]
-        feeds[name] = np.ascontiguousarray(x.reshape((len(rows),) + tuple(shape)))
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        chunk = {k: v[start:start + batch_size] for k, v in feeds.items()}
-        n = len(next(iter(chunk.values())))
-        if fixed_batch and n < fixed_batch:  # a fixed-batch ONNX model: pad the last chunk
-            chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed_batch - n, axis=0)])
-                     for k, v in chunk.items()}
-        try:
-            parts.append(np.asarray(run(chunk))[:n])
-        except Exception as e:  # ORT/MXNet refusing the inputs: name the model and the cause
-            if folder:
-                raise ExportError(f"{target}: the model fails on these inputs: "
-                                  f"{first_line(e)}") from None
-            raise UsageError(f"the model fails on {csv_path}'s rows: {first_line(e)}",
-                             file=target) from None
-    values = np.concatenate(parts).reshape(len(rows), -1).astype(np.float32)
-    classes = manifest.get("classes")
-    meaning = ((manifest.get("outputs") or [{}])[0]).get("meaning", "")
-    if classes and values.shape[1] == len(classes):
-        return Predictions([f"p_{c}" for c in classes], values,
-                           [classes[i] for i in values.argmax(axis=1)])
-    base = label or manifest.get("label") or output_name
-    if meaning.startswith("sigmoid"):
-        base = f"p_{base}"
-    columns = [base] if values.shape[1] == 1 else [f"{base}_{i}" for i in range(values.shape[1])]
-    return Predictions(columns, values)
+        first = self.graph_inputs[0][1]
+        self.fixed_batch = first[0] if first and isinstance(first[0], int) else None
+        if self.fixed_batch:
+            self.batch_size = self.fixed_batch
+        self.run = lambda feed: proof.onnx_forward(onnx_path, feed)[0]  # noqa: E731
+        self.output_name = session.get_outputs()[0].name
+
+    def _inputs(self) -> List[Tuple[str, Optional[List[str]], Tuple[Any, ...]]]:
+        """Each input's (name, columns, sample shape): from the manifest, else (a bare ONNX
+        file with one input) None for every column in file order, and the graph's shape."""
+        entries = {i["name"]: i for i in self.manifest.get("inputs") or []}
+        out = []
+        for name, onnx_shape in self.graph_inputs:
+            entry = entries.get(name, {})
+            columns = entry.get("columns") or (self.manifest.get("feature_names")
+                                               if len(self.graph_inputs) == 1 else None)
+            if self.manifest and columns is None:
+                raise UsageError(f"the manifest does not say which columns input '{name}' "
+                                 "reads", file=self.target)
+            shape = tuple(entry["shape"][1:]) if entry else tuple(onnx_shape[1:])
+            out.append((name, columns, shape))
+        return out
+
+    def wanted_columns(self) -> Optional[List[str]]:
+        """The CSV columns the model reads, in order; None: every column but the label."""
+        inputs = self._inputs()
+        if len(inputs) == 1 and inputs[0][1] is None:
+            return None
+        return list(dict.fromkeys(c for _, cols, _ in inputs for c in cols))
+
+    def plan(self, names: List[str], csv_path: str) -> List[Tuple[str, List[int], Tuple]]:
+        """Each input's (name, positions among `names`, sample shape), sizes checked."""
+        position = {c: k for k, c in enumerate(names)}
+        plan = []
+        for name, columns, shape in self._inputs():
+            columns = names if columns is None else columns
+            per_sample = int(np.prod(shape)) if shape else 1
+            if any(not isinstance(d, int) for d in shape) or len(columns) != per_sample:
+                raise DataError(f"{len(columns)} feature columns, but the model's input "
+                                f"'{name}' takes samples of shape {list(shape)}",
+                                file=csv_path, line=1)
+            plan.append((name, [position[c] for c in columns], shape))
+        return plan
+
+    def predictions(self, plan: List[Tuple[str, List[int], Tuple]], rows: np.ndarray,
+                    cells: List[List[str]], keep: Sequence[str], csv_path: str
+                    ) -> Predictions:
+        feeds = {name: np.ascontiguousarray(rows[:, idx].reshape((len(rows),) + tuple(shape)))
+                 for name, idx, shape in plan}
+        values = self._forward(feeds, len(rows), csv_path)
+        out = self._labelled(values)
+        if keep:
+            out.kept, out.kept_names = cells, list(keep)
+        return out
+
+    def _forward(self, feeds: Dict[str, np.ndarray], n_rows: int, csv_path: str) -> np.ndarray:
+        parts = []
+        for start in range(0, n_rows, self.batch_size):
+            chunk = {k: v[start:start + self.batch_size] for k, v in feeds.items()}
+            n = len(next(iter(chunk.values())))
+            if self.fixed_batch and n < self.fixed_batch:  # a fixed-batch ONNX model: pad
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed_batch - n, axis=0)])
+                         for k, v in chunk.items()}
+            try:
+                parts.append(np.asarray(self.run(chunk))[:n])
+            except Exception as e:  # ORT/MXNet refusing the inputs: name the model and cause
+                if self.folder:
+                    raise ExportError(f"{self.target}: the model fails on these inputs: "
+                                      f"{first_line(e)}") from None
+                raise UsageError(f"the model fails on {csv_path}'s rows: {first_line(e)}",
+                                 file=self.target) from None
+        return np.concatenate(parts).reshape(n_rows, -1).astype(np.float32)
+
+    def _labelled(self, values: np.ndarray) -> Predictions:
+        """The output columns' names (and the predicted classes) for the values."""
+        manifest = self.manifest
+        classes = manifest.get("classes")
+        meaning = ((manifest.get("outputs") or [{}])[0]).get("meaning", "")
+        if classes and values.shape[1] == len(classes):
+            return Predictions([f"p_{c}" for c in classes], values,
+                               [classes[i] for i in values.argmax(axis=1)])
+        base = self.label or manifest.get("label") or self.output_name
+        if meaning.startswith("sigmoid"):
+            base = f"p_{base}"
+        columns = [base] if values.shape[1] == 1 else [f"{base}_{i}"
+                                                       for i in range(values.shape[1])]
+        return Predictions(columns, values)
 
 
 def _resolve_model(target: str, manifest_sha256: Optional[str] = None

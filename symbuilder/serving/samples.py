@@ -5,8 +5,10 @@ float32), and .npy/.npz arrays through the data sources' readers (never a pickle
 from __future__ import annotations
 
 import csv
+import io
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+import sys
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -22,68 +24,141 @@ def label_column(manifest: Mapping[str, Any]) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
+BLOCK_ROWS = 8192  # rows parsed, predicted and written at a time: bounds predict's memory
+
+Block = Tuple[np.ndarray, List[List[str]]]  # float32 features (n, F), the kept cells per row
+
+
 def read_rows(path: str, feature_names: Optional[Sequence[str]], label: Optional[str]
               ) -> np.ndarray:
     """The feature columns of a CSV, by name, in the model's order, as float32 (N, F); a
     located error naming missing columns. Without `feature_names` every column except `label`
     is a feature, in file order."""
+    _, blocks = csv_blocks(path, feature_names, label)
+    parts = [rows for rows, _ in blocks]
+    if not parts:
+        raise DataError("no data rows", file=path)
+    return np.concatenate(parts)
+
+
+def csv_blocks(path: str, feature_names: Optional[Sequence[str]], label: Optional[str], *,
+               keep: Sequence[str] = (), block_rows: int = BLOCK_ROWS
+               ) -> Tuple[List[str], Iterator[Block]]:
+    """(the feature names, the rows in blocks of `block_rows`): the header is read and
+    checked now, the rows as the blocks are taken, so memory stays bounded whatever the
+    file's length. `path` '-' is standard input. `keep`: columns whose cells come with each
+    row exactly as written (ids); a missing one is a located error with a did-you-mean."""
+    stream = _open_text(path)
+    try:
+        reader = _records(csv.reader(stream), path)
+        first = next(reader, None)
+        if first is None or not any(c.strip() for c in first):
+            raise DataError("empty CSV file; expected a header row", file=path, line=1)
+        header = [h.strip() for h in first]
+        _refuse_duplicates(header, path)
+        names = list(feature_names) if feature_names is not None else [
+            h for h in header if h != label]
+        _check_columns(header, names, label, path)
+        _check_keep(header, keep, path)
+    except BaseException:
+        _release(stream, path)
+        raise
+    return names, _blocks(stream, reader, header, names, keep, path, block_rows)
+
+
+def _open_text(path: str) -> TextIO:
+    if path == "-":  # the bytes, decoded as a file is (a BOM dropped, newlines as they are)
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
     if not os.path.isfile(path):
         raise DataError("no such data file", file=path)
-    with open(path, "r", newline="", encoding="utf-8-sig") as f:
-        try:
-            rows = list(csv.reader(f))
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"not a readable CSV file: {e}", file=path) from None
-    if not rows or not any(c.strip() for c in rows[0]):
-        raise DataError("empty CSV file; expected a header row", file=path, line=1)
-    header = [h.strip() for h in rows[0]]
-    _refuse_duplicates(header, path)
-    if feature_names is None:
-        feature_names = [h for h in header if h != label]
-    missing = [n for n in feature_names if n not in header]
-    # Columns the model does not read are ignored (ids, a subset chosen by input.columns),
-    # but named next to missing ones: there they are usually the misspelling.
-    unexpected = [h for h in header if h not in feature_names and h != label]
-    if missing:
-        parts = []
-        if missing:
-            parts.append("missing column" + ("s " if len(missing) > 1 else " ") +
-                         ", ".join(f"'{m}'{suggest_text(m, unexpected)}" for m in missing[:8]) +
-                         (" ..." if len(missing) > 8 else ""))
-        if unexpected:
-            parts.append("unexpected column" + ("s " if len(unexpected) > 1 else " ") +
-                         ", ".join(f"'{u}'" for u in unexpected[:8]) +
-                         (" ..." if len(unexpected) > 8 else ""))
-        raise DataError("; ".join(parts) + f" (the model takes {len(feature_names)} features"
-                        f"{', and ignores ' + repr(label) if label else ''})", file=path, line=1)
-    index = [header.index(n) for n in feature_names]
-    out = []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(f"expected {len(header)} fields as in the header, found {len(row)}",
-                            file=path, line=lineno)
-        vals = []
-        for i in index:
-            text = row[i].strip()
-            try:
-                v = float(text)
-            except ValueError:
-                what = "empty value" if text == "" else f"not a number: {text!r}"
-                raise DataError(f"column '{header[i]}': {what}", file=path, line=lineno) from None
-            if not np.isfinite(v):
-                raise DataError(f"column '{header[i]}': not a finite number: {text}", file=path,
-                                line=lineno)
-            if abs(v) >= FLOAT32_OVERFLOW:
-                raise DataError(f"column '{header[i]}': {text} is outside float32's range "
-                                f"(largest {np.finfo(np.float32).max:.7g}), the model's input "
-                                "type", file=path, line=lineno)
-            vals.append(v)
-        out.append(vals)
-    if not out:
-        raise DataError("no data rows", file=path)
-    return np.asarray(out, dtype=np.float32)
+    return open(path, "r", newline="", encoding="utf-8-sig")
+
+
+def _records(reader: Iterator[List[str]], path: str) -> Iterator[List[str]]:
+    try:
+        yield from reader
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"not a readable CSV file: {e}", file=path) from None
+
+
+def _check_columns(header: List[str], names: Sequence[str], label: Optional[str],
+                   path: str) -> None:
+    """Missing feature columns, each with a did-you-mean among the columns the model does
+    not read (there they are usually the misspelling), which are named too."""
+    missing = [n for n in names if n not in header]
+    if not missing:
+        return
+    unexpected = [h for h in header if h not in names and h != label]
+    parts = ["missing column" + ("s " if len(missing) > 1 else " ") +
+             ", ".join(f"'{m}'{suggest_text(m, unexpected)}" for m in missing[:8]) +
+             (" ..." if len(missing) > 8 else "")]
+    if unexpected:
+        parts.append("unexpected column" + ("s " if len(unexpected) > 1 else " ") +
+                     ", ".join(f"'{u}'" for u in unexpected[:8]) +
+                     (" ..." if len(unexpected) > 8 else ""))
+    raise DataError("; ".join(parts) + f" (the model takes {len(names)} features"
+                    f"{', and ignores ' + repr(label) if label else ''})", file=path, line=1)
+
+
+def _check_keep(header: List[str], keep: Sequence[str], path: str) -> None:
+    for name in keep:
+        if name not in header:
+            raise DataError(f"--keep '{name}': no such column{suggest_text(name, header)}",
+                            file=path, line=1)
+
+
+def _blocks(stream: TextIO, reader: Iterator[List[str]], header: List[str],
+            names: Sequence[str], keep: Sequence[str], path: str, block_rows: int
+            ) -> Iterator[Block]:
+    index = [header.index(n) for n in names]
+    kept = [header.index(n) for n in keep]
+    try:
+        out: List[List[float]] = []
+        cells: List[List[str]] = []
+        for lineno, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"expected {len(header)} fields as in the header, found "
+                                f"{len(row)}", file=path, line=lineno)
+            out.append([_number(row[i], header[i], path, lineno) for i in index])
+            cells.append([row[i] for i in kept])
+            if len(out) == block_rows:
+                yield np.asarray(out, dtype=np.float32), cells
+                out, cells = [], []
+        if out:
+            yield np.asarray(out, dtype=np.float32), cells
+    finally:
+        _release(stream, path)
+
+
+def _release(stream: TextIO, path: str) -> None:
+    """Close the file; standard input's wrapper is detached instead (closing it, or its
+    garbage collection, would close sys.stdin's own buffer)."""
+    if path == "-":
+        stream.detach()  # type: ignore[attr-defined]
+    else:
+        stream.close()
+
+
+def _number(cell: str, column: str, path: str, lineno: int) -> float:
+    """One feature cell as a float; a located error for text, empty, NaN/inf, or a value
+    outside float32."""
+    text = cell.strip()
+    try:
+        v = float(text)
+    except ValueError:
+        what = "empty value" if text == "" else f"not a number: {text!r}"
+        raise DataError(f"column '{column}': {what}", file=path, line=lineno) from None
+    if not np.isfinite(v):
+        raise DataError(f"column '{column}': not a finite number: {text}", file=path,
+                        line=lineno)
+    if abs(v) >= FLOAT32_OVERFLOW:
+        raise DataError(f"column '{column}': {text} is outside float32's range "
+                        f"(largest {np.finfo(np.float32).max:.7g}), the model's input "
+                        "type", file=path, line=lineno)
+    return v
+
 
 # The smallest magnitude float32 rounds to infinity: the largest float32 plus half an ulp.
 FLOAT32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103

@@ -124,7 +124,7 @@ class EpochLoop:
             with warnings.catch_warnings():
                 if not verbose:
                     warnings.simplefilter("ignore")
-                self.module.fit(train_iter, eval_metric=self.metric,
+                self.module.fit(_Scored(train_iter, self.metric), eval_metric=self.metric,
                                 epoch_end_callback=self.on_epoch_end,
                                 batch_end_callback=self.reporter.batch_done,
                                 begin_epoch=self.state.epoch, num_epoch=self.num_epoch,
@@ -238,6 +238,25 @@ class EpochLoop:
     def ended_early(self) -> bool:
         """Early stopping ended the run, in this process or in the interrupted one."""
         return self.stopped_early or self.state.finished_early
+
+
+class _Scored(mx.io.DataIter):
+    """The training iterator, telling the metric which batch it scores: Module.fit updates
+    the metric with a batch before it fetches the next one, so the last batch handed out is
+    the one scored (its pad: the repeats the metric must leave out)."""
+
+    def __init__(self, inner: mx.io.DataIter, metric: TrainingMetrics) -> None:
+        super().__init__(inner.batch_size)
+        self.inner, self.metric = inner, metric
+        self.provide_data, self.provide_label = inner.provide_data, inner.provide_label
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def next(self) -> Any:
+        batch = self.inner.next()
+        self.metric.current_batch = batch
+        return batch
 
 
 def _keep_best(holder: Dict[str, Dict[str, mx.nd.NDArray]], arg_params: Dict,

@@ -34,14 +34,35 @@ class TrainingMetrics(mx.metric.EvalMetric):
         self._held = 0
         self.batches = 0
         self.first_bad_batch: Optional[int] = None
+        # The batch being scored (set by the training loop's iterator), for its pad; and
+        # how many of its rows earlier devices' slices covered.
+        self.current_batch: Optional[Any] = None
+        self._rows_seen = 0
         super().__init__("training")
+
+    def _real_rows(self, n: int) -> int:
+        """How many of a device slice's `n` rows are real: the batch's padding is its last
+        batch.pad rows, which may span the slices of the last devices."""
+        batch = self.current_batch
+        if batch is None or not batch.pad:
+            return n
+        size = batch.data[0].shape[0]  # a shape: no sync
+        start = self._rows_seen
+        self._rows_seen = (start + n) % size
+        return max(0, min(n, size - batch.pad - start))
 
     def update(self, labels: Sequence[mx.nd.NDArray], preds: Sequence[mx.nd.NDArray]) -> None:
         # Module.fit calls this once per device per batch; a device's slice is one entry.
-        self._preds.append(preds[0].copy())
-        self._labels.append(labels[0].copy())
+        keep = self._real_rows(preds[0].shape[0])
+        if keep == 0:
+            return
+        pred, label = preds[0], labels[0]
+        if keep < pred.shape[0]:
+            pred, label = pred[:keep], label[:keep]
+        self._preds.append(pred.copy())
+        self._labels.append(label.copy())
         self._batch_ids.append(self.batches)
-        self._held += preds[0].size
+        self._held += pred.size
         self.batches += 1
         if self._held >= self.flush_values:
             self.flush()
@@ -69,6 +90,7 @@ class TrainingMetrics(mx.metric.EvalMetric):
         self._preds, self._labels, self._batch_ids, self._held = [], [], [], 0
         self.batches = 0
         self.first_bad_batch = None
+        self._rows_seen = 0
 
     def reset_local(self) -> None:
         self.flush()

@@ -47,14 +47,50 @@ class RunState:
     best_value: Optional[float] = None
     finished_early: bool = False
     fingerprint: str = ""
+    # The fingerprinted spec itself, so a refused resume can name the keys that changed
+    # (None in a run folder an older symbuilder wrote).
+    spec: Optional[Dict[str, Any]] = None
+
+
+def fingerprint_data(spec_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """What must not change for a resume to continue the same run: the spec as a dict
+    (Spec.to_dict, or a manifest's "spec") without train.epochs (may grow) and export."""
+    data = json.loads(json.dumps(spec_dict, default=str))  # a deep copy, JSON's types
+    if isinstance(data.get("train"), dict):
+        data["train"].pop("epochs", None)
+    data.pop("export", None)
+    return data
+
+
+def fingerprint_of(spec_dict: Dict[str, Any]) -> str:
+    text = json.dumps(fingerprint_data(spec_dict), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def spec_fingerprint(spec: Spec) -> str:
-    """What must not change for a resume to continue the same run (epochs may grow)."""
-    data = spec.to_dict()
-    data.get("train", {}).pop("epochs", None)
-    data.pop("export", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    """The sha256 of fingerprint_data: equal specs, equal runs (epochs and export aside)."""
+    return fingerprint_of(spec.to_dict())
+
+
+def changed_keys(old: Any, new: Any, path: str = "") -> List[str]:
+    """The keys whose values differ between two spec dicts, as spec paths
+    (`train.optimizer_params.learning_rate`, `layers[1].num_hidden`), in the new one's
+    order; a key only one side has is named too."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: List[str] = []
+        for key in list(new) + [k for k in old if k not in new]:
+            where = f"{path}.{key}" if path else str(key)
+            out += changed_keys(old.get(key), new.get(key), where) \
+                if key in old and key in new else [where]
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        out = []
+        for i in range(max(len(old), len(new))):
+            where = f"{path}[{i}]"
+            out += changed_keys(old[i], new[i], where) if i < min(len(old), len(new)) \
+                else [where]
+        return out
+    return [] if old == new else [path or "(the whole spec)"]
 
 
 def _atomic_write(path: str, payload: bytes) -> None:
@@ -405,8 +441,12 @@ class RunStore:
         with open(path) as f:
             state = RunState(**json.load(f))
         if state.fingerprint != self.fingerprint:
-            raise SpecError(f"the spec changed since the interrupted run in {self.folder} "
-                            "(only train.epochs and export may change); build without "
+            keys = (changed_keys(state.spec, fingerprint_data(self._spec.to_dict()))
+                    if isinstance(state.spec, dict) else [])
+            named = f": {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''} changed" \
+                if keys else ""
+            raise SpecError(f"the spec changed since the interrupted run in {self.folder}"
+                            f"{named} (only train.epochs and export may change); build without "
                             "--resume to start over", file=self._spec.source)
         return state
 
@@ -481,7 +521,8 @@ class RunStore:
         symbol_path = self._path("-symbol.json")
         if not os.path.exists(symbol_path):
             _atomic_write(symbol_path, module.symbol.tojson().encode())
-        state = dataclasses.replace(state, fingerprint=self.fingerprint)
+        state = dataclasses.replace(state, fingerprint=self.fingerprint,
+                                    spec=fingerprint_data(self._spec.to_dict()))
         _atomic_write(os.path.join(self.folder, STATE),
                       json.dumps(dataclasses.asdict(state), indent=1).encode())
         # Only now is the new checkpoint complete: drop the older ones.
