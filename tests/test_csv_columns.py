@@ -9,7 +9,7 @@ import pytest
 from helpers import DATA, write_spec
 from symbuilder.data import load_data
 from symbuilder.errors import DataError
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 SPEC = """\
     name: cols

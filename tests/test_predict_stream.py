@@ -13,7 +13,7 @@ import helpers
 from symbuilder import build
 from symbuilder.cli import main
 from symbuilder.serving.predict import predict, predict_blocks
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 SPEC = """\
     name: two

@@ -10,7 +10,7 @@ import helpers
 from symbuilder import build
 from symbuilder.cli import main
 from symbuilder.export import provenance
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 SPEC = """\
     name: prov

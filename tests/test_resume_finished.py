@@ -10,7 +10,7 @@ import helpers
 from symbuilder import build
 from symbuilder.cli import main
 from symbuilder.pipeline import finished_export
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 from symbuilder.training.runstore import changed_keys
 
 SPEC = """\

@@ -6,7 +6,7 @@ from helpers import write_spec
 from symbuilder.cli import main
 from symbuilder.graph import build_model
 from symbuilder.graph.summary import layer_shapes
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 
 DAG = """\
     name: dag

@@ -7,7 +7,7 @@ import numpy as np
 import helpers
 from symbuilder import proof
 from symbuilder.data import load_data
-from symbuilder.spec.model import load_spec
+from symbuilder.spec.load import load_spec
 from symbuilder.training import train
 from symbuilder.training.metrics import TrainingMetrics
 

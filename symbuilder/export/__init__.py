@@ -156,7 +156,7 @@ def _folder_digest(root: str) -> Dict[str, Any]:
 def _companion(source: Any, path: str) -> Optional[Tuple[str, str, str]]:
     """(role suffix, name as the spec gives it, path) of the file read beside a data file:
     the npy label file, the recordio index; both relative to the data file's folder."""
-    fmt = source.resolved_format
+    fmt = source_format(source)
     name = (source.label if fmt == "npy" else
             source.idx or os.path.splitext(os.path.basename(path))[0] + ".idx"
             if fmt == "recordio" else None)
