@@ -132,6 +132,14 @@ def choose_task(scan: CsvScan, label: str, task: Optional[str]) -> str:
     return "classification" if few and _integer_like(scan.label_values) else "regression"
 
 
+_ID_NAME = re.compile(r"(?i)(id|.*[_\- ]id|index|row|uuid|key)")
+
+
+def looks_like_an_id(name: str) -> bool:
+    """A column whose name says it identifies a row (id, user_id, index, ...)."""
+    return bool(_ID_NAME.fullmatch(name.strip()))
+
+
 def spec_name(path: str) -> str:
     """A valid spec name from the file's name: 'my data.csv' -> 'my_data'."""
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -141,8 +149,11 @@ def spec_name(path: str) -> str:
 
 def spec_text(scan: CsvScan, label: str, task: str, *, data_path: str, hidden: int = 64) -> str:
     """The commented spec, as YAML text."""
-    features = [n for n in scan.header if n != label and scan.columns[n].numeric]
-    skipped = [scan.columns[n] for n in scan.header if n != label and not scan.columns[n].numeric]
+    ids = [n for n in scan.header if n != label and looks_like_an_id(n)]
+    features = [n for n in scan.header
+                if n != label and n not in ids and scan.columns[n].numeric]
+    skipped = [scan.columns[n] for n in scan.header
+               if n != label and n not in ids and not scan.columns[n].numeric]
     if not features:
         raise DataError(f"no numeric feature column besides the label '{label}'",
                         file=scan.path)
@@ -154,18 +165,22 @@ def spec_text(scan: CsvScan, label: str, task: str, *, data_path: str, hidden: i
              f"{len(features)} numeric feature columns.",
              "# Build it with `symbuilder build <this file>`. Relative paths are relative to "
              "this file's folder.", ""]
+    for name in ids:
+        lines.append(f"# Column '{name}' is left out: its name says it identifies a row, which "
+                     "a model must not learn from. `symbuilder predict --keep "
+                     f"{name}` passes it through to the predictions.")
     for column in skipped:
         line, cell = column.first_bad or (0, "")
         lines.append(f"# Column '{column.name}' is left out: it is not numeric (line {line}: "
                      f"{cell!r}). Encode it as numbers (one-hot or integer codes) in the CSV "
                      "and add it to input.columns to use it.")
-    if skipped:
+    if skipped or ids:
         lines.append("")
     lines += [f"name: {spec_name(scan.path)}", "input:", "  name: data",
               f"  shape: [{len(features)}]               # one value per feature column",
               "  normalize: {stats: dataset}    # frozen-affine input layer: exact mean/var of "
               "the training split"]
-    if skipped:
+    if skipped or ids:
         lines.append(f"  columns: [{', '.join(_quote(n) for n in features)}]")
     out_units = classes if task == "classification" else 1
     why = "one output per class" if task == "classification" else "the predicted value"
