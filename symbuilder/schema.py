@@ -7,7 +7,7 @@ import json
 from typing import Any, Dict, List, Tuple
 
 from .data import sources
-from .spec.fields import REQUIRED
+from .spec.fields import NAME_RE, REQUIRED
 from .spec.model import LayerSpec, OutputSpec, SourceSpec, Spec
 
 # Choices that live in a registry rather than in the spec's field declarations: the data
@@ -21,7 +21,7 @@ def _choices(cls: type, f: dataclasses.Field) -> Any:
 
 _JSON_TYPES = {
     "str": {"type": "string", "minLength": 1},
-    "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.\-]*$"},
+    "name": {"type": "string", "pattern": f"^{NAME_RE.pattern}$"},  # the parser's own rule
     "bool": {"type": "boolean"},
     "int": {"type": "integer"},
     "float": {"type": "number"},

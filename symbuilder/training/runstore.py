@@ -22,6 +22,7 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import DataError, RunError, SpecError, mxnet_message
+from ..files import write_atomic
 from ..spec.model import Spec
 
 STATE = "state.json"
@@ -29,13 +30,16 @@ STATE = "state.json"
 # optimizer state (`.states.json` + `.states.nd`; `.states` is an older symbuilder's pickle,
 # still recognised so that resume can refuse it by name), the symbol. A build refuses to
 # empty a folder at the run folder's place that holds anything else.
-_RUN_FILE = re.compile(r"(state\.json|train_log\.jsonl|.+\.params|.+\.states(\.json|\.nd)?"
-                       r"|.+-symbol\.json)(\.tmp)?$")
+_RUN_NAME = (r"(state\.json|train_log\.jsonl|.+\.params|.+\.states(\.json|\.nd)?"
+             r"|.+-symbol\.json)")
+# ...and files.write_atomic's temporary form of each (`.<name>.tmp-<8 random>`), which a kill
+# mid-write leaves behind; `<name>.tmp` is an older symbuilder's.
+_RUN_FILE = re.compile(rf"{_RUN_NAME}(\.tmp)?|\.{_RUN_NAME}\.tmp-[a-z0-9_]{{8}}")
 
 
 def is_run_file(name: str) -> bool:
     """True for a file name RunStore writes into a run folder."""
-    return bool(_RUN_FILE.match(name))
+    return bool(_RUN_FILE.fullmatch(name))
 LOG = "train_log.jsonl"
 
 
@@ -93,19 +97,8 @@ def changed_keys(old: Any, new: Any, path: str = "") -> List[str]:
     return [] if old == new else [path or "(the whole spec)"]
 
 
-def _atomic_write(path: str, payload: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save_nd(path: str, arrays: Dict[str, mx.nd.NDArray]) -> None:
-    tmp = f"{path}.tmp"
-    mx.nd.save(tmp, arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: mx.nd.save(tmp, arrays))
 
 
 def _split(saved: Dict[str, mx.nd.NDArray]) -> Tuple[Dict, Dict]:
@@ -513,17 +506,17 @@ class RunStore:
         doc_path, nd_path = self.states_paths(epoch)
         _save_nd(nd_path, arrays)
         doc["nd_sha256"] = _sha256(nd_path)
-        _atomic_write(doc_path, json.dumps(doc).encode())
+        write_atomic(doc_path, json.dumps(doc).encode())
         if best is not None:
             saved = {f"arg:{k}": v for k, v in best["arg"].items()}
             saved.update({f"aux:{k}": v for k, v in best["aux"].items()})
             _save_nd(self._path("-best.params"), saved)
         symbol_path = self._path("-symbol.json")
         if not os.path.exists(symbol_path):
-            _atomic_write(symbol_path, module.symbol.tojson().encode())
+            write_atomic(symbol_path, module.symbol.tojson().encode())
         state = dataclasses.replace(state, fingerprint=self.fingerprint,
                                     spec=fingerprint_data(self._spec.to_dict()))
-        _atomic_write(os.path.join(self.folder, STATE),
+        write_atomic(os.path.join(self.folder, STATE),
                       json.dumps(dataclasses.asdict(state), indent=1).encode())
         # Only now is the new checkpoint complete: drop the older ones.
         for entry in os.listdir(self.folder):
@@ -531,13 +524,6 @@ class RunStore:
                 stem = entry[len(self.name) + 1:-len(suffix)] if entry.endswith(suffix) else ""
                 if stem.isdigit() and int(stem) != epoch and entry.startswith(self.name + "-"):
                     os.remove(os.path.join(self.folder, entry))
-
-    def log_lines(self) -> List[str]:
-        path = os.path.join(self.folder, LOG)
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return f.read().splitlines()
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
