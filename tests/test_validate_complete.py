@@ -190,6 +190,13 @@ CASES = [
         "  lr_scheduler: {name: factor, step_epochs: 1, warmup_begin_lr: 0.1}\n")),
      "train.lr_scheduler.warmup_begin_lr", "a warm-up must rise to the learning rate: "
      "warmup_begin_lr 0.1 is above learning_rate 0.01", "warmup_begin_lr"),
+    # Found by the fuzzer below: inferred at batch 1 only, stack on axis 0 looked fine and
+    # the Module's bind at the batch size failed with a traceback.
+    ("batch-axis-moved", dict(layers=layers("{op: stack, name: st}",
+                                            "{op: FullyConnected, name: fc, num_hidden: 2}")),
+     "layers[0]", "stack does not keep the batch as axis 0: its output is (1, 1, 30) at batch "
+     "1 and (1, 2, 30) at batch 2; symbuilder trains and serves batch-first networks (an axis "
+     "or a shape attribute that names the batch?)", "stack"),
     ("nccl-without-gpus", dict(train_extra="  kvstore: nccl\n"), "train.kvstore",
      "nccl needs GPUs and a CUDA build of mxnet, but this MXNet sees 0 GPU(s); use local or "
      "device", "kvstore"),

@@ -152,6 +152,27 @@ def check_graph(spec: Spec, symbol: mx.sym.Symbol, shapes: Dict[str, Tuple[int, 
     if total > MAX_TENSOR_ELEMENTS:
         raise spec.error(("layers",), f"the network has {total:,} parameters; symbuilder builds "
                                       f"at most 2^31 ({MAX_TENSOR_ELEMENTS:,})")
+    _check_batch_axis(spec, internals, owner, out_shapes)
+
+
+def _check_batch_axis(spec: Spec, internals: mx.sym.Symbol, owner: Dict[str, int],
+                      at_one: List[Tuple[int, ...]]) -> None:
+    """Training binds at the batch size, serving at any: every layer must keep the batch as
+    axis 0. Shapes inferred at batch 1 alone would let through a layer that only works there
+    (a Reshape to a fixed (1, 30)) or that moves the batch axis (stack on axis 0 gives
+    (1, N, 30)); both failed only when build bound the Module, with a traceback."""
+    infer_shapes(spec, internals, batch_size=2)  # a layer that fails at batch 2, located
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, at_two, _ = internals.infer_shape(**data_shapes(spec, 2))
+    for name, one, two in zip(internals.list_outputs(), at_one, at_two):
+        index = owner.get(name)
+        if index is None or (one and two and one[0] == 1 and two[0] == 2):
+            continue
+        layer = spec.layers[index]
+        raise spec.error(("layers", index), f"{layer.op} does not keep the batch as axis 0: its "
+                         f"output is {tuple(one)} at batch 1 and {tuple(two)} at batch 2; "
+                         "symbuilder trains and serves batch-first networks (an axis or a "
+                         "shape attribute that names the batch?)")
 
 
 def _infer_types(spec: Spec, internals: mx.sym.Symbol, data: Dict[str, Tuple[int, ...]],

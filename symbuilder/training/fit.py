@@ -8,7 +8,9 @@ epochs to an EpochLoop; it neither builds the graph (it receives the Model) nor 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -19,6 +21,7 @@ from ..data.iterators import make_iter
 from ..graph import Model, build_model
 from ..inputlayer import (calibrate, fixed_aux_names, fixed_param_names, initial_aux_params,
                           input_layer_report, pinned_aux)
+from ..errors import RunError, mxnet_message
 from ..spec.model import Spec
 from ..spec.semantics import check_schedule
 from .loop import EpochLoop, seed_epoch
@@ -139,7 +142,13 @@ def _bound_module(model: Model, train_iter: Any, ctx: List[mx.Context], verbose:
                            label_names=[model.label_name], context=ctx,
                            fixed_param_names=fixed_param_names(model.spec) or None,
                            logger=_quiet_logger(verbose))
-    module.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # MXNet prints its argument table
+            module.bind(data_shapes=train_iter.provide_data,
+                        label_shapes=train_iter.provide_label)
+    except (mx.base.MXNetError, RuntimeError) as e:  # the static checks should catch it first
+        raise RunError(f"MXNet could not bind the network at batch "
+                       f"{train_iter.batch_size}: {mxnet_message(e)}") from None
     return module
 
 
