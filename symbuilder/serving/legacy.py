@@ -66,7 +66,9 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[
             arg_params[name] = value
         elif kind == "aux":
             aux_params[name] = value
-    if not arg_params and not aux_params:
+    # Module.save_checkpoint of a graph without parameters saves {}, which mx.nd.load reads
+    # back as []: an empty file is a checkpoint; arrays without arg:/aux: keys are not.
+    if len(saved) and not arg_params and not aux_params:
         raise UsageError("no arg:/aux: parameters in this file (not written by "
                          "Module.save_checkpoint?)", file=params_file)
     return symbol, arg_params, aux_params
