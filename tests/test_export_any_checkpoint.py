@@ -54,3 +54,112 @@ def test_a_graph_without_parameters_exports_and_matches_mxnet(tmp_path, capsys):
     got = _ort(f"{prefix}-0000.onnx", feed)[0]
     np.testing.assert_array_equal(got, np.maximum(feed["x"], 0) * 2)
     np.testing.assert_array_equal(got, _module_forward(prefix, feed)[0])
+
+
+@pytest.fixture(scope="module")
+def embedding(tmp_path_factory):
+    """Embedding (100 rows) -> FullyConnected, bound with an int64 `ids` input."""
+    ids = mx.sym.var("ids")
+    net = mx.sym.FullyConnected(mx.sym.Embedding(ids, input_dim=100, output_dim=8, name="emb"),
+                                num_hidden=3, name="fc")
+    return _save(net, tmp_path_factory.mktemp("emb"), "emb",
+                 [mx.io.DataDesc("ids", (1, 16), np.int64)])
+
+
+def test_an_int64_index_input_exports_with_its_range_and_matches_mxnet(embedding, tmp_path,
+                                                                       capsys):
+    out = str(tmp_path / "emb.onnx")
+    code, stdout, err = run(["export", embedding, "0", "--input", "ids=1,16:int64",
+                             "--input-range", "ids=0:99", "--out", out], capsys)
+    assert code == 0, err
+    assert "  input ids (int64): random samples integers in [0, 99] (--input-range)\n" in stdout
+    assert "  output fc_output: max|diff|=" in stdout
+    model = onnx.load(out)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    # Rows 0 and 99 (the ends of the range) and everything between, against MXNet's Module.
+    ids = np.concatenate([np.arange(100), np.arange(99, 87, -1)]).astype(np.int64).reshape(7, 16)
+    np.testing.assert_allclose(_ort(out, {"ids": ids})[0], _module_forward(embedding,
+                               {"ids": ids})[0], atol=1e-5, rtol=1e-5)
+
+
+def test_an_integer_input_without_a_range_takes_0_to_9_and_says_so(embedding, tmp_path,
+                                                                   capsys):
+    code, stdout, err = run(["export", embedding, "0", "--input", "ids=1,16:int64", "--out",
+                             str(tmp_path / "e.onnx")], capsys)
+    assert code == 0, err
+    assert ("  input ids (int64): random samples integers in [0, 9] (default, --input-range "
+            "to change)\n") in stdout
+
+
+def test_random_integer_samples_cover_the_range_inclusive_and_repeat():
+    from symbuilder import proof
+    draw = proof.random_inputs({"ids": (16,)}, 500, seed=5, ranges={"ids": {"low": 3,
+                                                                            "high": 7}},
+                               dtypes={"ids": "int64"})["ids"]
+    assert draw.dtype == np.int64 and draw.shape == (500, 16)
+    counts = np.bincount(draw.ravel(), minlength=8)
+    assert counts[:3].sum() == 0 and np.all(counts[3:] > 0.15 * draw.size)  # ~0.2 each
+    again = proof.random_inputs({"ids": (16,)}, 500, seed=5, ranges={"ids": {"low": 3,
+                                                                             "high": 7}},
+                                dtypes={"ids": "int64"})["ids"]
+    np.testing.assert_array_equal(draw, again)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--input", "ids=1,16:int46"], "symbuilder: error: --input 'ids=1,16:int46': unknown "
+     "dtype 'int46' (one of float32, float16, float64, int8, int32, int64, uint8, bool); did "
+     "you mean 'int64'?"),
+    (["--input", "ids=1,16:int64", "--input-range", "ids=9:0"],
+     "symbuilder: error: --input-range 'ids=9:0': low 9 > high 0"),
+    (["--input", "ids=1,16:int64", "--input-range", "ids=0-9"],
+     "symbuilder: error: --input-range 'ids=0-9': expected NAME=LOW:HIGH with finite numbers"),
+    (["--input", "ids=1,16:int64", "--input-range", "idx=0:9"],
+     "symbuilder: error: --input-range idx: not an --input (the inputs: ids)"),
+    (["--input", "ids=1,16:uint8", "--input-range", "ids=0:999"],
+     "symbuilder: error: --input-range ids=0:999: a uint8 input takes integer bounds in "
+     "[0, 255]"),
+    (["--input", "ids=1,16:int64", "--input-range", "ids=0:9.5"],
+     "symbuilder: error: --input-range ids=0:9.5: an int64 input takes integer bounds in"),
+])
+def test_bad_input_dtypes_and_ranges_are_one_line_exit_2(embedding, tmp_path, capsys, extra,
+                                                         expected):
+    out = str(tmp_path / "x.onnx")
+    code, stdout, err = run(["export", embedding, "0", "--out", out] + extra, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert stdout == "" and os.listdir(tmp_path) == []
+
+
+def test_a_float64_input_is_bound_as_float64_in_mxnet_and_onnx(tmp_path):
+    from symbuilder import proof
+    from symbuilder.serving import legacy
+    x = mx.sym.var("x")
+    prefix = _save(mx.sym.sqrt(mx.sym.abs(x)) * 3, tmp_path, "f64",
+                   [mx.io.DataDesc("x", (1, 4), np.float64)])
+    report = legacy.export_checkpoint(prefix, 0, {"x": (1, 4)}, input_dtypes={"x": "float64"})
+    # A float32 reference (the old cast) would differ from ORT's float64 by ~1e-7.
+    assert report["parity"]["max_abs"] < 1e-12
+    feed = np.array([[0.5, 2.0, -9.0, 1e-3]])
+    want = np.sqrt(np.abs(feed)) * 3
+    np.testing.assert_allclose(_ort(report["onnx"], {"x": feed})[0], want, rtol=1e-15)
+    sym, _, _ = mx.model.load_checkpoint(prefix, 0)
+    got = proof.mxnet_forward(sym, {}, {}, {"x": feed}, {"x": "float64"})[0]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    # Without an explicit dtype, float64 samples still go in as float32 (float32 graphs).
+    assert proof.mxnet_forward(mx.sym.abs(x), {}, {}, {"x": feed})[0].dtype == np.float32
+
+
+def test_a_dtype_the_graph_rejects_is_one_located_line(tmp_path, capsys):
+    x = mx.sym.var("x")
+    prefix = _save(mx.sym.FullyConnected(x, num_hidden=2, name="fc"), tmp_path, "fc",
+                   [("x", (1, 4))])
+    before = sorted(os.listdir(tmp_path))
+    code, stdout, err = run(["export", prefix, "0", "--input", "x=1,4:float16"], capsys)
+    assert code == 2 and stdout == ""
+    assert err.strip().splitlines() == [
+        f"{prefix}-symbol.json: --input x:float16: operator 'fc' rejects the dtypes: "
+        "assign(&dattr, vec.at(i)): Incompatible attr in node fc at 1-th input: expected "
+        "float16, got float32"]
+    assert sorted(os.listdir(tmp_path)) == before
