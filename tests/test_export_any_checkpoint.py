@@ -163,3 +163,45 @@ def test_a_dtype_the_graph_rejects_is_one_located_line(tmp_path, capsys):
         "assign(&dattr, vec.at(i)): Incompatible attr in node fc at 1-th input: expected "
         "float16, got float32"]
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_two_outputs_are_both_compared_and_the_integer_one_exactly(tmp_path, capsys):
+    x = mx.sym.var("x")
+    scores = mx.sym.FullyConnected(x, num_hidden=5, name="fc")
+    best = mx.sym.Cast(mx.sym.argmax(scores, axis=1), dtype="int32", name="best")
+    top = mx.sym.topk(scores, k=2, ret_typ="indices", dtype="int32", name="top")
+    prefix = _save(mx.sym.Group([scores, best, top]), tmp_path, "multi", [("x", (1, 6))])
+    out = str(tmp_path / "multi.onnx")
+    code, stdout, err = run(["export", prefix, "0", "--input", "x=1,6", "--out", out], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[-3].startswith("  output fc_output: max|diff|=")
+    assert lines[-3].endswith(", compared within tolerance")
+    assert lines[-2] == "  output best_output: max|diff|=0, compared exactly (integer)"
+    assert lines[-1] == "  output top_output: max|diff|=0, compared exactly (integer)"
+    feed = {"x": np.random.RandomState(1).standard_normal((9, 6)).astype(np.float32)}
+    got, ref = _ort(out, feed), _module_forward(prefix, feed)
+    assert [g.dtype for g in got] == [np.float32, np.int32, np.int32]
+    np.testing.assert_allclose(got[0], ref[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[2], ref[2])
+    np.testing.assert_array_equal(got[1], ref[0].argmax(axis=1))  # numpy's own argmax
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
+def test_integer_and_bool_outputs_are_compared_exactly_whatever_the_tolerance(dtype):
+    from symbuilder import proof
+    ref = np.array([[0, 1, 1, 0]], dtype=dtype)
+    got = ref.copy()
+    got[0, 0] = 1
+    row = proof.compare(ref, got, atol=10.0, rtol=10.0)
+    assert row["exact"] and not row["passed"] and row["max_abs"] == 1.0
+    assert proof.compare(ref, ref.copy(), atol=0.0, rtol=0.0)["passed"]
+    # The same difference in a float output is within that tolerance.
+    assert proof.compare(ref.astype(np.float32), got.astype(np.float32), 10.0, 10.0)["passed"]
+
+
+def test_int64_outputs_beyond_float64_precision_are_still_compared_exactly():
+    from symbuilder import proof
+    ref = np.array([2 ** 62], dtype=np.int64)
+    assert not proof.compare(ref, ref + 1, atol=0.0, rtol=0.0)["passed"]
