@@ -205,3 +205,15 @@ def test_int64_outputs_beyond_float64_precision_are_still_compared_exactly():
     from symbuilder import proof
     ref = np.array([2 ** 62], dtype=np.int64)
     assert not proof.compare(ref, ref + 1, atol=0.0, rtol=0.0)["passed"]
+
+
+def test_to_onnx_is_documented_argument_by_argument_and_in_the_readme():
+    import inspect
+    from symbuilder.onnx import to_onnx
+    doc = inspect.getdoc(to_onnx)
+    for name in inspect.signature(to_onnx).parameters:
+        assert f"``{name}``" in doc, name
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md")).read()
+    assert "`symbuilder.onnx.to_onnx(symbol, params, input_shapes,\n*, opset=17, " \
+           "dynamic_batch=True, model_name=\"symbuilder\", input_dtypes=None)`" in readme
