@@ -156,8 +156,11 @@ def _nonnegative_int(text: str) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .serving.legacy import export_checkpoint, parse_input  # lazy: MXNet
-    shapes = dict(parse_input(text) for text in args.input)
+    from .serving.legacy import export_checkpoint, parse_input, parse_input_range  # lazy: MXNet
+    parsed = [parse_input(text) for text in args.input]
+    shapes = {name: shape for name, shape, _ in parsed}
+    dtypes = {name: dtype for name, _, dtype in parsed}
+    ranges = {name: (low, high) for name, low, high in map(parse_input_range, args.input_range)}
     if args.random == 0 and not args.data:
         raise UsageError("--random 0 needs --data: the check needs samples to compare on")
     data = None
@@ -169,7 +172,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = export_checkpoint(args.prefix, args.epoch, shapes, out=args.out, opset=args.opset,
                                atol=args.atol, rtol=args.rtol,
                                dynamic_batch=not args.fixed_batch, data=data,
-                               random_samples=args.random)
+                               random_samples=args.random, input_dtypes=dtypes,
+                               input_ranges=ranges)
     parity = report["parity"]
     checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in
                          parity["inputs"].items())
@@ -177,7 +181,25 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"(atol {parity['atol']:g} + rtol {parity['rtol']:g} x scale), max rel="
           f"{parity['max_rel']:.2g} of the output's scale; {checked} samples, "
           f"batch {' and '.join(map(str, parity['batches']))}, ORT all and no optimisations")
+    print(_export_details(report))
     return EXIT_OK
+
+
+def _export_details(report: Dict[str, Any]) -> str:
+    """Each input's dtype and where its random samples come from, then each output's figure."""
+    lines = []
+    for name, rng in report["sample_ranges"].items():
+        dtype = report["input_dtypes"][name]
+        where = rng["source"]
+        if "low" in rng and where != "--data":
+            kind = "in" if dtype.startswith("float") else "integers in"
+            note = ", --input-range to change" if where == "default" else ""
+            where = f"{kind} [{rng['low']:g}, {rng['high']:g}] ({where}{note})"
+        lines.append(f"  input {name} ({dtype}): random samples {where}")
+    for out in report["outputs"]:
+        how = "exactly (integer)" if out["exact"] else "within tolerance"
+        lines.append(f"  output {out['name']}: max|diff|={out['max_abs']:.2g}, compared {how}")
+    return "\n".join(lines)
 
 
 def _refuse_existing(path: str, command: str) -> None:
@@ -427,9 +449,16 @@ def make_parser() -> argparse.ArgumentParser:
                        "random ones drawn over their per-feature range.")
     p.add_argument("prefix", metavar="PREFIX", help="checkpoint prefix, e.g. model/resnet")
     p.add_argument("epoch", metavar="EPOCH", type=_nonnegative_int, help="checkpoint epoch")
-    p.add_argument("--input", action="append", required=True, metavar="NAME=D0,D1,...",
-                   help="a data input and its shape, batch axis first, e.g. data=1,3,32,32 "
-                        "(repeatable; label variables need none)")
+    p.add_argument("--input", action="append", required=True, metavar="NAME=D0,D1,...[:DTYPE]",
+                   help="a data input, its shape, batch axis first, and its dtype (float32 "
+                        "default; float16, float64, int8, int32, int64, uint8, bool), e.g. "
+                        "data=1,3,32,32 or ids=1,16:int64 (repeatable; label variables need "
+                        "none)")
+    p.add_argument("--input-range", action="append", default=[], metavar="NAME=LOW:HIGH",
+                   help="the values of that input's random samples: integers uniform in "
+                        "[LOW, HIGH] for an integer input (default 0:9), floats uniform in "
+                        "[LOW, HIGH) otherwise, e.g. ids=0:999 for an Embedding of 1000 rows "
+                        "(repeatable)")
     p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
     p.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
                    help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]} (default 17)")

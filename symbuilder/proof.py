@@ -73,14 +73,19 @@ def mxnet_forward(
     arg_params: Mapping[str, Any],
     aux_params: Mapping[str, Any],
     inputs: Mapping[str, np.ndarray],
+    dtypes: Optional[Mapping[str, str]] = None,
 ) -> List[np.ndarray]:
     """MXNet's inference outputs (is_train=False, CPU); label variables are bound to zeros.
 
-    float64 inputs are given to MXNet as float32, its default dtype (the parameters are float32).
+    An input named in `dtypes` is bound with that dtype (the ONNX graph declares the same);
+    any other float64 input is given to MXNet as float32, its default dtype (the parameters
+    are float32).
     """
     ctx = mx.cpu()
     arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    arrays = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in arrays.items()}
+    arrays = {k: v.astype((dtypes or {}).get(k) or
+                          (np.float32 if v.dtype == np.float64 else v.dtype), copy=False)
+              for k, v in arrays.items()}
     arg_names = symbol.list_arguments()
     aux_names = symbol.list_auxiliary_states()
     known = {k: v.shape for k, v in arrays.items() if k in arg_names}
@@ -154,13 +159,31 @@ def onnx_forward(
     return sess.run(None, feeds)
 
 
+def is_exact(dtype: Any) -> bool:
+    """Integer and boolean values (indices, counts, masks) have no rounding: equal or wrong."""
+    return np.issubdtype(np.dtype(dtype), np.integer) or np.dtype(dtype) == np.bool_
+
+
 def compare(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Dict[str, Any]:
     """One output against MXNet's under TOLERANCE_RULE: max_abs, max_rel (max_abs over the
     output's scale, not elementwise: an element near zero would report noise as a huge
-    relative error), scale and passed."""
+    relative error), scale and passed. An integer or boolean MXNet output is compared exactly
+    (atol = rtol = 0; `exact` in the row)."""
     if ref.shape != got.shape:
         return {"max_abs": float("inf"), "max_rel": float("inf"), "scale": None,
                 "passed": False, "reason": f"shape {got.shape} != MXNet's {ref.shape}"}
+    if is_exact(ref.dtype):
+        row = _compare_floats(ref, got, 0.0, 0.0)
+        # float64 cannot hold every int64: equality decides, and unequal integers differ by 1+.
+        equal = bool(np.array_equal(ref, got))
+        row.update(passed=equal, max_abs=row["max_abs"] if equal else max(row["max_abs"], 1.0),
+                   exact=True)
+        return row
+    return _compare_floats(ref, got, atol, rtol)
+
+
+def _compare_floats(ref: np.ndarray, got: np.ndarray, atol: float,
+                    rtol: float) -> Dict[str, Any]:
     ref64 = ref.astype(np.float64)
     got64 = got.astype(np.float64)
     diff = np.abs(got64 - ref64)
@@ -183,6 +206,7 @@ def verify_parity(
     *,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    dtypes: Optional[Mapping[str, str]] = None,
 ) -> ParityReport:
     """Compare every output of ONNX Runtime (all optimisations / none) with MXNet at batch 1 and full batch."""
     data = _model_bytes(model)  # serialise once; sessions are cached by content
@@ -193,7 +217,7 @@ def verify_parity(
     details: List[Dict[str, Any]] = []
     for batch in batches:
         feed = {k: v[:batch] for k, v in inputs.items()}
-        reference = mxnet_forward(symbol, arg_params, aux_params, feed)
+        reference = mxnet_forward(symbol, arg_params, aux_params, feed, dtypes)
         for optimize in (True, False):
             got = onnx_forward(data, feed, optimize=optimize)
             level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
@@ -223,23 +247,44 @@ def feature_range(samples: np.ndarray) -> Dict[str, List[Any]]:
     return {"low": samples.min(axis=0).tolist(), "high": samples.max(axis=0).tolist()}
 
 
+def default_range(dtype: Any) -> Optional[Dict[str, int]]:
+    """The range random samples of an integer (or bool) input take when none is given: small
+    non-negative values, so an index input (Embedding, take) stays in bounds; None for floats
+    (standard normal)."""
+    if np.dtype(dtype) == np.bool_:
+        return {"low": 0, "high": 1}
+    return {"low": 0, "high": 9} if is_exact(dtype) else None
+
+
+def _bound(value: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    """A range bound: one number for the whole sample, or one per element (any layout)."""
+    array = np.asarray(value, dtype=np.float64)
+    return array.reshape(shape) if array.size > 1 else np.broadcast_to(array.reshape(()), shape)
+
+
 def random_inputs(shapes: Mapping[str, Sequence[int]], n: int, *, seed: int = DEFAULT_SEED,
-                  ranges: Optional[Mapping[str, Mapping[str, Any]]] = None
-                  ) -> Dict[str, np.ndarray]:
-    """`n` random samples per input (float32): uniform over the per-feature [low, high] of
-    `ranges[name]` when given, standard normal otherwise. Same seed, same samples."""
+                  ranges: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  dtypes: Optional[Mapping[str, str]] = None) -> Dict[str, np.ndarray]:
+    """`n` random samples per input, of its dtype in `dtypes` (float32 by default). A float
+    input is uniform over [low, high) of `ranges[name]` (one number or one per element) when
+    given, standard normal otherwise; an integer or bool input takes integers uniform in
+    [low, high] (default_range without one). Same seed, same samples."""
     rng = np.random.RandomState(seed)
     out = {}
     for name in sorted(shapes):
         sample_shape = tuple(int(d) for d in shapes[name])
-        rnge = (ranges or {}).get(name)
-        if rnge is not None:
-            low = np.asarray(rnge["low"], dtype=np.float64).reshape(sample_shape)
-            high = np.asarray(rnge["high"], dtype=np.float64).reshape(sample_shape)
-            values = low + (high - low) * rng.random_sample((n,) + sample_shape)
-        else:
+        dtype = np.dtype((dtypes or {}).get(name, "float32"))
+        rnge = (ranges or {}).get(name) or default_range(dtype)
+        if rnge is None:
             values = rng.standard_normal((n,) + sample_shape)
-        out[name] = values.astype(np.float32)
+        else:
+            low, high = _bound(rnge["low"], sample_shape), _bound(rnge["high"], sample_shape)
+            if is_exact(dtype):  # [low, high + 1) floored: every integer equally likely
+                values = np.minimum(np.floor(low + (high - low + 1) *
+                                             rng.random_sample((n,) + sample_shape)), high)
+            else:
+                values = low + (high - low) * rng.random_sample((n,) + sample_shape)
+        out[name] = values.astype(dtype)
     return out
 
 
@@ -248,11 +293,13 @@ def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: A
                  held_out: Optional[Mapping[str, np.ndarray]] = None,
                  sample_shapes: Optional[Mapping[str, Sequence[int]]] = None,
                  random_samples: int = DEFAULT_RANDOM_SAMPLES, seed: int = DEFAULT_SEED,
-                 ranges: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+                 ranges: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                 dtypes: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """ONNX Runtime (all graph optimisations, and none) against MXNet at batch 1 and the full
     batch, on the held-out samples and on random samples; the figures and the rule applied,
     as the manifest keeps them. Random samples are drawn uniformly over the held-out samples'
-    per-feature range (or over `ranges`, or standard normal when neither is known)."""
+    per-feature range (or over `ranges`, or standard normal when neither is known); `dtypes`
+    gives the inputs' dtypes (float32 by default), as the ONNX graph declares them."""
     model_bytes = _model_bytes(model)
     held_out = {k: np.ascontiguousarray(v) for k, v in (held_out or {}).items()}
     if ranges is None and held_out:
@@ -262,7 +309,7 @@ def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: A
     sets = [("held_out", held_out)] if held_out else []
     if random_samples > 0:
         sets.append(("random", random_inputs(sample_shapes, random_samples, seed=seed,
-                                             ranges=ranges)))
+                                             ranges=ranges, dtypes=dtypes)))
     if not sets:
         raise ValueError("parity_suite needs held-out samples or random_samples > 0")
     fixed = _fixed_batch(model_bytes)
@@ -271,10 +318,10 @@ def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: A
     for label, inputs in sets:
         if fixed and fixed > 1:
             rows = _fixed_batch_parity(symbol, arg_params, aux_params, model_bytes, inputs,
-                                       fixed, atol, rtol)
+                                       fixed, atol, rtol, dtypes)
         else:
             rows = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs,
-                                 atol=atol, rtol=rtol).details
+                                 atol=atol, rtol=rtol, dtypes=dtypes).details
         checks[label] = {"samples": min(len(v) for v in inputs.values()),
                          "max_abs": max(r["max_abs"] for r in rows),
                          "max_rel": max(r["max_rel"] for r in rows),
@@ -308,7 +355,8 @@ def _fixed_batch(model_bytes: bytes) -> Optional[int]:
 
 def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
                         model_bytes: bytes, inputs: Mapping[str, np.ndarray], batch: int,
-                        atol: float, rtol: float) -> List[Dict[str, Any]]:
+                        atol: float, rtol: float,
+                        dtypes: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
     """verify_parity's rows for a model that only takes `batch` samples at a time: every
     chunk of `batch` (the last one padded by repeating its last sample), both ORT levels.
     The rule is applied per chunk, each against its own scale."""
@@ -324,7 +372,7 @@ def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
                 pad = batch - len(chunk)
                 feed[k] = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) \
                     if pad else chunk
-            reference = mxnet_forward(symbol, arg_params, aux_params, feed)
+            reference = mxnet_forward(symbol, arg_params, aux_params, feed, dtypes)
             got = onnx_forward(model_bytes, feed, optimize=optimize)
             for name, ref, out in zip(symbol.list_outputs(), reference, got):
                 row = compare(ref, np.asarray(out), atol, rtol)
@@ -334,6 +382,8 @@ def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
                 agg["max_rel"] = max(agg["max_rel"], row["max_rel"])
                 agg["passed"] = agg["passed"] and row["passed"]
                 agg["scale"] = max(agg["scale"], row["scale"] or 0.0)
+                if row.get("exact"):
+                    agg["exact"] = True
         rows += [dict({"output": k, "batch": batch, "ort_level": level}, **v)
                  for k, v in worst.items()]
     return rows

@@ -84,7 +84,8 @@ def _erfinv_checkpoint(folder):
      "{conv}-0007.params: no such checkpoint file (epochs present: 0002)"),
     (["{tmp}/none", "1", "--input", "data=1,3,8,8"], "{tmp}/none-symbol.json: no such checkpoint file"),
     (["{conv}", "2", "--input", "data=1,3,x,8"],
-     "symbuilder: error: --input 'data=1,3,x,8': expected NAME=D0,D1,... with positive dims"),
+     "symbuilder: error: --input 'data=1,3,x,8': expected NAME=D0,D1,...[:DTYPE] with "
+     "positive dims"),
     (["{conv}", "2", "--input", "dat=1,3,8,8"],
      "symbuilder: error: --input dat: not an input of {conv}-symbol.json (its inputs: data, "
      "softmax_label)"),

@@ -158,10 +158,25 @@ def to_onnx(
     model_name: str = "symbuilder",
     input_dtypes: Optional[Mapping[str, str]] = None,
 ) -> onnx.ModelProto:
-    """Translate ``symbol`` with ``params`` (merged arg+aux, numpy) into a checked ONNX model.
+    """Translate ``symbol`` with ``params`` into a checked ONNX model (public API).
 
-    ``input_shapes`` gives every data input's full shape, batch axis first. Label variables of
-    loss heads are dropped; outputs carry MXNet's output names.
+    - ``symbol``: any MXNet symbol, a Group with several outputs included; loss heads become
+      their prediction and their label variables are dropped.
+    - ``params``: arg and aux parameters merged in one dict, numpy arrays or NDArrays (e.g.
+      ``symbuilder.export.checkpoint.to_numpy_params(arg_params, aux_params)``; ``{}`` for a
+      graph without parameters).
+    - ``input_shapes``: every data input's full shape, batch axis first; the graph inputs, in
+      this order.
+    - ``opset``: the ONNX opset, one of ``symbuilder.defaults.SUPPORTED_OPSETS``.
+    - ``dynamic_batch``: a symbolic batch axis on the inputs and outputs (else fixed to
+      ``input_shapes``' batch).
+    - ``model_name``: the ONNX graph's name.
+    - ``input_dtypes``: a numpy dtype name per input ("int64" for Embedding indices); float32
+      for an input not named. Outputs get the dtypes MXNet infers from them.
+
+    The outputs carry MXNet's output names. Raises ExportError for an op without a
+    translation, shapes MXNet rejects, or an invalid resulting model. The model is not
+    compared with MXNet here: ``symbuilder.proof.parity_or_fail`` does that.
     """
     check_translatable(symbol, opset)
     params = {k: _as_numpy(v) for k, v in params.items()}

@@ -7,6 +7,7 @@ for a missing or malformed file, the symbol JSON checked before MXNet parses it)
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -22,16 +23,42 @@ from ..export.checkpoint import to_numpy_params
 from ..files import write_atomic
 from ..onnx import to_onnx
 
-_INPUT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.:-]*)=(\d+(?:,\d+)*)$")
+_INPUT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.:-]*)=(\d+(?:,\d+)*)(?::([A-Za-z0-9]+))?$")
+_RANGE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.:-]*)=([^:]+):([^:]+)$")
+# The dtypes an input may have: the ones both MXNet and ONNX Runtime take as graph inputs.
+INPUT_DTYPES = ("float32", "float16", "float64", "int8", "int32", "int64", "uint8", "bool")
 
 
-def parse_input(text: str) -> Tuple[str, Tuple[int, ...]]:
-    """'data=1,3,32,32' -> ('data', (1, 3, 32, 32)); UsageError otherwise."""
+def parse_input(text: str) -> Tuple[str, Tuple[int, ...], str]:
+    """'data=1,3,32,32' -> ('data', (1, 3, 32, 32), 'float32'); 'ids=1,16:int64' -> ('ids',
+    (1, 16), 'int64'); UsageError otherwise."""
     match = _INPUT_RE.match(text.replace(" ", ""))
     if not match or any(int(d) <= 0 for d in match.group(2).split(",")):
-        raise UsageError(f"--input {text!r}: expected NAME=D0,D1,... with positive dims, batch "
-                         "axis first, e.g. data=1,3,32,32")
-    return match.group(1), tuple(int(d) for d in match.group(2).split(","))
+        raise UsageError(f"--input {text!r}: expected NAME=D0,D1,...[:DTYPE] with positive "
+                         "dims, batch axis first, e.g. data=1,3,32,32 or ids=1,16:int64")
+    dtype = match.group(3) or "float32"
+    if dtype not in INPUT_DTYPES:
+        close = difflib.get_close_matches(dtype, INPUT_DTYPES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"--input {text!r}: unknown dtype '{dtype}' (one of "
+                         f"{', '.join(INPUT_DTYPES)}){hint}")
+    return match.group(1), tuple(int(d) for d in match.group(2).split(",")), dtype
+
+
+def parse_input_range(text: str) -> Tuple[str, float, float]:
+    """'ids=0:999' -> ('ids', 0.0, 999.0): the values random parity samples of that input
+    take; UsageError for anything else or low > high."""
+    match = _RANGE_RE.match(text.replace(" ", ""))
+    try:
+        low, high = float(match.group(2)), float(match.group(3))  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        low = high = float("nan")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise UsageError(f"--input-range {text!r}: expected NAME=LOW:HIGH with finite "
+                         "numbers, e.g. ids=0:999")
+    if low > high:
+        raise UsageError(f"--input-range {text!r}: low {low:g} > high {high:g}")
+    return match.group(1), low, high  # type: ignore[union-attr]
 
 
 def checkpoint_files(prefix: str, epoch: int) -> Tuple[str, str]:
@@ -66,7 +93,9 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[
             arg_params[name] = value
         elif kind == "aux":
             aux_params[name] = value
-    if not arg_params and not aux_params:
+    # Module.save_checkpoint of a graph without parameters saves {}, which mx.nd.load reads
+    # back as []: an empty file is a checkpoint; arrays without arg:/aux: keys are not.
+    if len(saved) and not arg_params and not aux_params:
         raise UsageError("no arg:/aux: parameters in this file (not written by "
                          "Module.save_checkpoint?)", file=params_file)
     return symbol, arg_params, aux_params
@@ -149,12 +178,19 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
                       atol: float = proof.DEFAULT_ATOL, rtol: float = proof.DEFAULT_RTOL,
                       dynamic_batch: bool = True, data: Optional[Mapping[str, np.ndarray]] = None,
                       random_samples: int = proof.DEFAULT_RANDOM_SAMPLES,
-                      seed: int = proof.DEFAULT_SEED) -> Dict[str, Any]:
+                      seed: int = proof.DEFAULT_SEED,
+                      input_dtypes: Optional[Mapping[str, str]] = None,
+                      input_ranges: Optional[Mapping[str, Tuple[float, float]]] = None
+                      ) -> Dict[str, Any]:
     """Translate any Module checkpoint to ONNX, verify it against MXNet, write it atomically.
 
-    `input_shapes` gives each data input's full shape, batch axis first. `data` (optional) holds
-    real samples per input; random samples are always added (uniform over the real samples'
-    per-feature range, or standard normal without data). Raises UsageError for a missing or
+    `input_shapes` gives each data input's full shape, batch axis first; `input_dtypes` its
+    dtype (INPUT_DTYPES, float32 by default), in the ONNX graph, the samples and MXNet's
+    reference forward alike. `data` (optional) holds real samples per input; random samples
+    are always added: uniform in `input_ranges[name]` = (low, high) when given (integers in
+    [low, high] for an integer input), else over the real samples' per-feature range, else
+    integers in [0, 9] for an integer input and standard normal for a float one. Every output
+    is compared; integer and boolean ones exactly. Raises UsageError for a missing or
     unreadable checkpoint, wrong inputs or an untranslatable graph (the user's checkpoint:
     exit 2), ExportError when ONNX Runtime disagrees (exit 1). Returns the report.
     """
@@ -171,11 +207,13 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
     out = out or f"{prefix}-{epoch:04d}.onnx"
     if os.path.isdir(out):
         raise UsageError("is a folder; --out takes the .onnx file to write", file=out)
+    dtypes = {name: (input_dtypes or {}).get(name, "float32") for name in input_shapes}
     params = to_numpy_params(arg_params, aux_params)
     _check_shapes(symbol, params, input_shapes, symbol_file)
+    _check_dtypes(symbol, params, dtypes, symbol_file)
     try:
         model = to_onnx(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch,
-                        model_name=os.path.basename(prefix))
+                        model_name=os.path.basename(prefix), input_dtypes=dtypes)
     except ExportError as e:
         # Untranslatable op, bad attribute, shapes MXNet rejects: all about the user's files.
         raise UsageError(str(e).replace("input_shapes", "--input"), file=symbol_file) from None
@@ -185,21 +223,90 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
         held_out = {}
         for name, values in data.items():
             want = tuple(input_shapes[name][1:])
-            values = np.asarray(values, dtype=np.float32)
+            values = np.asarray(values).astype(dtypes[name])
             if int(np.prod(values.shape[1:])) != int(np.prod(want)):
                 raise UsageError(f"--data: {values.shape[1:]} values per sample for input "
                                  f"'{name}', whose sample shape is {want}")
             held_out[name] = values.reshape((len(values),) + want)
+    ranges = _sample_ranges(input_ranges or {}, dtypes, held_out or {})
     sample_shapes = {k: tuple(v[1:]) for k, v in input_shapes.items()}
     figures = proof.parity_or_fail(symbol, arg_params, aux_params, model_bytes, atol=atol,
                                    rtol=rtol, held_out=held_out, sample_shapes=sample_shapes,
-                                   random_samples=random_samples, seed=seed)
+                                   random_samples=random_samples, seed=seed,
+                                   ranges={k: v for k, v in ranges.items()
+                                           if v["source"] != "standard normal"} or None,
+                                   dtypes=dtypes)
     write_atomic(out, model_bytes)
     return {"onnx": out, "checkpoint": {"symbol": symbol_file,
                                         "params": checkpoint_files(prefix, epoch)[1]},
-            "inputs": {k: list(v) for k, v in input_shapes.items()},
-            "outputs": [o.name for o in model.graph.output], "opset": opset,
+            "inputs": {k: list(v) for k, v in input_shapes.items()}, "input_dtypes": dtypes,
+            "sample_ranges": ranges, "outputs": _output_figures(figures), "opset": opset,
             "dynamic_batch": dynamic_batch, "parity": figures}
+
+
+def _sample_ranges(given: Mapping[str, Tuple[float, float]], dtypes: Mapping[str, str],
+                   held_out: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, Any]]:
+    """Per input, what its random samples are drawn from and why ('source'): --input-range,
+    the real samples' per-feature range, the integer default, or standard normal. A
+    UsageError for a range of an unknown input or one its dtype cannot hold."""
+    for name, (low, high) in given.items():
+        if name not in dtypes:
+            raise UsageError(f"--input-range {name}: not an --input (the inputs: "
+                             f"{', '.join(dtypes)})")
+        _check_range(name, low, high, dtypes[name])
+    ranges: Dict[str, Dict[str, Any]] = {}
+    for name, dtype in dtypes.items():
+        if name in given:
+            low, high = given[name]
+            ranges[name] = {"low": low, "high": high, "source": "--input-range"}
+        elif name in held_out:
+            ranges[name] = dict(proof.feature_range(held_out[name]), source="--data")
+        elif proof.default_range(dtype) is not None:
+            ranges[name] = dict(proof.default_range(dtype), source="default")
+        else:
+            ranges[name] = {"source": "standard normal"}
+    return ranges
+
+
+def _check_range(name: str, low: float, high: float, dtype: str) -> None:
+    """Integer inputs take integer bounds their dtype holds (bool: 0 and 1)."""
+    if not proof.is_exact(dtype):
+        return
+    info = np.iinfo(np.dtype(dtype)) if dtype != "bool" else None
+    lo, hi = (info.min, info.max) if info else (0, 1)
+    if low != int(low) or high != int(high) or low < lo or high > hi:
+        article = "an" if dtype.startswith("int") else "a"
+        raise UsageError(f"--input-range {name}={low:g}:{high:g}: {article} {dtype} input takes "
+                         f"integer bounds in [{lo}, {hi}]")
+
+
+def _output_figures(figures: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """One entry per model output: its worst difference over every check and whether it was
+    compared exactly (integer and boolean outputs)."""
+    outputs: Dict[str, Dict[str, Any]] = {}
+    for row in figures["details"]:
+        entry = outputs.setdefault(row["output"], {"name": row["output"], "max_abs": 0.0,
+                                                   "exact": False, "passed": True})
+        entry["max_abs"] = max(entry["max_abs"], row["max_abs"])
+        entry["exact"] = entry["exact"] or bool(row.get("exact"))
+        entry["passed"] = entry["passed"] and row["passed"]
+    return list(outputs.values())
+
+
+def _check_dtypes(symbol: Any, params: Mapping[str, np.ndarray], dtypes: Mapping[str, str],
+                  symbol_file: str) -> None:
+    """A UsageError naming the operator when MXNet rejects the --input dtypes (float16 data
+    into a float32 FullyConnected): otherwise MXNet's forward fails with a traceback."""
+    known = {k: v.dtype for k, v in params.items() if k in symbol.list_arguments()}
+    known.update({k: np.dtype(v) for k, v in dtypes.items()})
+    try:
+        symbol.infer_type_partial(**known)
+    except mx.base.MXNetError as e:
+        op = re.search(r"Error in operator ([^:\s]+):", str(e))
+        where = f"operator '{op.group(1)}' rejects " if op else "MXNet rejects "
+        given = ", ".join(f"{k}:{v}" for k, v in dtypes.items())
+        raise UsageError(f"--input {given}: {where}the dtypes: {mxnet_message(e)}",
+                         file=symbol_file) from None
 
 
 def _check_shapes(symbol: Any, params: Mapping[str, np.ndarray],
