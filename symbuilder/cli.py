@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import logging
 import os
 import re
@@ -173,7 +172,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                atol=args.atol, rtol=args.rtol,
                                dynamic_batch=not args.fixed_batch, data=data,
                                random_samples=args.random, input_dtypes=dtypes,
-                               input_ranges=ranges)
+                               input_ranges=ranges, deploy=args.deploy_symbol)
     parity = report["parity"]
     checked = " + ".join(f"{c['samples']} {k.replace('_', '-')}" for k, c in
                          parity["inputs"].items())
@@ -182,6 +181,10 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{parity['max_rel']:.2g} of the output's scale; {checked} samples, "
           f"batch {' and '.join(map(str, parity['batches']))}, ORT all and no optimisations")
     print(_export_details(report))
+    if report["deploy_symbol"]:
+        print(f"{report['deploy_symbol']}: the label-free inference graph, computing what "
+              f"{report['onnx']} computes (gluon.SymbolBlock.imports, or Module with "
+              "label_names=None, with the same .params)")
     return EXIT_OK
 
 
@@ -475,6 +478,9 @@ def make_parser() -> argparse.ArgumentParser:
                                      f"{DEFAULT_RANDOM_SAMPLES})")
     p.add_argument("--fixed-batch", action="store_true",
                    help="keep the --input batch size fixed in the ONNX model")
+    p.add_argument("--deploy-symbol", action="store_true",
+                   help="also write PREFIX-deploy-symbol.json: the graph without loss heads "
+                        "and labels, checked against the ONNX model")
 
     text = "run an export on the rows of a CSV file and write the predictions as CSV"
     p = sub.add_parser("predict", help=text, description=text + ": class and p_<class> "

@@ -265,3 +265,38 @@ def test_gluon_symbolblock_imports_the_export_and_matches_the_checkpoint(built):
             pytest.raises(AssertionError, match="softmax_label"):
         mx.gluon.SymbolBlock.imports(f"{prefix}-symbol.json", ["data"],
                                      f"{prefix}-{epoch:04d}.params")
+
+
+def test_export_writes_a_checked_deploy_symbol_for_a_legacy_checkpoint(plain_conv, tmp_path,
+                                                                        capsys):
+    prefix, X = plain_conv
+    out = str(tmp_path / "conv.onnx")
+    code, stdout, err = run(["export", prefix, "2", "--input", "data=1,3,8,8", "--out", out,
+                             "--deploy-symbol"], capsys)
+    assert code == 0, err
+    deploy = f"{prefix}-deploy-symbol.json"
+    assert f"{deploy}: the label-free inference graph" in stdout
+    assert "softmax_label" not in mx.sym.load(deploy).list_arguments()
+    x = X[:5]
+    with pytest.warns(UserWarning, match="Cannot decide type"):  # MXNet 1.9.1, any symbol
+        net = mx.gluon.SymbolBlock.imports(deploy, ["data"], f"{prefix}-0002.params")
+    np.testing.assert_allclose(net(mx.nd.array(x)).asnumpy(), ort_run(out, x), atol=1e-5,
+                               rtol=0)
+    # Again: the .onnx is symbuilder's own and may be replaced; the deploy symbol is kept.
+    before = open(deploy).read()
+    code, _, err = run(["export", prefix, "2", "--input", "data=1,3,8,8", "--out", out,
+                        "--deploy-symbol"], capsys)
+    assert code == 2 and open(deploy).read() == before
+    assert err.strip() == (f"{deploy}: already exists; export never overwrites a file (remove "
+                           "it to write the deploy symbol again)")
+
+
+def test_export_never_overwrites_a_file_it_did_not_write(plain_conv, tmp_path, capsys):
+    prefix, _ = plain_conv
+    out = tmp_path / "notes.onnx"
+    out.write_text("my notes\n")
+    code, _, err = run(["export", prefix, "2", "--input", "data=1,3,8,8", "--out", str(out)],
+                       capsys)
+    assert code == 2 and out.read_text() == "my notes\n"
+    assert err.strip() == (f"{out}: already exists and is not an ONNX model symbuilder wrote; "
+                           "export never overwrites such a file (choose another --out)")

@@ -16,10 +16,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
+import onnx
 
 from .. import proof
 from ..errors import ExportError, UsageError, mxnet_message
 from ..export.checkpoint import to_numpy_params
+from ..export.deploy import deploy_symbol
 from ..files import write_atomic
 from ..onnx import to_onnx
 
@@ -180,8 +182,8 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
                       random_samples: int = proof.DEFAULT_RANDOM_SAMPLES,
                       seed: int = proof.DEFAULT_SEED,
                       input_dtypes: Optional[Mapping[str, str]] = None,
-                      input_ranges: Optional[Mapping[str, Tuple[float, float]]] = None
-                      ) -> Dict[str, Any]:
+                      input_ranges: Optional[Mapping[str, Tuple[float, float]]] = None,
+                      deploy: bool = False) -> Dict[str, Any]:
     """Translate any Module checkpoint to ONNX, verify it against MXNet, write it atomically.
 
     `input_shapes` gives each data input's full shape, batch axis first; `input_dtypes` its
@@ -193,6 +195,10 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
     is compared; integer and boolean ones exactly. Raises UsageError for a missing or
     unreadable checkpoint, wrong inputs or an untranslatable graph (the user's checkpoint:
     exit 2), ExportError when ONNX Runtime disagrees (exit 1). Returns the report.
+
+    `deploy=True` also writes `PREFIX-deploy-symbol.json`, the label-free inference graph
+    (export/deploy.py), after proving it computes what the ONNX model computes. Neither file
+    overwrites one symbuilder did not write (an .onnx is symbuilder's by its producer name).
     """
     symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
     symbol_file = checkpoint_files(prefix, epoch)[0]
@@ -207,6 +213,11 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
     out = out or f"{prefix}-{epoch:04d}.onnx"
     if os.path.isdir(out):
         raise UsageError("is a folder; --out takes the .onnx file to write", file=out)
+    _refuse_foreign_onnx(out)
+    deploy_file = f"{prefix}-deploy-symbol.json" if deploy else None
+    if deploy_file and os.path.lexists(deploy_file):
+        raise UsageError("already exists; export never overwrites a file (remove it to write "
+                         "the deploy symbol again)", file=deploy_file)
     dtypes = {name: (input_dtypes or {}).get(name, "float32") for name in input_shapes}
     params = to_numpy_params(arg_params, aux_params)
     _check_shapes(symbol, params, input_shapes, symbol_file)
@@ -236,12 +247,36 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
                                    ranges={k: v for k, v in ranges.items()
                                            if v["source"] != "standard normal"} or None,
                                    dtypes=dtypes)
+    if deploy_file:
+        inference = deploy_symbol(symbol, input_shapes)
+        proof.parity_or_fail(inference, arg_params, aux_params, model_bytes, atol=atol,
+                             rtol=rtol, held_out=held_out, sample_shapes=sample_shapes,
+                             random_samples=random_samples, seed=seed, dtypes=dtypes,
+                             ranges={k: v for k, v in ranges.items()
+                                     if v["source"] != "standard normal"} or None)
     write_atomic(out, model_bytes)
-    return {"onnx": out, "checkpoint": {"symbol": symbol_file,
+    if deploy_file:
+        write_atomic(deploy_file, inference.tojson().encode(), overwrite=False)
+    return {"onnx": out, "deploy_symbol": deploy_file,
+            "checkpoint": {"symbol": symbol_file,
                                         "params": checkpoint_files(prefix, epoch)[1]},
             "inputs": {k: list(v) for k, v in input_shapes.items()}, "input_dtypes": dtypes,
             "sample_ranges": ranges, "outputs": _output_figures(figures), "opset": opset,
             "dynamic_batch": dynamic_batch, "parity": figures}
+
+
+def _refuse_foreign_onnx(path: str) -> None:
+    """An existing file at --out is replaced only if symbuilder wrote it (an earlier export of
+    the same checkpoint): a command never overwrites a file it did not create."""
+    if not os.path.lexists(path):
+        return
+    try:
+        producer = onnx.load(path, load_external_data=False).producer_name
+    except Exception:  # not an ONNX model at all (protobuf raises several kinds)
+        producer = None
+    if producer != "symbuilder" or os.path.islink(path):
+        raise UsageError("already exists and is not an ONNX model symbuilder wrote; export "
+                         "never overwrites such a file (choose another --out)", file=path)
 
 
 def _sample_ranges(given: Mapping[str, Tuple[float, float]], dtypes: Mapping[str, str],
