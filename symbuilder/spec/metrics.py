@@ -99,14 +99,14 @@ def _register_macro_f1(mx: Any) -> type:
 
         def update(self, labels: Sequence[Any], preds: Sequence[Any]) -> None:
             for label, pred in zip(labels, preds):
-                probs = pred.asnumpy()
-                counts = confusion_counts(label.asnumpy().ravel(), probs.argmax(axis=1),
-                                          probs.shape[1])
+                probs = pred.asnumpy()  # (N, K), or (N, K, ...) with multi_output
+                truth = label.asnumpy().ravel()
+                counts = confusion_counts(truth, probs.argmax(axis=1).ravel(), probs.shape[1])
                 self.counts = counts if self.counts is None else self.counts + counts
                 self.global_counts = (counts if self.global_counts is None
                                       else self.global_counts + counts)
-                self.num_inst += len(probs)
-                self.global_num_inst += len(probs)
+                self.num_inst += len(truth)
+                self.global_num_inst += len(truth)
 
         def get(self) -> Tuple[str, float]:
             return self.name, macro_f1(self.counts)
