@@ -206,3 +206,16 @@ def test_plain_names_and_a_single_mapping_still_validate(tmp_path, capsys):
         spec = digits_spec(tmp_path, metrics)
         assert main(["validate", spec]) == 0, capsys.readouterr().err
         assert capsys.readouterr().err == ""
+
+
+def test_f1_macro_counts_every_position_of_a_multi_output_head():
+    """SoftmaxOutput with multi_output outputs (N, K, d) and labels (N, d): each of the
+    N * d positions is one classified row."""
+    from symbuilder.spec.metrics import create_metric
+    rng = np.random.RandomState(1)
+    probs = rng.rand(50, 4, 3).astype(np.float32)
+    truth = rng.randint(0, 4, size=(50, 3))
+    metric = create_metric("f1_macro")
+    metric.update([mx.nd.array(truth)], [mx.nd.array(probs)])
+    expected = macro_f1(probs.argmax(axis=1).ravel(), truth.ravel(), 4)
+    assert metric.get() == ("f1_macro", pytest.approx(expected, abs=1e-12))
