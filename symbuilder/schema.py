@@ -19,6 +19,10 @@ def _choices(cls: type, f: dataclasses.Field) -> Any:
     found = _REGISTERED_CHOICES.get((cls, f.name))
     return found() if found else f.metadata.get("choices")
 
+# A train.eval_metric entry: a name, or a name with the metric constructor's parameters.
+_METRIC = {"anyOf": [{"type": "string", "minLength": 1},
+                     {"type": "object", "required": ["name"],
+                      "properties": {"name": {"type": "string", "minLength": 1}}}]}
 _JSON_TYPES = {
     "str": {"type": "string", "minLength": 1},
     "name": {"type": "string", "pattern": f"^{NAME_RE.pattern}$"},  # the parser's own rule
@@ -29,11 +33,13 @@ _JSON_TYPES = {
     "str_list": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "name_list": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "mapping": {"type": "object"},
+    "metric_list": {"anyOf": [_METRIC, {"type": "array", "items": _METRIC}]},
     "int_list": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
 }
 _TYPE_TEXT = {"str": "string", "name": "name", "bool": "boolean", "int": "integer",
               "float": "number", "shape": "list of integers", "str_list": "string or list",
               "name_list": "name or list", "mapping": "mapping",
+              "metric_list": "name, mapping or list",
               "int_list": "list of integers"}
 
 

@@ -104,15 +104,15 @@ CASES = [
      "acc (accuracy)", "early_stopping"),
     ("binary-metric-on-ten-classes", dict(DIGITS, eval_metric="[acc, f1]"),
      "train.eval_metric[1]", "'f1' is a binary metric, but the labels have 10 classes; use "
-     "acc, ce or pcc", "eval_metric"),
+     "f1_macro (macro-F1 over the classes), acc, ce or pcc", "eval_metric"),
     ("classification-metric-on-regression",
      dict(output="{op: LinearRegressionOutput, name: lin}", eval_metric="[acc]",
           layers=layers("{op: FullyConnected, name: fc1, num_hidden: 1}")),
-     "train.eval_metric", "'acc' compares class indices with class probabilities, but "
+     "train.eval_metric[0]", "'acc' compares class indices with class probabilities, but "
      "LinearRegressionOutput outputs values; use mse, mae, rmse or pearsonr", "eval_metric"),
-    ("regression-metric-on-softmax", dict(eval_metric="[mse]"), "train.eval_metric",
+    ("regression-metric-on-softmax", dict(eval_metric="[mse]"), "train.eval_metric[0]",
      "'mse' compares values with values, but SoftmaxOutput outputs class probabilities; use "
-     "acc, ce, nll_loss, pcc (or f1, mcc with two classes)", "eval_metric"),
+     "acc, ce, nll_loss, pcc, f1_macro (or f1, mcc with two classes)", "eval_metric"),
     ("seed-beyond-32-bits", dict(seed=4294967296), "train.seed",
      "expected an integer <= 4294967295, received 4294967296 (integer)", "seed"),
     ("seed-negative", dict(seed=-1), "train.seed",

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ExportError
 from ..inputlayer import InputLayerNames, fixed_param_names
 from ..spec.model import CONTEXT_RE, Spec
-from ..spec.semantics import make_initializer
+from ..spec.semantics import check_metric_outputs, make_initializer
 from . import Model
 from .layers import layer_names
 from .shapes import argument_owners, elements
@@ -27,6 +27,7 @@ def check_static(model: Model) -> None:
     check_kvstore(spec)
     check_optimizer_shapes(model)
     check_initialization(model)
+    check_metric_outputs(spec, model.num_outputs)
     if "onnx" in spec.export.formats:
         check_onnx_translatable(spec, model.symbol)
 

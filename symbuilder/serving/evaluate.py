@@ -140,13 +140,14 @@ def class_indices(labels: np.ndarray, classes: Sequence[Any], csv_path: str) -> 
 
 def spec_metrics(manifest: Mapping[str, Any], truth: np.ndarray, outputs: np.ndarray
                  ) -> Dict[str, float]:
-    """The spec's own eval_metric, computed by MXNet's metrics on exactly these rows."""
+    """The spec's own eval_metric (names, or mappings with parameters: top_k_accuracy,
+    f1_macro, ...), computed by the training stage's metrics on exactly these rows."""
     from ..training.metrics import evaluate_arrays  # lazy: imports MXNet
     import mxnet as mx  # lazy: only a spec's metrics need MXNet here
-    names = (manifest.get("spec") or {}).get("train", {}).get("eval_metric") or []
-    if isinstance(names, str):
-        names = [names]
-    return evaluate_arrays(list(names), truth.astype(np.float32), mx.nd.array(outputs))
+    entries = (manifest.get("spec") or {}).get("train", {}).get("eval_metric") or []
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    return evaluate_arrays(list(entries), truth.astype(np.float32), mx.nd.array(outputs))
 
 
 def evaluate_export(folder: str, csv_path: str, *, out_dir: Optional[str] = None,

@@ -143,6 +143,30 @@ class Reader:
             out.append(self.read("str", item, p, {"choices": meta.get("choices")}))
         return out
 
+    def _read_metric_list(self, value: Any, path: Path, meta: Mapping[str, Any]) -> List[Any]:
+        """Metrics: a name, a mapping {name: ..., **constructor keywords}, or a list of them.
+        What the names and keywords mean is spec.metrics' to check (it needs MXNet)."""
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(path, "expected a metric name, a mapping {name: ..., ...} or a "
+                                  f"list of them, received {describe(value)}")
+        out: List[Any] = []
+        for i, item in enumerate(items):
+            p = path + (i,) if isinstance(value, list) else path
+            if isinstance(item, dict):
+                entry = self._read_mapping(item, p, {})
+                if "name" not in entry:
+                    raise self.fail(p, "missing required key 'name' (the metric: acc, "
+                                       "top_k_accuracy, f1_macro, ...)")
+                self._read_str(entry["name"], p + ("name",), {})
+                out.append(entry)
+            elif isinstance(item, str) and item:
+                out.append(item)
+            else:
+                raise self.fail(p, "expected a metric name or a mapping {name: ..., ...}, "
+                                   f"received {describe(item)}")
+        return out
+
     def _read_int_list(self, value: Any, path: Path, meta: Mapping[str, Any]) -> List[int]:
         if (not isinstance(value, list) or not value
                 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):

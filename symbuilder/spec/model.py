@@ -254,7 +254,8 @@ class SchedulerSpec:
 class EarlyStoppingSpec:
     """Stop when a validation metric stops improving; the best epoch is exported."""
     metric: str = field("str", "a validation metric: one of train.eval_metric, by its spec "
-                        "name (acc) or its reported name (accuracy)", example="accuracy")
+                        "name (acc, top_k_accuracy) or its reported name (accuracy, "
+                        "top_k_accuracy_5)", example="accuracy")
     patience: int = field("int", "epochs without improvement before stopping", 5, minimum=1)
     mode: str = field("str", "max, min, or auto (max for accuracy-like metrics, min otherwise)",
                       "auto", choices=("auto", "max", "min"))
@@ -273,8 +274,11 @@ class TrainSpec:
                                              default_factory=dict)
     initializer: Dict[str, Any] = field("mapping", "MXNet initializer, {name: xavier, "
                                         "magnitude: 2.0}", default_factory=lambda: {"name": "xavier"})
-    eval_metric: Optional[List[str]] = field("str_list", "MXNet metric names; default: acc, ce "
-                                             "for SoftmaxOutput, mse/mae for regression", None)
+    eval_metric: Optional[List[Any]] = field("metric_list", "metrics, each a name (acc, ce, "
+                                             "f1_macro: macro-F1 over the classes) or a mapping "
+                                             "of a name and the constructor's parameters "
+                                             "({name: top_k_accuracy, top_k: 5}); default: acc, "
+                                             "ce for SoftmaxOutput, mse/mae for regression", None)
     seed: int = field("int", "seeds MXNet, numpy and the train/val split", 0, minimum=0,
                       maximum=2 ** 32 - 1)  # numpy's RandomState takes 32-bit seeds
     context: List[str] = field("str_list", "devices: [cpu(0)] or [gpu(0), gpu(1)]",
@@ -375,7 +379,8 @@ class Spec:
         return path if os.path.isabs(path) else os.path.join(self.base_dir, path)
 
     @property
-    def metrics(self) -> List[str]:
+    def metrics(self) -> List[Any]:
+        """train.eval_metric's entries (a name, or a mapping with `name`), or the head's."""
         return list(self.train.eval_metric or HEAD_DEFAULT_METRICS[self.output.op])
 
     def error(self, path: Path, message: str, cls: type = SpecError) -> SpecError:

@@ -11,7 +11,7 @@ from .catalog import AttrError, check_attrs, op_info
 from ..errors import mxnet_message
 from .catalog_suggest import suggest_text
 from .keywords import check_keywords, signature_defaults
-from .metrics import metric_problem, reported_name
+from .metrics import check_metric, metric_name, reported_name, top_k, watched
 from .names import InputLayerNames, layer_names
 from .model import DERIVED_FILE_NAMES, HEADS, NAME_MAX, Spec
 
@@ -251,29 +251,46 @@ def _check_training(spec: Spec) -> None:
 
 
 def metric_path(spec: Spec, index: int) -> tuple:
+    """Where entry `index` of train.eval_metric sits: at its item when the spec wrote a list,
+    at the key when it wrote one name or mapping (or nothing: the head's defaults)."""
     listed = spec.train.eval_metric
     if listed is None:
         return ("train",)
-    return ("train", "eval_metric", index) if len(listed) > 1 else ("train", "eval_metric")
+    base = ("train", "eval_metric")
+    item = spec.locations.of(base + (index,))
+    return base + (index,) if len(listed) > 1 or item != spec.locations.of(base) else base
 
 
 def _check_metrics(spec: Spec) -> None:
-    """Each metric exists, can be created from its name alone, and reads the head's outputs
-    (a classification metric needs SoftmaxOutput, a regression metric a regression head);
-    early stopping watches one of them."""
-    for i, metric in enumerate(spec.metrics):
-        problem = metric_problem(metric, spec.output.op)
-        if problem:
-            raise spec.error(metric_path(spec, i), problem)
+    """Each metric exists, its parameters fit its constructor, MXNet creates it, and it reads
+    the head's outputs (a classification metric needs SoftmaxOutput, a regression metric a
+    regression head); early stopping watches exactly one of them."""
+    for i, entry in enumerate(spec.metrics):
+        check_metric(entry, spec.output.op, metric_path(spec, i), spec.error)
     es = spec.train.early_stopping
     if es is None:
         return
-    names = {m.lower() for m in spec.metrics} | {reported_name(m) for m in spec.metrics}
-    if es.metric.lower() not in names:
-        listed = ", ".join(f"{m} ({reported_name(m)})" for m in spec.metrics)
-        raise spec.error(("train", "early_stopping", "metric"),
-                         f"'{es.metric}' is not among train.eval_metric; it watches one of: "
-                         f"{listed}")
+    found = watched(spec.metrics, es.metric)
+    where = ("train", "early_stopping", "metric")
+    if not found:
+        listed = ", ".join(f"{metric_name(m)} ({reported_name(m)})" for m in spec.metrics)
+        raise spec.error(where, f"'{es.metric}' is not among train.eval_metric; it watches "
+                                f"one of: {listed}")
+    if len(found) > 1:
+        raise spec.error(where, f"'{es.metric}' names several of train.eval_metric "
+                                f"({', '.join(found)}); give one of these reported names")
+
+
+def check_metric_outputs(spec: Spec, num_outputs: int) -> None:
+    """A top_k must leave some of the head's outputs out, or every row counts as a hit
+    (MXNet's TopKAccuracy fails outright beyond the outputs). Run by the graph checks: the
+    head's output count needs the Model."""
+    for i, entry in enumerate(spec.metrics):
+        k = top_k(entry)
+        if k is not None and k >= num_outputs:
+            raise spec.error(metric_path(spec, i) + ("top_k",),
+                             f"expected a top_k below the head's {num_outputs} outputs (the "
+                             f"top {k} would hold every class), received {k}")
 
 
 def check_name(spec: Spec) -> None:

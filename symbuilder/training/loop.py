@@ -20,7 +20,7 @@ from ..data.iterators import labels_for, make_iter
 from ..errors import RunError, mxnet_message
 from ..inputlayer import pin_aux
 from ..spec.model import Spec
-from ..spec.metrics import higher_is_better, reported_name
+from ..spec.metrics import higher_is_better, watched
 from .metrics import TrainingMetrics, evaluate_arrays
 from .optim import current_lr
 from .progress import ProgressReporter
@@ -63,7 +63,8 @@ class _BestTracker:
     def __init__(self, spec: Spec, state: RunState) -> None:
         es = spec.train.early_stopping
         self.enabled = es is not None
-        self.metric = reported_name(es.metric) if es else None
+        # The reported name of the one entry it names (checked by spec.semantics).
+        self.metric = watched(spec.metrics, es.metric)[0] if es else None
         mode = es.mode if es else "max"
         self.maximize = higher_is_better(self.metric or "") if mode == "auto" else mode == "max"
         self.patience = es.patience if es else 0

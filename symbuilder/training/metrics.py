@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
-from ..spec.metrics import BINARY_ONLY, metric_kind
+from ..spec.metrics import BINARY_ONLY, Entry, create_metric, metric_kind, metric_name, top_k
 from ..spec.semantics import metric_path
 
 FLUSH_VALUES = 1 << 22  # output values held before a flush (16 MB of float32)
@@ -24,10 +24,10 @@ FLUSH_VALUES = 1 << 22  # output values held before a flush (16 MB of float32)
 class TrainingMetrics(mx.metric.EvalMetric):
     """The spec's metrics for Module.fit, evaluated in batches of batches."""
 
-    def __init__(self, names: Sequence[str], *, flush_values: int = FLUSH_VALUES) -> None:
-        self.names = list(names)
+    def __init__(self, entries: Sequence[Entry], *, flush_values: int = FLUSH_VALUES) -> None:
+        self.entries = list(entries)  # train.eval_metric's: names or {name, **params}
         self.flush_values = flush_values
-        self.metrics: List[mx.metric.EvalMetric] = [mx.metric.create(n) for n in self.names]
+        self.metrics: List[mx.metric.EvalMetric] = [create_metric(e) for e in self.entries]
         self._preds: List[mx.nd.NDArray] = []
         self._labels: List[mx.nd.NDArray] = []
         self._batch_ids: List[int] = []
@@ -114,13 +114,13 @@ class TrainingMetrics(mx.metric.EvalMetric):
         return self._collect("get_global")
 
 
-def evaluate_arrays(names: Sequence[str], labels: np.ndarray, outputs: mx.nd.NDArray
+def evaluate_arrays(entries: Sequence[Entry], labels: np.ndarray, outputs: mx.nd.NDArray
                     ) -> Dict[str, float]:
     """Metrics over whole arrays (validation): one update, exact, no padding."""
     result: Dict[str, float] = {}
     label_nd = mx.nd.array(labels)
-    for name in names:
-        metric = mx.metric.create(name)
+    for entry in entries:
+        metric = create_metric(entry)
         metric.update([label_nd], [outputs])
         n, v = metric.get()
         for key, value in zip(n if isinstance(n, list) else [n], v if isinstance(v, list) else [v]):
@@ -130,11 +130,19 @@ def evaluate_arrays(names: Sequence[str], labels: np.ndarray, outputs: mx.nd.NDA
 
 def check_labels(spec: Any, data: Any) -> None:
     """What needs the labels, checked after the data is read and before any training: a
-    binary-only metric (f1, mcc raise on a batch with a third class) on more classes."""
-    if data.classes is None or len(data.classes) <= 2:
+    binary-only metric (f1, mcc raise on a batch with a third class) on more classes, and a
+    top_k that would hold every class the labels have."""
+    if data.classes is None:
         return
-    for i, metric in enumerate(spec.metrics):
-        if metric_kind(metric) == BINARY_ONLY:
-            raise spec.error(metric_path(spec, i), f"'{metric}' is a binary metric, but the "
-                             f"labels have {len(data.classes)} classes; use acc, ce or pcc")
-
+    classes = len(data.classes)
+    for i, entry in enumerate(spec.metrics):
+        name = metric_name(entry)
+        if classes > 2 and metric_kind(name) == BINARY_ONLY:
+            raise spec.error(metric_path(spec, i), f"'{name}' is a binary metric, but the "
+                             f"labels have {classes} classes; use f1_macro (macro-F1 over "
+                             "the classes), acc, ce or pcc")
+        k = top_k(entry)
+        if k is not None and k >= classes:
+            raise spec.error(metric_path(spec, i) + ("top_k",),
+                             f"expected a top_k below the labels' {classes} classes (the top "
+                             f"{k} would hold every class), received {k}")
