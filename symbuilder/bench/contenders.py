@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.iterators import labels_for
 from ..graph import build_symbol
+from ..spec.metrics import create_metric
 from ..inputlayer import InputLayerNames, fixed_param_names
 from ..training import train
 from ..training.optim import contexts, lr_scheduler
@@ -128,7 +129,7 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
                                    context=contexts(spec),
                                    fixed_param_names=fixed_param_names(spec) or None)
             clock.start()
-            module.fit(it, eval_data=val, eval_metric=mx.metric.create(list(spec.metrics)),
+            module.fit(it, eval_data=val, eval_metric=mx.metric.CompositeEvalMetric([create_metric(m) for m in spec.metrics]),
                        epoch_end_callback=callbacks, initializer=initializer,
                        aux_params=aux or None, allow_missing=True,
                        optimizer=spec.train.optimizer.lower(), optimizer_params=params,

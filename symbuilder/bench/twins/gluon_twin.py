@@ -10,6 +10,7 @@ from mxnet import autograd, gluon
 
 from ...data.iterators import labels_for
 from ...graph import build_symbol
+from ...spec.metrics import create_metric
 from ...graph.layers import layer_names
 from ...inputlayer import InputLayerNames, fixed_param_names
 from ...training.optim import contexts, lr_scheduler
@@ -159,7 +160,7 @@ def gluon_contender(spec: Any, data: Any) -> Contender:
                                 kvstore=spec.train.kvstore)
         loss_fn = gluon_loss(spec)
         loss_fn.hybridize(static_alloc=True, static_shape=True)
-        metric = mx.metric.create(list(spec.metrics))
+        metric = mx.metric.CompositeEvalMetric([create_metric(m) for m in spec.metrics])
         it = mx.io.NDArrayIter(x, {label_name: y}, batch_size, shuffle=True,
                                last_batch_handle="pad")
         clock = EpochClock()
