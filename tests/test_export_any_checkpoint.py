@@ -217,3 +217,27 @@ def test_to_onnx_is_documented_argument_by_argument_and_in_the_readme():
                                "README.md")).read()
     assert "`symbuilder.onnx.to_onnx(symbol, params, input_shapes,\n*, opset=17, " \
            "dynamic_batch=True, model_name=\"symbuilder\", input_dtypes=None)`" in readme
+
+
+def test_half_precision_inputs_and_outputs_export_with_their_dtype(tmp_path, capsys):
+    d = mx.sym.Variable("data", dtype="float16")
+    hidden = mx.sym.FullyConnected(mx.sym.Cast(d, dtype="float32"), num_hidden=3, name="fc")
+    half = mx.sym.Cast(mx.sym.tanh(hidden), dtype="float16", name="half")
+    prefix = str(tmp_path / "half")
+    rng = np.random.RandomState(0)
+    mx.model.save_checkpoint(prefix, 0, mx.sym.Group([hidden, half]),
+                             {"fc_weight": mx.nd.array(rng.randn(3, 4)),
+                              "fc_bias": mx.nd.zeros(3)}, {})
+    code, out, err = run(["export", prefix, "0", "--input", "data=1,4:float16"], capsys)
+    assert code == 0, err
+    assert "  input data (float16): random samples standard normal" in out
+    model = onnx.load(f"{prefix}-0000.onnx")
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [
+        onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16]
+    x = rng.randn(5, 4).astype(np.float16)
+    session = ort.InferenceSession(f"{prefix}-0000.onnx", providers=["CPUExecutionProvider"])
+    got = session.run(None, {"data": x})[1]
+    weight = np.random.RandomState(0).randn(3, 4)  # the first draw above: fc_weight
+    want = np.tanh(x.astype(np.float64) @ weight.T)
+    np.testing.assert_allclose(got.astype(np.float64), want, atol=4e-3, rtol=0)

@@ -284,3 +284,16 @@ def test_random_inputs_stay_inside_the_given_range_and_are_seeded():
     assert np.all(a >= low.astype(np.float32)) and np.all(a <= high.astype(np.float32))
     assert np.all(a[:, 1, 0] == 10.0)  # a constant feature stays constant
     assert a[:, 0, 0].max() - a[:, 0, 0].min() > 0.9  # and the range is really covered
+
+
+def test_a_float16_output_is_held_to_a_tolerance_fit_for_half_precision() -> None:
+    from symbuilder.proof import FLOAT16_RTOL, compare
+    ref = np.linspace(-2, 2, 50).astype(np.float16)
+    one_ulp = np.nextafter(ref, np.float16(np.inf), dtype=np.float16)
+    assert compare(ref, one_ulp, DEFAULT_ATOL, DEFAULT_RTOL)["passed"]
+    # The same one-unit step in float32 terms fails float32's defaults...
+    assert not compare(ref.astype(np.float32), one_ulp.astype(np.float32), DEFAULT_ATOL,
+                       DEFAULT_RTOL)["passed"]
+    # ...and a real error in half precision still fails.
+    assert not compare(ref, (ref * 1.01).astype(np.float16), DEFAULT_ATOL, DEFAULT_RTOL)["passed"]
+    assert FLOAT16_RTOL == pytest.approx(4 * 2.0 ** -10)
