@@ -37,7 +37,10 @@ INPUT_SIDE = {"alexnet": 64, "inceptionv3": 299, "squeezenet1.0": 213, "squeezen
               **{f"densenet{d}": 221 for d in (121, 161, 169, 201)}}
 PASSED = re.compile(r"-0000\.onnx: verified against MXNet: max\|diff\|=\S+ \(atol 1e-05 \+ rtol "
                     r"1e-05 x scale\), max rel=\S+ of the output's scale; 64 random samples, "
-                    r"batch 1 and 64, ORT all and no optimisations\n\Z")
+                    r"batch 1 and 64, ORT all and no optimisations\n"
+                    # then one line per input and per output, each within tolerance
+                    r"  input data \(float32\): random samples standard normal\n"
+                    r"(  output \S+: max\|diff\|=\S+, compared within tolerance\n)+\Z")
 FAILED = re.compile(r"symbuilder: failed: ONNX Runtime disagrees with MXNet: max abs difference "
                     r"\S+ > atol 1e-05 \+ rtol 1e-05 x scale \S+ \(max rel \S+ of the output's "
                     r"scale; random: \S+ on 64 samples; worst: output '\S+' at batch (1|64), "
