@@ -404,6 +404,14 @@ case(
                                                         name="sp"))), {"data": (3, 2)}),
 )
 case(
+    "_split_v2",
+    # mx.sym.split_v2 takes no name: the node is named _split_v2<k>.
+    Case("indices", mx.sym.Group(list(mx.sym.split_v2(D, indices_or_sections=(1, 3), axis=1))),
+         {"data": (6, 2)}),
+    Case("sections_squeezed", mx.sym.Group(list(mx.sym.split_v2(
+        D, indices_or_sections=2, axis=-1, squeeze_axis=True))), {"data": (3, 2)}),
+)
+case(
     "stack",
     Case("axis1", mx.sym.stack(D, D2, axis=1, name="st"), {"data": (3,), "data2": (3,)}),
     Case("axis_last", mx.sym.stack(D, D2, D, axis=-1, name="st"), {"data": (2, 3), "data2": (2, 3)}),

@@ -202,6 +202,29 @@ def slice_channel_18(ctx: OpContext) -> None:
     _finish_split(ctx, axis, squeeze, outputs, parts)
 
 
+@register("_split_v2")
+def split_v2(ctx: OpContext) -> None:
+    """mx.sym.split_v2: cut at `indices` (MXNet writes them with a leading 0) or into
+    `sections` equal parts, as ONNX Split with explicit sizes (static along that axis)."""
+    axis = normalize_axis(ctx.attr_int("axis", 0), ctx.in_rank(0), ctx)
+    info = ctx.input_infos[0]
+    if info.batch_dims and info.batch_dims[axis]:
+        raise ctx.error("split_v2 along the batch axis cannot keep a dynamic batch; export "
+                        "with a fixed batch (--fixed-batch)")
+    dim = ctx.in_shape(0)[axis]
+    sections = ctx.attr_int("sections", 0)
+    if sections > 0:
+        sizes = [dim // sections] * sections
+    else:
+        bounds = [b for b in ctx.attr_ints("indices") if b != 0] + [dim]
+        sizes = [b - a for a, b in zip([0] + bounds[:-1], bounds)]
+    squeeze = ctx.attr_bool("squeeze_axis", False)
+    outputs = ctx.outputs[:len(sizes)]
+    parts = [ctx.fresh(f"part{k}") for k in range(len(sizes))] if squeeze else list(outputs)
+    ctx.node("Split", [ctx.inputs[0], ctx.ints(sizes, "split")], parts, axis=axis)
+    _finish_split(ctx, axis, squeeze, outputs, parts)
+
+
 @register("stack")
 def stack(ctx: OpContext) -> None:
     axis = normalize_axis(ctx.attr_int("axis", 0), ctx.in_rank(0) + 1, ctx)
