@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from helpers import write_spec
+from helpers import mlp_spec, write_spec
 
 from symbuilder.cli import main
 
@@ -72,19 +72,7 @@ def plain_conv(tmp_path_factory):
     return prefix, X
 
 
-SPEC = """\
-    name: srv_mlp
-    input: {shape: [30]}
-    layers:
-      - {op: FullyConnected, name: fc1, num_hidden: 16}
-      - {op: Activation, name: relu1, act_type: relu}
-      - {op: FullyConnected, name: fc2, num_hidden: 2}
-    output: {op: SoftmaxOutput, name: softmax}
-    data:
-      train: {path: bc.csv, label: benign}
-    train: {epochs: 3, batch_size: 32, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
-    export: {formats: [checkpoint, onnx, triton], verify: {samples: 40}}
-    """
+SPEC = mlp_spec("srv_mlp", export="formats: [checkpoint, onnx, triton], verify: {samples: 40}")
 
 
 @pytest.fixture(scope="module")

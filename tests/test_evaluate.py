@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from helpers import DATA, ROOT, write_spec
+from helpers import DATA, ROOT, mlp_spec, write_spec
 from symbuilder.serving import evaluate as evaluation
 from symbuilder.cli import main
 
@@ -84,19 +84,7 @@ def test_regression_figures_equal_their_definitions():
 
 # -- the command, on real exports -------------------------------------------------------------
 
-BINARY = """\
-    name: ev_binary
-    input: {shape: [30]}
-    layers:
-      - {op: FullyConnected, name: fc1, num_hidden: 16}
-      - {op: Activation, name: relu1, act_type: relu}
-      - {op: FullyConnected, name: fc2, num_hidden: 2}
-    output: {op: SoftmaxOutput, name: softmax}
-    data:
-      train: {path: bc.csv, label: benign}
-    train: {epochs: 3, batch_size: 32, optimizer: adam, optimizer_params: {learning_rate: 0.01},
-            eval_metric: [acc, ce]}
-    """
+BINARY = mlp_spec("ev_binary", train_extra=", eval_metric: [acc, ce]")
 
 
 def onnx_outputs(export, name, rows):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import write_spec
+from helpers import mlp_spec, write_spec
 
 from symbuilder.export import folder as exporting
 from symbuilder.serving.audit import read_manifest, verify_export
@@ -22,19 +22,8 @@ from symbuilder.serving.audit import read_manifest, verify_export
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "specs", "data", "breast_cancer.csv")
 
-SPEC = """\
-    name: faulty
-    input: {shape: [30]}
-    layers:
-      - {op: FullyConnected, name: fc1, num_hidden: 8}
-      - {op: Activation, name: relu1, act_type: relu}
-      - {op: FullyConnected, name: fc2, num_hidden: 2}
-    output: {op: SoftmaxOutput, name: softmax}
-    data:
-      train: {path: bc.csv, label: benign}
-    train: {epochs: 2, batch_size: 64, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
-    export: {formats: [checkpoint, onnx, triton], verify: {samples: 16}}
-    """
+SPEC = mlp_spec("faulty", hidden=8, epochs=2, batch_size=64,
+                export="formats: [checkpoint, onnx, triton], verify: {samples: 16}")
 
 # Re-exports the first export's weights as epoch NEW_EPOCH through pipeline.export_model, and
 # SIGKILLs itself at the step named by argv[5].

@@ -21,23 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import ROOT, write_spec
+from helpers import ROOT, mlp_spec, write_spec
 from symbuilder.export import folder as exporting
 from symbuilder.cli import main
 
-SPEC = """\
-    name: trust
-    input: {shape: [30]}
-    layers:
-      - {op: FullyConnected, name: fc1, num_hidden: 8}
-      - {op: Activation, name: relu1, act_type: relu}
-      - {op: FullyConnected, name: fc2, num_hidden: 2}
-    output: {op: SoftmaxOutput, name: softmax}
-    data:
-      train: {path: bc.csv, label: benign}
-    train: {epochs: 1, batch_size: 64, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
-    export: {verify: {samples: 16}}
-    """
+SPEC = mlp_spec("trust", hidden=8, epochs=1, batch_size=64, export="verify: {samples: 16}")
 
 
 def run(argv, capsys):

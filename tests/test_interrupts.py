@@ -16,22 +16,10 @@ import time
 
 import pytest
 
-from helpers import ROOT, write_spec
+from helpers import ROOT, mlp_spec, write_spec
 from symbuilder.cli import main
 
-SPEC = """\
-    name: intr
-    input: {shape: [30]}
-    layers:
-      - {op: FullyConnected, name: fc1, num_hidden: 8}
-      - {op: Activation, name: relu1, act_type: relu}
-      - {op: FullyConnected, name: fc2, num_hidden: 2}
-    output: {op: SoftmaxOutput, name: softmax}
-    data:
-      train: {path: bc.csv, label: benign}
-    train: {epochs: 2, batch_size: 64, optimizer: adam, optimizer_params: {learning_rate: 0.01}}
-    export: {verify: {samples: 16}}
-    """
+SPEC = mlp_spec("intr", hidden=8, epochs=2, batch_size=64, export="verify: {samples: 16}")
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", MXNET_SUBGRAPH_VERBOSE="0")
 DELAYS = [0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2, 2.0]
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
