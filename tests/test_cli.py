@@ -128,7 +128,7 @@ def test_console_script_builds_and_reports(tmp_path):
     assert len([l for l in proc.stderr.splitlines() if l.startswith("epoch ")]) == 3
     assert sorted(os.listdir(tmp_path / "out")) == [
         "cli_mlp-0003.params", "cli_mlp-deploy-0003.params", "cli_mlp-deploy-symbol.json",
-        "cli_mlp-symbol.json", "cli_mlp.onnx", "curves.png", "manifest.json", "train_log.jsonl"]
+        "cli_mlp-symbol.json", "cli_mlp.onnx", "curves.svg", "manifest.json", "train_log.jsonl"]
 
 
 def _edit_csv(folder, edit):

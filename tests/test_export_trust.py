@@ -401,7 +401,7 @@ RELIED_ON = [("name",), ("epoch",), ("inputs",), ("inputs", 0), ("inputs", 0, "n
              ("parity",), ("parity", "atol"), ("parity", "inputs"), ("parity", "random_range")]
 OTHER_TYPES = [None, "x", 7, 1.5, True, [], {}, [None]]
 FILES = ["trust.onnx", "trust-0001.params", "trust-symbol.json", "train_log.jsonl",
-         "curves.png"]
+         "curves.svg"]
 
 
 def _kind(value):

@@ -157,7 +157,7 @@ CASES = [
     ("foreign-manifest", lambda t, e: make_manifest_only(t),
      "its manifest.json is not a symbuilder manifest; it holds index.html, manifest.json"),
     ("garbage-manifest", lambda t, e: garbage_manifest(copy_export(e, t), t),
-     "its manifest.json is not a symbuilder manifest; it holds curves.png"),
+     "its manifest.json is not a symbuilder manifest; it holds curves.svg"),
     ("export-plus-file", lambda t, e: extra_file(copy_export(e, t), t),
      "holds files its manifest.json does not list (thesis.tex)"),
 ]

@@ -45,7 +45,7 @@ def test_export_folder_has_exactly_the_promised_files(built):
     assert sorted(os.listdir(out)) == sorted([
         f"{spec.name}-symbol.json", f"{spec.name}-{epoch:04d}.params", f"{spec.name}.onnx",
         f"{spec.name}-deploy-symbol.json", f"{spec.name}-deploy-{epoch:04d}.params",
-        "manifest.json", "train_log.jsonl", "curves.png"])
+        "manifest.json", "train_log.jsonl", "curves.svg"])
 
 
 def test_manifest_hashes_match_the_files(built):

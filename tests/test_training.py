@@ -1,5 +1,5 @@
 """Training a user can watch, interrupt and trust: resume after SIGKILL, the divergence
-guard, early stopping, LR schedules, reproducibility, the curves PNG and the progress bar.
+guard, early stopping, LR schedules, reproducibility, the curves SVG and the progress bar.
 
 Every comparison is against an independent computation: a second, uninterrupted run; the
 schedule's formula written out here; MXNet's own predict on the exported checkpoint.
@@ -202,20 +202,51 @@ def test_same_spec_and_seed_give_bit_identical_parameters(tmp_path):
                               other.arg_params["fc1_weight"].asnumpy())
 
 
-def test_curves_png_is_drawn_and_not_blank(tmp_path):
-    from matplotlib.image import imread
+def test_curves_svg_draws_each_epochs_values_in_order(tmp_path):
+    """curves.svg is well-formed SVG with a train and a val line per metric; each line has a
+    point per epoch whose heights rank as the logged values do (higher value, higher point),
+    and the exported epoch's marker sits at that epoch's x."""
+    import xml.etree.ElementTree as ET
     spec = write_spec(tmp_path, MLP.replace("epochs: 12", "epochs: 3"))
     assert main(["build", spec, "--out", str(tmp_path / "out"), "-q"]) == 0
-    image = imread(str(tmp_path / "out" / "curves.png"))
-    height, width = image.shape[:2]
-    assert width >= 600 and height >= 250
-    pixels = image[..., :3].reshape(-1, 3)
-    assert pixels.std() > 0.05  # not a flat image
-    distinct = np.unique((pixels * 255).astype(np.uint8), axis=0)
-    assert len(distinct) > 50  # lines, text and axes in several colours
     log = [json.loads(l) for l in open(tmp_path / "out" / "train_log.jsonl")]
     assert [e["epoch"] for e in log] == [1, 2, 3]
     assert set(log[0]) >= {"epoch", "train", "val", "lr", "seconds"}
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    root = ET.parse(str(tmp_path / "out" / "curves.svg")).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and float(root.get("width")) >= 600
+    lines = root.findall("svg:polyline", ns)
+    metrics = list(log[0]["train"])
+    rates_change = len({e["lr"] for e in log}) > 1  # a schedule: a learning-rate panel too
+    assert [l.get("class") for l in lines] == (["train", "val"] * len(metrics)
+                                               + ["learning rate"] * rates_change)
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    for k, line in enumerate(lines):
+        split = line.get("class")
+        points = [tuple(map(float, p.split(","))) for p in line.get("points").split()]
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        values = ([e["lr"] for e in log] if split == "learning rate"
+                  else [e[split][metrics[k // 2]] for e in log])
+        assert len(points) == 3 and xs == sorted(xs)
+        # SVG's y grows downwards: the ranks of -y equal the ranks of the values
+        assert np.argsort(np.argsort(values)).tolist() == np.argsort(np.argsort(
+            [-y for y in ys])).tolist() or len(set(values)) < 3
+        exported = root.findall("svg:line[@class='exported']", ns)[k // 2]
+        epoch_x = xs[manifest["epoch"] - 1]
+        assert float(exported.get("x1")) == pytest.approx(epoch_x, abs=0.11)
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    from symbuilder.export.curves import nice_ticks
+    for low, high in [(0.0, 1.0), (0.93, 0.991), (-3e-5, 7e-4), (12.0, 480.0), (5.0, 5.0)]:
+        ticks = nice_ticks(low, high)
+        assert ticks and all(low - 1e-12 <= t <= high + 1e-12 for t in ticks)
+        if high > low:
+            steps = np.diff(ticks)
+            assert np.allclose(steps, steps[0])
+            mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+            assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
+            assert 3 <= len(ticks) <= 11 and ticks[0] - low < steps[0] and high - ticks[-1] < steps[0]
 
 
 def test_progress_bar_draws_on_a_terminal_and_plain_lines_elsewhere():

@@ -59,9 +59,9 @@ def export_model(spec: Spec, result: "TrainResult", data: "SplitData", out_dir: 
         log = "".join(json.dumps(entry) + "\n" for entry in result.history)
         write_atomic(os.path.join(staging, "train_log.jsonl"), log.encode("utf-8"))
         if result.history:
-            curves.plot_curves(result.history, os.path.join(staging, "curves.png"),
-                               title=f"{spec.name} (exported epoch {result.epoch})",
-                               exported_epoch=result.epoch)
+            curves.write_curves(result.history, os.path.join(staging, "curves.svg"),
+                                title=f"{spec.name} (exported epoch {result.epoch})",
+                                exported_epoch=result.epoch)
         folder.write_manifest(staging, manifest)
         folder.publish(staging, out_dir)
     return manifest

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..export.curves import plot_confusion_matrix, plot_roc
+from .plots import plot_confusion_matrix, plot_roc
 from .audit import load_export
 from .predict import predict
 from .samples import label_column
