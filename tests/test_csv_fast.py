@@ -123,3 +123,13 @@ def test_quotes_after_fast_blocks_are_read_by_csv_rules(tmp_path, monkeypatch):
     check(tmp_path, render(rows, "\n"))
     table = read_table(str(tmp_path / "d.csv"), "csv", label="y")
     assert table.labels[57] == "a,\nb" and table.features[99].tolist() == [99, 198]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a,y,b\n1,0,2,3\n4,1,5,6\n", 2),   # every row one field too many: numpy would take it
+    ("a,y,b\n1,0,2\n4,1\n", 3),
+    ("a,y,b\n1,0,2\n\n4,1,5\n7,1,8,9\n", 5),  # blank lines count as lines
+])
+def test_field_counts_are_the_headers_or_located(tmp_path, text, line):
+    assert oracle(text, "y") == ("line", line)
+    check(tmp_path, text)
