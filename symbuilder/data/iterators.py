@@ -233,6 +233,7 @@ class ArrayIter(mx.io.DataIter):
         data, label, pads = next(self._source)
         self._chunk_data = [mx.nd.array(d, dtype=np.float32) for d in data]
         self._chunk_label = mx.nd.array(label, dtype=np.float32)
+        self._chunk_label_host = np.asarray(label, dtype=np.float32)
         self._chunk_pads = pads
         self._chunk_pos = 0
 
@@ -246,10 +247,13 @@ class ArrayIter(mx.io.DataIter):
         lo, hi = k * self.batch_size, (k + 1) * self.batch_size
         self._chunk_pos += 1
         self._cursor += self.batch_size
-        return mx.io.DataBatch(data=[d[lo:hi] for d in self._chunk_data],
-                               label=[self._chunk_label[lo:hi]],
-                               pad=self._chunk_pads[k], provide_data=self.provide_data,
-                               provide_label=self.provide_label)
+        batch = mx.io.DataBatch(data=[d[lo:hi] for d in self._chunk_data],
+                                label=[self._chunk_label[lo:hi]],
+                                pad=self._chunk_pads[k], provide_data=self.provide_data,
+                                provide_label=self.provide_label)
+        # The same labels in host memory, for the training metrics (no engine read-back).
+        batch.host_label = self._chunk_label_host[lo:hi]
+        return batch
 
 
 def labels_for(spec: Spec, dataset: Dataset) -> np.ndarray:

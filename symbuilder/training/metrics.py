@@ -40,27 +40,33 @@ class TrainingMetrics(mx.metric.EvalMetric):
         self._rows_seen = 0
         super().__init__("training")
 
-    def _real_rows(self, n: int) -> int:
-        """How many of a device slice's `n` rows are real: the batch's padding is its last
-        batch.pad rows, which may span the slices of the last devices."""
+    def _slice_rows(self, n: int) -> Tuple[int, int]:
+        """Where a device slice of `n` rows starts in the batch being scored, and how many of
+        them are real: the batch's padding is its last batch.pad rows, which may span the
+        slices of the last devices. Module.fit scores a batch's slices in device order."""
         batch = self.current_batch
-        if batch is None or not batch.pad:
-            return n
+        if batch is None:
+            return 0, n
         size = batch.data[0].shape[0]  # a shape: no sync
         start = self._rows_seen
         self._rows_seen = (start + n) % size
-        return max(0, min(n, size - batch.pad - start))
+        return start, max(0, min(n, size - batch.pad - start))
 
     def update(self, labels: Sequence[mx.nd.NDArray], preds: Sequence[mx.nd.NDArray]) -> None:
         # Module.fit calls this once per device per batch; a device's slice is one entry.
-        keep = self._real_rows(preds[0].shape[0])
+        start, keep = self._slice_rows(preds[0].shape[0])
         if keep == 0:
             return
-        pred, label = preds[0], labels[0]
-        if keep < pred.shape[0]:
-            pred, label = pred[:keep], label[:keep]
-        self._preds.append(pred.copy())
-        self._labels.append(label.copy())
+        pred = preds[0] if keep == preds[0].shape[0] else preds[0][:keep]
+        self._preds.append(pred.copy())  # the executor reuses its output buffer
+        # The labels as the iterator holds them in host memory (symbuilder's ArrayIter):
+        # no engine op and no read-back; otherwise a device copy, like the outputs.
+        host = getattr(self.current_batch, "host_label", None)
+        if host is not None:
+            self._labels.append(host[start:start + keep])
+        else:
+            label = labels[0] if keep == labels[0].shape[0] else labels[0][:keep]
+            self._labels.append(label.copy())
         self._batch_ids.append(self.batches)
         self._held += pred.size
         self.batches += 1
@@ -72,7 +78,7 @@ class TrainingMetrics(mx.metric.EvalMetric):
         if not self._preds:
             return
         preds = [p.asnumpy() for p in self._preds]
-        labels = [l.asnumpy() for l in self._labels]
+        labels = [l if isinstance(l, np.ndarray) else l.asnumpy() for l in self._labels]
         if self.first_bad_batch is None:
             for batch, pred in zip(self._batch_ids, preds):
                 if not np.isfinite(pred).all():
