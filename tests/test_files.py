@@ -73,3 +73,17 @@ def test_permissions_follow_the_umask(tmp_path, mask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o666 & ~mask
+
+
+def test_deferred_sync_skips_only_inside_its_block(tmp_path, monkeypatch):
+    """Inside deferred_sync() write_atomic makes no fsync (the caller flushes the files
+    together); outside, one of the file and one of its folder, as before."""
+    import symbuilder.files as files
+    synced = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd))
+    with files.deferred_sync():
+        files.write_atomic(str(tmp_path / "a"), b"1")
+        assert synced == []
+    files.write_atomic(str(tmp_path / "b"), b"2")
+    assert len(synced) == 2
+    assert (tmp_path / "a").read_bytes() == b"1" and (tmp_path / "b").read_bytes() == b"2"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..data.images import IMAGE_FORMATS, pixel_statistics
 from ..data.sources import source_format
-from ..files import write_atomic
+from ..files import deferred_sync, write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
 
@@ -43,7 +43,8 @@ def export_model(spec: Spec, result: "TrainResult", data: "SplitData", out_dir: 
     formats = spec.export.formats
     input_shapes = {item.name: (1,) + tuple(item.shape) for item in spec.all_inputs}
     manifest = _manifest(spec, result, data)
-    with folder.staging_dir(out_dir) as staging:
+    # The staged files are flushed together by publish's fsync_tree, not one by one.
+    with folder.staging_dir(out_dir) as staging, deferred_sync():
         if "checkpoint" in formats:
             manifest["checkpoint"] = checkpoint.save_checkpoint(
                 staging, spec.name, result.epoch, result.symbol, result.arg_params,

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ExportError
-from ..files import fsync_tree, umask, write_atomic
+from ..files import fsync_path, fsync_tree, umask, write_atomic
 
 MANIFEST = "manifest.json"
 # What write_manifest always writes, with its type: how an export is told from a folder that
@@ -147,6 +147,7 @@ def publish(staging: str, target: str) -> None:
     fsync_tree(staging)  # the rename must not reach the disk before the files it publishes
     if not os.path.lexists(target):
         os.rename(staging, target)
+        fsync_path(os.path.dirname(target))  # the publishing rename itself
         return
     if not _exchange(staging, target):
         # Two renames: a crash between them leaves the previous export whole at `old`.
@@ -154,6 +155,7 @@ def publish(staging: str, target: str) -> None:
         os.rename(target, old)
         os.rename(staging, target)
         staging = old
+    fsync_path(os.path.dirname(target))
     _discard(staging)
 
 

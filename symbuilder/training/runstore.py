@@ -22,7 +22,7 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import DataError, RunError, SpecError, mxnet_message
-from ..files import write_atomic
+from ..files import deferred_sync, fsync_path, write_atomic
 from ..spec.model import Spec
 
 STATE = "state.json"
@@ -498,22 +498,31 @@ class RunStore:
     def save(self, module: mx.mod.Module, epoch: int, state: RunState,
              best: Optional[Dict[str, Dict]] = None) -> None:
         os.makedirs(self.folder, exist_ok=True)
-        arg, aux = module.get_params()
-        params = {f"arg:{k}": v for k, v in arg.items()}
-        params.update({f"aux:{k}": v for k, v in aux.items()})
-        _save_nd(self.params_path(epoch), params)
-        doc, arrays = optimizer_state(module)
-        doc_path, nd_path = self.states_paths(epoch)
-        _save_nd(nd_path, arrays)
-        doc["nd_sha256"] = _sha256(nd_path)
-        write_atomic(doc_path, json.dumps(doc).encode())
-        if best is not None:
-            saved = {f"arg:{k}": v for k, v in best["arg"].items()}
-            saved.update({f"aux:{k}": v for k, v in best["aux"].items()})
-            _save_nd(self._path("-best.params"), saved)
-        symbol_path = self._path("-symbol.json")
-        if not os.path.exists(symbol_path):
-            write_atomic(symbol_path, module.symbol.tojson().encode())
+        written = []
+        with deferred_sync():  # flushed together below, before the state file names them
+            arg, aux = module.get_params()
+            params = {f"arg:{k}": v for k, v in arg.items()}
+            params.update({f"aux:{k}": v for k, v in aux.items()})
+            written.append(self.params_path(epoch))
+            _save_nd(written[-1], params)
+            doc, arrays = optimizer_state(module)
+            doc_path, nd_path = self.states_paths(epoch)
+            _save_nd(nd_path, arrays)
+            doc["nd_sha256"] = _sha256(nd_path)
+            write_atomic(doc_path, json.dumps(doc).encode())
+            written += [nd_path, doc_path]
+            if best is not None:
+                saved = {f"arg:{k}": v for k, v in best["arg"].items()}
+                saved.update({f"aux:{k}": v for k, v in best["aux"].items()})
+                written.append(self._path("-best.params"))
+                _save_nd(written[-1], saved)
+            symbol_path = self._path("-symbol.json")
+            if not os.path.exists(symbol_path):
+                write_atomic(symbol_path, module.symbol.tojson().encode())
+                written.append(symbol_path)
+        for path in written:
+            fsync_path(path)
+        fsync_path(self.folder)  # their names, before the state file's rename can land
         state = dataclasses.replace(state, fingerprint=self.fingerprint,
                                     spec=fingerprint_data(self._spec.to_dict()))
         write_atomic(os.path.join(self.folder, STATE),
