@@ -14,6 +14,7 @@ import image_data
 from helpers import write_spec
 from symbuilder.cli import main
 from symbuilder.data import load_data, split_indices
+from symbuilder.data import iterators
 from symbuilder.data.iterators import make_iter
 from symbuilder.spec.load import load_spec
 from symbuilder.training import train
@@ -91,8 +92,14 @@ def expected_epoch(encoded, rows, shape, resize, *, epoch, batch, crop=True, mir
     return out
 
 
-def test_same_size_crops_and_flips_are_the_seeds_over_two_epochs(digits):
+@pytest.mark.parametrize("chunk_batches", [None, 3])
+def test_same_size_crops_and_flips_are_the_seeds_over_two_epochs(digits, monkeypatch,
+                                                                 chunk_batches):
+    """`chunk_batches` 3: ArrayIter gathers 3 batches per chunk, so a chunk's batches must
+    know their index in the epoch (None: the whole epoch is one chunk)."""
     folder, encoded, y = digits
+    if chunk_batches:
+        monkeypatch.setattr(iterators, "CHUNK_BYTES", chunk_batches * 8 * 3 * 16 * 16 * 4)
     spec = load_spec(spec_file(folder, train="d.rec"))
     data = load_data(spec, cache_dir=str(folder / "cache"))
     rows = split_indices(y, 0.2, SEED, stratify=True)[0]  # the training rows of the source

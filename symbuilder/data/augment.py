@@ -15,8 +15,9 @@ nothing: a resumed run is bit-identical to an uninterrupted one.
 
 Only the training split is augmented: data.val takes no augmentation keys, the held-out
 part of val_fraction is a Dataset without an Augment, and make_iter augments only the
-shuffled (training) iterator. The input layer's statistics stay those of the resized,
-centre-cropped training images: the distribution the model is served.
+shuffled (training) iterator. The input layer's statistics (stats: dataset) stay those of
+the resized, centre-cropped training images: the distribution the model is served. (With
+stats: running the moving averages follow the batches trained on, augmented ones.)
 
 Memory (rand_crop): the resized, uncropped images are decoded once more (MXNet's calls, as
 images.start_decode) into the build's cache, `<cache>/augment/sources/<file>-<identity>/`:
@@ -33,13 +34,13 @@ import dataclasses
 import itertools
 import json
 import os
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from .images import DECODE_ROWS, IMAGE_FORMATS, ImageReadOptions, encoded_images, start_decode
-from .sources import (CACHE_VERSION, STREAM_BYTES, cache_entry, npy_header, release_pages,
-                      source_format, staged_entry, write_json)
+from .sources import (CACHE_VERSION, STREAM_BYTES, ReadOptions, cache_entry, npy_header,
+                      release_pages, source_format, staged_entry, write_json)
 
 if TYPE_CHECKING:  # spec.model imports nothing from here at runtime
     from ..spec.model import Spec
@@ -150,9 +151,11 @@ def resized_images(path: str, fmt: str, options: ImageReadOptions, identity: str
                 "identity": identity, "rows": rows, "channels": options.shape[0]})
     with open(os.path.join(entry, "meta.json")) as f:
         meta = json.load(f)
-    load = lambda name, **kw: np.load(os.path.join(entry, name), allow_pickle=False, **kw)  # noqa: E731
-    return ResizedImages(load("pixels.npy", mmap_mode="r"), load("offsets.npy"),
-                         load("sizes.npy"), int(meta["channels"]))
+    pixels, offsets, sizes = (os.path.join(entry, f"{name}.npy")
+                              for name in ("pixels", "offsets", "sizes"))
+    return ResizedImages(np.load(pixels, mmap_mode="r", allow_pickle=False),
+                         np.load(offsets, allow_pickle=False), np.load(sizes, allow_pickle=False),
+                         int(meta["channels"]))
 
 
 # -- the per-batch hook ------------------------------------------------------------------
@@ -166,7 +169,7 @@ class Augment:
     shape: Tuple[int, int, int]
     mirror: bool
     rows: np.ndarray
-    open_images: Optional[object] = None  # () -> ResizedImages, for rand_crop
+    open_images: Optional[Callable[[], ResizedImages]] = None  # rand_crop only
     images: Optional[ResizedImages] = None
 
     @property
@@ -175,7 +178,7 @@ class Augment:
 
     def ready(self) -> None:
         if self.crop and self.images is None:
-            self.images = self.open_images()  # type: ignore[misc, operator]
+            self.images = self.open_images()
 
     def for_epoch(self, epoch: int, batch_size: int, rank: int = 0) -> "EpochAugment":
         self.ready()
@@ -231,15 +234,18 @@ class EpochAugment:
         return out
 
 
-def augmenter(spec: "Spec", options: object, identity: Optional[str], rows: np.ndarray,
+def augmenter(spec: "Spec", options: ReadOptions, identity: Optional[str], rows: np.ndarray,
               cache_dir: str) -> Optional[Augment]:
-    """The training Dataset's Augment, or None without rand_crop / rand_mirror."""
+    """The training Dataset's Augment, or None without rand_crop / rand_mirror. `options`:
+    the training source's (ImageReadOptions: check_augment_keys allows image formats only);
+    `identity`: its Table's, which keys the cache entry; `rows`: its training rows."""
     source = spec.data.train if spec.data is not None else None
-    if source is None or not (source.rand_crop or source.rand_mirror):
+    if source is None or not (source.rand_crop or source.rand_mirror) or \
+            not isinstance(options, ImageReadOptions):
         return None
-    assert isinstance(options, ImageReadOptions)  # check_augment_keys: an image format
-    path, fmt = spec.resolve(source.path), source_format(source)
-    opener = (lambda: resized_images(path, fmt, options, identity or path, cache_dir)) \
+    path, fmt, image_options = spec.resolve(source.path), source_format(source), options
+    opener = (lambda: resized_images(path, fmt, image_options, identity or path, cache_dir)) \
         if source.rand_crop else None
-    return Augment(spec.train.seed, tuple(options.shape), bool(source.rand_mirror),  # type: ignore[arg-type]
-                   np.asarray(rows, np.int64), opener)
+    shape = (options.shape[0], options.shape[1], options.shape[2])
+    return Augment(spec.train.seed, shape, bool(source.rand_mirror), np.asarray(rows, np.int64),
+                   opener)
