@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import DataError
 from ..spec.catalog_suggest import suggest_text
 from .cache import ArrayStore, cache_dir_for, default_cache_dir
+from .augment import Augment, augmenter
 from .images import image_read_options
 from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
                       closest_text, display_path, read_table, source_format)
@@ -43,6 +44,8 @@ class Dataset:
     inputs: Dict[str, np.ndarray]
     labels: np.ndarray
     source: str
+    # The training split's rand_crop / rand_mirror (data.augment); None for every other.
+    augment: Optional[Augment] = None
 
     @property
     def features(self) -> np.ndarray:
@@ -263,6 +266,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
                                                    val_key + ("label",))
         train = Dataset(features, y_train, table.path)
         val = Dataset(vfeatures, y_val, vtable.path)
+        tr = np.arange(len(table))
     else:
         y_all, _, classes = encode_labels(spec, table.labels, [], train_key + ("label",))
         tr, va = split_indices(y_all, spec.data.val_fraction, spec.train.seed,
@@ -278,6 +282,8 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
         else:
             whole = Dataset(input_arrays(spec, table, columns), y_all, table.path)
             train, val = whole.take(tr), whole.take(va)
+    train.augment = augmenter(spec, _read_options(spec, spec.data.train, cache),
+                              table.identity, tr, cache)
     if store.used:
         store.drop_unused()
     names = {k: [table.feature_names[c] for c in v] for k, v in columns.items()}

@@ -15,8 +15,8 @@ options) and are memory-mapped from there, so a second build decodes nothing and
 memory stays one block. The input layer's statistics (normalize.array_stats over the
 training split) are therefore over the resized, centre-cropped pixels: the distribution the
 model is served.
-Random augmentation (rand_crop, rand_mirror) is not applied: it needs a per-batch hook in
-data.ArrayIter.
+Random augmentation (rand_crop, rand_mirror, training split only) is data.augment's, per
+batch; rand_crop crops from an uncropped uint8 copy of the resized images (encoded_images).
 """
 from __future__ import annotations
 
@@ -433,6 +433,26 @@ def list_image_folder(path: str, shown: str) -> Tuple[List[str], List[str]]:
         files += [os.path.join(folder, f) for f in images]
         labels += [name] * len(images)
     return files, labels
+
+
+def encoded_images(path: str, fmt: str, idx: Optional[str] = None) -> Iterator[bytes]:
+    """Every image's encoded bytes, in the order read_recordio and read_image_folder give
+    the rows: a second pass over a source they have read and checked already (augment.py's
+    uncropped copy), so nothing here needs locating."""
+    if fmt == "image_folder":
+        for name in list_image_folder(path, path)[0]:
+            with open(name, "rb") as f:
+                yield f.read()
+        return
+    import mxnet as mx
+    idx_path = _idx_file(path, path, idx)[0]
+    keys = _read_idx(idx_path, idx_path, os.path.getsize(path))[0]
+    record = mx.recordio.MXIndexedRecordIO(idx_path, path, "r")
+    try:
+        for i, key in enumerate(keys):
+            yield _unpacked(record, key, (path, f"record {i}: "))[1]
+    finally:
+        record.close()
 
 
 # -- statistics -----------------------------------------------------------

@@ -15,6 +15,7 @@ from .sources import STREAM_BYTES, is_memmapped, release_pages
 if TYPE_CHECKING:  # annotations only
     from ..spec.model import Spec
     from . import Dataset
+    from .augment import Augment, EpochAugment
 
 
 def shard_rows(n: int, num_workers: int) -> int:
@@ -58,11 +59,14 @@ Chunk = Tuple[List[np.ndarray], np.ndarray, List[int]]  # inputs, labels, pads p
 
 
 def epoch_chunks(inputs: Dict[str, np.ndarray], labels: np.ndarray, order: np.ndarray,
-                 batch_size: int, shuffle: bool, start: int = 0) -> Iterator[Chunk]:
+                 batch_size: int, shuffle: bool, start: int = 0,
+                 augment: Optional["EpochAugment"] = None) -> Iterator[Chunk]:
     """An epoch's batches from position `start` of `order`, CHUNK_BYTES of them at a time,
     gathered into contiguous float32 arrays: the batches of _batch_indices, made with a few
     numpy calls per chunk (each call is a GIL hand-off when a thread runs this). A pure
-    function of its arguments: prefetched or not, the batches are the same."""
+    function of its arguments: prefetched or not, the batches are the same.
+    `augment` (one image input): the epoch's augmentation, drawn per batch from its index
+    in the epoch (data.augment), so it is a pure function too."""
     row_bytes = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs.values()) * 4)
     per_chunk = max(1, CHUNK_BYTES // (row_bytes * batch_size))
     n = len(order)
@@ -79,9 +83,17 @@ def epoch_chunks(inputs: Dict[str, np.ndarray], labels: np.ndarray, order: np.nd
                        np.resize(order, pad)]  # pad may exceed len(order)
             pads.append(pad)
         idx = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-        start = stop
-        yield ([_gather(a, idx) for a in inputs.values()],
+        first_batch, start = start // batch_size, stop
+        yield (_chunk_inputs(inputs, idx, augment, first_batch),
                np.asarray(labels[idx], dtype=np.float32), pads)
+
+
+def _chunk_inputs(inputs: Dict[str, np.ndarray], idx: np.ndarray,
+                  augment: Optional["EpochAugment"], first_batch: int) -> List[np.ndarray]:
+    if augment is None:
+        return [_gather(a, idx) for a in inputs.values()]
+    (array,) = inputs.values()  # image sources have one input (images.image_read_options)
+    return [augment(None if augment.crops else _gather(array, idx), idx, first_batch)]
 
 
 class _Failure:
@@ -152,13 +164,15 @@ class ArrayIter(mx.io.DataIter):
     else none: gathering from RAM is a memcpy, and a thread would only add GIL hand-offs).
     Within the epoch only: the next epoch's order and its on_epoch_start run at reset(), in
     the caller's thread, as without prefetching. NDArrays are made in the caller's thread.
+    `augment`: a training Dataset's data.augment.Augment, applied to every batch as it is
+    gathered (its images are opened here, in the caller's thread).
     """
 
     def __init__(self, inputs: Dict[str, np.ndarray], labels: np.ndarray, *,
                  label_name: str, batch_size: int, shuffle: bool, seed: int = 0,
                  epoch: int = 0, on_epoch_start: Optional[Any] = None,
                  shard: Optional[Tuple[int, int]] = None,
-                 prefetch: Optional[int] = None) -> None:
+                 prefetch: Optional[int] = None, augment: Optional["Augment"] = None) -> None:
         super().__init__(batch_size)
         self.inputs = inputs
         self.labels = labels
@@ -172,6 +186,9 @@ class ArrayIter(mx.io.DataIter):
             disk = any(is_memmapped(a) for a in inputs.values())
             prefetch = PREFETCH_CHUNKS if disk else 0
         self.prefetch = max(0, int(prefetch))
+        self.augment = augment
+        if augment is not None:
+            augment.ready()
         self._source: Optional[Any] = None
         self.provide_data = [mx.io.DataDesc(name, (batch_size,) + array.shape[1:], np.float32)
                              for name, array in inputs.items()]
@@ -227,8 +244,10 @@ class ArrayIter(mx.io.DataIter):
         """The next CHUNK_BYTES of batches as one NDArray per input: one host-to-engine copy
         per chunk instead of per batch (each mx.nd.array call costs ~0.5 ms)."""
         if self._source is None:
+            augment = None if self.augment is None else self.augment.for_epoch(
+                self.epoch, self.batch_size, self.shard[0] if self.shard else 0)
             chunks = epoch_chunks(self.inputs, self.labels, self._order, self.batch_size,
-                                  self.shuffle, start=self._cursor)
+                                  self.shuffle, start=self._cursor, augment=augment)
             self._source = _Prefetcher(chunks, self.prefetch) if self.prefetch else chunks
         data, label, pads = next(self._source)
         self._chunk_data = [mx.nd.array(d, dtype=np.float32) for d in data]
@@ -270,7 +289,9 @@ def make_iter(spec: Spec, dataset: Dataset, *, batch_size: int, shuffle: bool, e
     """The iterator Module.fit and Module.predict consume, named as the symbol's variables.
     `shard=(rank, num_workers)`: a dist worker's rows of every epoch (see shard_order).
     `prefetch`: chunks gathered ahead in a background thread (0: none; None: when an input
-    is memory-mapped)."""
+    is memory-mapped). The dataset's augmentation (rand_crop, rand_mirror) applies to the
+    shuffled iterator only, the one training consumes; evaluation never sees it."""
     return ArrayIter(dataset.inputs, labels_for(spec, dataset), label_name=spec.output.label_name, batch_size=batch_size, shuffle=shuffle,
                      seed=spec.train.seed, epoch=epoch, on_epoch_start=on_epoch_start,
-                     shard=shard, prefetch=prefetch)
+                     shard=shard, prefetch=prefetch,
+                     augment=dataset.augment if shuffle else None)

@@ -192,6 +192,16 @@ class SourceSpec:
                                         choices=(0, 1, 2, 3, 4, 9))
     label_width: Optional[int] = field("int", "recordio: label values per record header "
                                        "(default 1)", None, minimum=1)
+    # Augmentation (symbuilder.data.augment): data.train only, ImageRecordIter's meanings.
+    # None (unset) means false, and keeps a dumped spec as it was before these keys.
+    rand_crop: Optional[bool] = field("bool", "recordio, image_folder, data.train only: each "
+                                      "epoch, crop input.shape's H, W at a uniformly random "
+                                      "offset of the resized image instead of its centre "
+                                      "(seeded by train.seed, the epoch and the batch; "
+                                      "default false)", None)
+    rand_mirror: Optional[bool] = field("bool", "recordio, image_folder, data.train only: each "
+                                        "epoch, flip a sample left-right with probability 0.5 "
+                                        "(seeded as rand_crop; default false)", None)
 
 
 @dataclasses.dataclass
