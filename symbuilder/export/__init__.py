@@ -23,7 +23,7 @@ from . import checkpoint, curves, deploy, folder, onnxfile, triton
 # manifest (its "parity"), raises ExportError when the staged export fails its proof.
 Prove = Callable[[str, Dict[str, Any], Optional[bytes]], None]
 
-__all__ = ["COMMAND_LINE", "Prove", "export_model", "file_digest", "provenance"]
+__all__ = ["COMMAND_LINE", "Prove", "export_model", "file_digest", "input_dtypes", "provenance"]
 
 # The symbuilder command line being run (sys.argv as the shell gave it), set by the CLI;
 # None for a library call, which has no command line to repeat.
@@ -77,7 +77,8 @@ def _write_models(spec: Spec, result: "TrainResult", staging: str, input_shapes:
     options = spec.export.onnx
     onnx_path = onnxfile.export_onnx(staging, spec.name, result.symbol, result.arg_params,
                                      result.aux_params, input_shapes, opset=options.opset,
-                                     dynamic_batch=options.dynamic_batch)
+                                     dynamic_batch=options.dynamic_batch,
+                                     input_dtypes=input_dtypes(spec))
     with open(onnx_path, "rb") as f:
         model_bytes = f.read()
     if "onnx" in formats:
@@ -97,7 +98,7 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         "epochs_trained": result.epochs_trained,
         "stopped_early": result.stopped_early,
         "inputs": [{"name": item.name, "shape": ["batch"] + list(item.shape),
-                    "dtype": "float32", "columns": data.columns.get(item.name, [])}
+                    "dtype": item.dtype, "columns": data.columns.get(item.name, [])}
                    for item in spec.all_inputs],
         "outputs": [_output_entry(spec, result)],
         "label": spec.output.label_name,
@@ -115,6 +116,12 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         manifest["input_pixels"] = {name: pixel_statistics(r["exact_mean"], r["exact_var"])
                                     for name, r in result.input_stats.items()}
     return manifest
+
+
+def input_dtypes(spec: Spec) -> Dict[str, str]:
+    """Each data input's dtype (input.dtype): what the ONNX graph declares and the proof
+    feeds."""
+    return {item.name: item.dtype for item in spec.all_inputs}
 
 
 def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:

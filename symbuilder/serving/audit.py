@@ -229,7 +229,8 @@ def _verify_parity(folder: str, manifest: Mapping[str, Any], models: Sequence[st
         data = load_samples(data, manifest)
     if data is not None:
         name = manifest["inputs"][0]["name"]
-        held_out = {name: _as_samples(np.asarray(data, np.float32), shapes[name], name)}
+        held_out = {name: _as_samples(np.asarray(data, np.float32), shapes[name], name)
+                    .astype(manifest_dtypes(manifest)[name])}
     random_info = recorded["inputs"].get("random") or {}
     parity = {}
     for model_file in models:
@@ -239,12 +240,18 @@ def _verify_parity(folder: str, manifest: Mapping[str, Any], models: Sequence[st
                              **recorded_tolerance(recorded),
                              sample_shapes=shapes, random_samples=random_samples,
                              seed=int(random_info.get("seed", proof.DEFAULT_SEED)),
-                             ranges=recorded.get("random_range"))
+                             ranges=recorded.get("random_range"),
+                             dtypes=manifest_dtypes(manifest))
         parity[model_file] = p
         if not p["passed"]:
             problems.append(f"{model_file}: ONNX Runtime disagrees with the checkpoint: "
                             f"{proof.failure_figures(p)}")
     return parity
+
+
+def manifest_dtypes(manifest: Mapping[str, Any]) -> Dict[str, str]:
+    """Each input's dtype as the manifest records it (float32, or uint8 for raw bytes)."""
+    return {i["name"]: i.get("dtype", "float32") for i in manifest.get("inputs") or []}
 
 
 def _as_samples(values: np.ndarray, shape: Sequence[int], name: str) -> np.ndarray:
@@ -323,7 +330,7 @@ def _parity_problems(folder: str, manifest: Mapping[str, Any], entry: Mapping[st
                            random_samples=int(random_info.get("samples",
                                                               proof.DEFAULT_RANDOM_SAMPLES)),
                            seed=int(random_info.get("seed", proof.DEFAULT_SEED)),
-                           ranges=recorded.get("random_range"))
+                           ranges=recorded.get("random_range"), dtypes=manifest_dtypes(manifest))
     if figures["passed"]:
         return []
     return [f"{entry['symbol']}: disagrees with {model}: {proof.failure_figures(figures)}"]
