@@ -202,6 +202,9 @@ SCHEMA = record({
                       "random_range": nullable(table(record({"low": nested_numbers,
                                                              "high": nested_numbers})))}),
     "triton": record({"files": items(relative_path)}),
+    "image_decoding": record({"shape": items(integer(1), min_len=3),
+                              "resize": nullable(integer(1)), "inter_method": integer(0)},
+                             {"label_width": integer(1)}),
     "spec": record({}),
 })
 

@@ -27,9 +27,9 @@ import numpy as np
 from ..errors import DataError
 from ..spec.catalog_suggest import suggest_text
 from .cache import ArrayStore, cache_dir_for, default_cache_dir
-from .images import image_read_options
+from .images import IMAGE_FORMATS, image_read_options
 from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
-                      closest_text, display_path, read_table, source_format)
+                      closest_text, display_path, read_table, release_pages, source_format)
 
 if TYPE_CHECKING:  # annotations only
     from ..spec.model import SourceSpec, Spec
@@ -138,6 +138,39 @@ def check_input_sizes(spec: Spec, table: Table, columns: Dict[str, List[int]]) -
                              f"shape {list(item.shape)} needs {want} features per sample, but "
                              f"{table.path} gives this input {len(idx)} ({', '.join(names[:5])}"
                              f"{', ...' if len(names) > 5 else ''})", DataError)
+
+
+BYTE_RANGE = (0, 255)  # what input.dtype uint8 holds exactly
+
+
+def check_byte_inputs(spec: Spec, source: SourceSpec, table: Table,
+                      columns: Dict[str, List[int]]) -> None:
+    """input.dtype uint8: every value the input reads must be a whole number in 0..255 (the
+    model's data variable holds bytes; 12.5 would become 12, 256 would wrap to 0). A located
+    DataError at the first value that is not (row and column named). Image formats decode to
+    such values by construction and are not read again."""
+    if source_format(source) in IMAGE_FORMATS:
+        return
+    flat = table.features.reshape(len(table), -1)
+    for item in spec.all_inputs:
+        if item.dtype != "uint8":
+            continue
+        idx = columns[item.name]
+        for start in range(0, len(table), 65536):
+            block = np.asarray(flat[start:start + 65536])
+            values = block if idx == list(range(flat.shape[1])) else block[:, idx]
+            bad = (values != np.round(values)) | (values < BYTE_RANGE[0]) | \
+                (values > BYTE_RANGE[1])
+            release_pages(block)
+            if bad.any():
+                r, c = (int(v) for v in np.argwhere(bad)[0])
+                row = start + r
+                where = dict(line=row + table.first_data_line) if table.first_data_line else {}
+                rowtext = "" if table.first_data_line else f"row {row}, "
+                raise DataError(f"{rowtext}column '{table.feature_names[idx[c]]}': "
+                                f"{values[r, c]:g} is not a whole number in 0..255, which "
+                                f"input '{item.name}' (dtype: uint8) takes", file=table.path,
+                                **where)
 
 
 def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]], *,
@@ -249,6 +282,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
     columns = input_columns(spec, table.feature_names, table.all_names)
     on_disk = _on_disk(spec.data.train, table)
     check_input_sizes(spec, table, columns)
+    check_byte_inputs(spec, spec.data.train, table, columns)
     if spec.data.val is not None:
         features = input_arrays(spec, table, columns, store=store if on_disk else None)
         val_key = ("data", "val")
@@ -259,6 +293,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
                              f"{vtable.feature_names[:5]}... unlike the training file", DataError)
         vfeatures = input_arrays(spec, vtable, columns,
                                  store=store if _on_disk(spec.data.val, vtable) else None)
+        check_byte_inputs(spec, spec.data.val, vtable, columns)  # sizes checked by now
         y_train, (y_val,), classes = encode_labels(spec, table.labels, [vtable.labels],
                                                    val_key + ("label",))
         train = Dataset(features, y_train, table.path)

@@ -13,8 +13,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from ..data.images import IMAGE_FORMATS, pixel_statistics
-from ..data.sources import source_format
+from ..data.images import IMAGE_FORMATS, image_read_options, pixel_statistics
+from ..data.sources import ReadOptions, source_format
 from ..files import write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
@@ -115,7 +115,18 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         # The exact statistics as image people know them: per channel, pixel units, RGB.
         manifest["input_pixels"] = {name: pixel_statistics(r["exact_mean"], r["exact_var"])
                                     for name, r in result.input_stats.items()}
+        manifest["image_decoding"] = image_decoding(spec)
     return manifest
+
+
+def image_decoding(spec: Spec) -> Dict[str, Any]:
+    """How the build decoded its images, so `predict` on image files decodes them the same:
+    mx.image.imdecode (1 channel grey, 3 RGB), the shorter side resized to `resize` with
+    `inter_method`, then the centre (H, W) of `shape`."""
+    options = image_read_options(spec, spec.data.train, ReadOptions())
+    return {"shape": list(options.shape), "resize": options.resize,  # type: ignore[attr-defined]
+            "inter_method": options.inter_method,  # type: ignore[attr-defined]
+            "label_width": options.label_width}  # type: ignore[attr-defined]
 
 
 def input_dtypes(spec: Spec) -> Dict[str, str]:
