@@ -14,7 +14,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextI
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..data.images import IMAGE_EXTENSIONS, ImageReadOptions, decode_image, read_recordio
+from ..data.images import (IMAGE_EXTENSIONS, ImageReadOptions, decode_image, list_image_folder,
+                           read_recordio)
 from ..data.sources import display_path, read_table
 from ..spec.catalog_suggest import suggest_text
 
@@ -247,14 +248,18 @@ def image_samples(paths: Sequence[str], decoding: Mapping[str, Any]
 
 
 def _image_files(paths: Sequence[str]) -> List[str]:
-    """Each path, a folder standing for its images (sorted, as the image_folder source
-    sorts them); a DataError for a missing file, a file that is no image, an empty folder."""
+    """Each path, a folder standing for its images (sorted), or for the images of its class
+    folders when it holds none itself (an image_folder source's layout, in its order); a
+    DataError for a missing file, a file that is no image, a folder without images."""
     files: List[str] = []
     for path in paths:
         if os.path.isdir(path):
-            images = sorted(n for n in os.listdir(path) if not n.startswith(".") and
-                            os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and
-                            os.path.isfile(os.path.join(path, n)))
+            names = [n for n in os.listdir(path) if not n.startswith(".")]
+            images = sorted(n for n in names if os.path.splitext(n)[1].lower() in
+                            IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, n)))
+            if not images and any(os.path.isdir(os.path.join(path, n)) for n in names):
+                files += list_image_folder(path, path)[0]
+                continue
             if not images:
                 raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder",
                                 file=path)
