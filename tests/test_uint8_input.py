@@ -2,6 +2,7 @@
 input layer. The checkpoint (through a user's own Module), the deploy symbol, the ONNX model
 and Triton take raw bytes; training computes what the float32 graph computes; data that a
 byte cannot hold are refused at their line and column."""
+import io
 import json
 import os
 import shutil
@@ -189,3 +190,20 @@ def test_float32_inputs_take_any_values(tmp_path, capsys):
     _write_rows(tmp_path, lambda v: v.__setitem__((6, 9), 12.5))
     code, _, err = run(["validate", path], capsys)
     assert code == 0, err
+
+
+def test_predict_refuses_csv_cells_a_byte_cannot_hold(exports, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_rows(tmp_path, lambda v: v.__setitem__((3, 9), 12.5))
+    code, out, err = run(["predict", str(exports["uint8"][1]), "digits.csv", "--out", "p.csv"],
+                         capsys)
+    assert code == 2 and out == ""
+    assert err == ("digits.csv: column 'px1_1': 12.5 is not a whole number in 0..255, which "
+                   "input 'data' (dtype: uint8) takes\n")
+    assert not os.path.exists("p.csv")
+    # Whole bytes predict as the float32 model does on the same values.
+    _write_rows(tmp_path, lambda v: None)
+    outs = [run(["predict", str(exports[d][1]), "digits.csv"], capsys) for d in exports]
+    assert [o[0] for o in outs] == [0, 0]
+    floats, bytes_ = (np.loadtxt(io.StringIO(o[1]), delimiter=",", skiprows=1) for o in outs)
+    np.testing.assert_allclose(bytes_, floats, atol=1e-6)

@@ -143,6 +143,21 @@ def check_input_sizes(spec: Spec, table: Table, columns: Dict[str, List[int]]) -
 BYTE_RANGE = (0, 255)  # what input.dtype uint8 holds exactly
 
 
+def first_non_byte(values: np.ndarray) -> Optional[Tuple[int, int]]:
+    """(row, column) of the first value of a 2-D array that is not a whole number in
+    0..255 (what a uint8 input holds exactly), or None."""
+    bad = (values != np.round(values)) | (values < BYTE_RANGE[0]) | (values > BYTE_RANGE[1])
+    if not bad.any():
+        return None
+    r, c = np.argwhere(bad)[0]
+    return int(r), int(c)
+
+
+def non_byte_message(column: str, value: float, input_name: str) -> str:
+    return (f"column '{column}': {value:g} is not a whole number in 0..255, which input "
+            f"'{input_name}' (dtype: uint8) takes")
+
+
 def check_byte_inputs(spec: Spec, source: SourceSpec, table: Table,
                       columns: Dict[str, List[int]]) -> None:
     """input.dtype uint8: every value the input reads must be a whole number in 0..255 (the
@@ -159,18 +174,16 @@ def check_byte_inputs(spec: Spec, source: SourceSpec, table: Table,
         for start in range(0, len(table), 65536):
             block = np.asarray(flat[start:start + 65536])
             values = block if idx == list(range(flat.shape[1])) else block[:, idx]
-            bad = (values != np.round(values)) | (values < BYTE_RANGE[0]) | \
-                (values > BYTE_RANGE[1])
+            found = first_non_byte(values)
             release_pages(block)
-            if bad.any():
-                r, c = (int(v) for v in np.argwhere(bad)[0])
+            if found is not None:
+                r, c = found
                 row = start + r
                 where = dict(line=row + table.first_data_line) if table.first_data_line else {}
                 rowtext = "" if table.first_data_line else f"row {row}, "
-                raise DataError(f"{rowtext}column '{table.feature_names[idx[c]]}': "
-                                f"{values[r, c]:g} is not a whole number in 0..255, which "
-                                f"input '{item.name}' (dtype: uint8) takes", file=table.path,
-                                **where)
+                raise DataError(rowtext + non_byte_message(table.feature_names[idx[c]],
+                                                           values[r, c], item.name),
+                                file=table.path, **where)
 
 
 def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]], *,

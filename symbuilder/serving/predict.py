@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple,
 import numpy as np
 
 from .. import proof
+from ..data import first_non_byte, non_byte_message
 from ..errors import DataError, ExportError, UsageError
 from ..export import folder as export_folder
 from .audit import (checked_export, load_export_checkpoint, manifest_dtypes, ort_session,
@@ -164,6 +165,7 @@ class _Runner:
     def predictions(self, plan: List[Tuple[str, List[int], Tuple]], rows: np.ndarray,
                     cells: List[List[str]], keep: Sequence[str], csv_path: str
                     ) -> Predictions:
+        self._check_bytes(plan, rows, csv_path)
         feeds = {name: np.ascontiguousarray(rows[:, idx].reshape((len(rows),) + tuple(shape)))
                  for name, idx, shape in plan}
         values = self._forward(feeds, len(rows), csv_path)
@@ -171,6 +173,19 @@ class _Runner:
         if keep:
             out.kept, out.kept_names = cells, list(keep)
         return out
+
+    def _check_bytes(self, plan: List[Tuple[str, List[int], Tuple]], rows: np.ndarray,
+                     csv_path: str) -> None:
+        """A uint8 input's cells must be whole numbers in 0..255: the model would wrap or
+        truncate any other value. A DataError naming the first one's column."""
+        dtypes = manifest_dtypes(self.manifest)
+        for name, idx, _ in plan:
+            found = first_non_byte(rows[:, idx]) if dtypes.get(name) == "uint8" else None
+            if found is not None:
+                columns = [c for n, cols, _ in self._inputs() if n == name for c in cols or []]
+                column = columns[found[1]] if columns else f"x{found[1]}"
+                raise DataError(non_byte_message(column, rows[found[0], idx[found[1]]], name),
+                                file=csv_path)
 
     def image_predictions(self, paths: Sequence[str], keep: Sequence[str]) -> Predictions:
         """The predictions on image files (or one .rec), decoded with the manifest's
