@@ -182,7 +182,8 @@ relative_path = _no_dots(text(RELATIVE_PATH, "a relative path inside the export 
 SCHEMA = record({
     "name": text(),
     "epoch": integer(0),
-    "inputs": items(record({"name": text(), "shape": shape, "dtype": text("float32|uint8", '"float32" or "uint8"'),
+    "inputs": items(record({"name": text(), "shape": shape,
+                            "dtype": text("float32|uint8", '"float32" or "uint8"'),
                             "columns": items(text())}), min_len=1),
     "outputs": items(record({"name": text(), "shape": shape, "dtype": text()},
                             {"meaning": text()}), min_len=1),

@@ -207,3 +207,18 @@ def test_predict_refuses_csv_cells_a_byte_cannot_hold(exports, tmp_path, capsys,
     assert [o[0] for o in outs] == [0, 0]
     floats, bytes_ = (np.loadtxt(io.StringIO(o[1]), delimiter=",", skiprows=1) for o in outs)
     np.testing.assert_allclose(bytes_, floats, atol=1e-6)
+
+
+def test_verify_data_refuses_values_a_byte_cannot_hold(exports, tmp_path, capsys):
+    x = digit_rows(5)
+    np.save(tmp_path / "ok.npy", x)
+    code, out, err = run(["verify", str(exports["uint8"][1]), "--data", str(tmp_path / "ok.npy")],
+                         capsys)
+    assert code == 0, err
+    x[2, 0, 1, 1] = 300
+    np.save(tmp_path / "bad.npy", x)
+    code, out, err = run(["verify", str(exports["uint8"][1]), "--data",
+                          str(tmp_path / "bad.npy")], capsys)
+    assert code == 2
+    assert err == (f"{tmp_path / 'bad.npy'}: row 2, column 'px1_1': 300 is not a whole number in 0..255, which "
+                   "input 'data' (dtype: uint8) takes\n"), err
