@@ -232,13 +232,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     blocks = predict_blocks(args.model, args.csv, checkpoint=args.checkpoint,
                             manifest_sha256=args.manifest_sha256, keep=args.keep)
     if not args.out:
-        _write_blocks(blocks, sys.stdout, args.csv)  # block by block: a long file streams
+        _write_blocks(blocks, sys.stdout, args.csv[0])  # block by block: a long file streams
         return EXIT_OK
     counted: List[int] = []
 
     def write(path: str) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
-            counted.append(_write_blocks(blocks, f, args.csv))
+            counted.append(_write_blocks(blocks, f, args.csv[0]))
     _write_new(args.out, write, "predict")  # a temporary file, published when whole
     _say(f"{args.out}: {counted[0]} predictions")
     return EXIT_OK
@@ -487,8 +487,11 @@ def make_parser() -> argparse.ArgumentParser:
                        "columns for a classifier, the values for a regression. Columns are "
                        "matched by the manifest's feature names; a label column is ignored.")
     p.add_argument("model", metavar="EXPORT_DIR_OR_MODEL", help="an export folder or its .onnx")
-    p.add_argument("csv", metavar="INPUT_CSV", help="rows to predict, with a header row; "
-                   "- reads standard input")
+    p.add_argument("csv", metavar="INPUT", nargs="+",
+                   help="a CSV of rows to predict, with a header row (- reads standard "
+                        "input); or, for an export built on images, image files "
+                        "(.png/.jpg/.jpeg), folders of them, or one .rec (its .idx beside it), "
+                        "decoded as the build decoded its images")
     p.add_argument("--out", metavar="FILE", help="write here instead of to standard output")
     p.add_argument("--keep", type=_columns, default=[], metavar="COLS",
                    help="columns to pass through, first in the output, exactly as in the "

@@ -28,9 +28,25 @@ from .spec.model import InputSpec, Spec
 from .spec.names import InputLayerNames  # re-exported: the input layer's names are the spec's
 
 
+def cast_name(input_name: str) -> str:
+    """The Cast node a non-float32 input (input.dtype: uint8) is read through."""
+    return f"{input_name}_float32"
+
+
+def data_variable(input_spec: InputSpec) -> mx.sym.Symbol:
+    """The input's data variable as float32 values. input.dtype uint8: the variable is
+    declared uint8 (Module.bind takes the declared dtype over its DataDesc's, so a Module,
+    the deploy symbol and the ONNX model all take raw bytes) and cast to float32, exact for
+    0..255; the input layer and everything after it compute in float32 as before."""
+    if input_spec.dtype == "float32":
+        return mx.sym.Variable(input_spec.name)
+    data = mx.sym.Variable(input_spec.name, dtype=input_spec.dtype)
+    return mx.sym.Cast(data, dtype="float32", name=cast_name(input_spec.name))
+
 
 def build_input(input_spec: InputSpec) -> mx.sym.Symbol:
-    """The data variable followed, unless normalize is none, by the input BatchNorm.
+    """The data variable (data_variable) followed, unless normalize is none, by the input
+    BatchNorm.
 
     beta/gamma are explicit Variables with lr_mult=0 and wd_mult=0 and explicit zero/one
     initialisers, so the freeze sits in the symbol JSON and a legacy Module.fit honours it.
@@ -38,7 +54,7 @@ def build_input(input_spec: InputSpec) -> mx.sym.Symbol:
     post-training check can prove bit for bit (fix_gamma=True would hide a drifting gamma
     from MXNet but not from an exporter that reads the stored value: docs/mxnet-traps.md).
     """
-    data = mx.sym.Variable(input_spec.name)
+    data = data_variable(input_spec)
     norm = input_spec.normalize
     if norm is None:
         return data

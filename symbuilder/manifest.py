@@ -182,7 +182,8 @@ relative_path = _no_dots(text(RELATIVE_PATH, "a relative path inside the export 
 SCHEMA = record({
     "name": text(),
     "epoch": integer(0),
-    "inputs": items(record({"name": text(), "shape": shape, "dtype": text("float32", '"float32"'),
+    "inputs": items(record({"name": text(), "shape": shape,
+                            "dtype": text("float32|uint8", '"float32" or "uint8"'),
                             "columns": items(text())}), min_len=1),
     "outputs": items(record({"name": text(), "shape": shape, "dtype": text()},
                             {"meaning": text()}), min_len=1),
@@ -202,6 +203,9 @@ SCHEMA = record({
                       "random_range": nullable(table(record({"low": nested_numbers,
                                                              "high": nested_numbers})))}),
     "triton": record({"files": items(relative_path)}),
+    "image_decoding": record({"shape": items(integer(1), min_len=3),
+                              "resize": nullable(integer(1)), "inter_method": integer(0)},
+                             {"label_width": integer(1)}),
     "spec": record({}),
 })
 

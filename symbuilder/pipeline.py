@@ -279,7 +279,9 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
 
     export -> proof, wired: the proof runs on the staged files, so nothing is published
     unless ONNX Runtime agrees with MXNet and the deploy symbol with the ONNX model."""
-    held_out = {name: np.ascontiguousarray(array[: spec.export.verify.samples])
+    dtypes = export.input_dtypes(spec)  # uint8 inputs: held-out and random samples as bytes
+    held_out = {name: np.ascontiguousarray(array[: spec.export.verify.samples]
+                                           .astype(dtypes[name], copy=False))
                 for name, array in data.val.inputs.items()}
 
     def prove(staging: str, manifest: Dict[str, Any], model_bytes: Optional[bytes]) -> None:
@@ -289,7 +291,8 @@ def export_model(spec: Spec, result: TrainResult, data: SplitData, out_dir: str)
             manifest["parity"] = proof.parity_or_fail(
                 result.symbol, result.arg_params, result.aux_params, model_bytes,
                 atol=spec.export.verify.atol, rtol=spec.export.verify.rtol,
-                held_out=held_out, random_samples=DEFAULT_RANDOM_SAMPLES, seed=DEFAULT_SEED)
+                held_out=held_out, random_samples=DEFAULT_RANDOM_SAMPLES, seed=DEFAULT_SEED,
+                dtypes=dtypes)
         problems = audit.check_deploy_symbol(staging, manifest)  # against the ONNX model
         if problems:
             raise ExportError("; ".join(problems))

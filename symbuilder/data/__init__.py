@@ -28,9 +28,9 @@ from ..errors import DataError
 from ..spec.catalog_suggest import suggest_text
 from .cache import ArrayStore, cache_dir_for, default_cache_dir
 from .augment import Augment, augmenter
-from .images import image_read_options
+from .images import IMAGE_FORMATS, image_read_options
 from .sources import (STREAM_BYTES, ReadOptions, SourceKeyError, Table, check_finite,
-                      closest_text, display_path, read_table, source_format)
+                      closest_text, display_path, read_table, release_pages, source_format)
 
 if TYPE_CHECKING:  # annotations only
     from ..spec.model import SourceSpec, Spec
@@ -143,6 +143,52 @@ def check_input_sizes(spec: Spec, table: Table, columns: Dict[str, List[int]]) -
                              f"{', ...' if len(names) > 5 else ''})", DataError)
 
 
+BYTE_RANGE = (0, 255)  # what input.dtype uint8 holds exactly
+
+
+def first_non_byte(values: np.ndarray) -> Optional[Tuple[int, int]]:
+    """(row, column) of the first value of a 2-D array that is not a whole number in
+    0..255 (what a uint8 input holds exactly), or None."""
+    bad = (values != np.round(values)) | (values < BYTE_RANGE[0]) | (values > BYTE_RANGE[1])
+    if not bad.any():
+        return None
+    r, c = np.argwhere(bad)[0]
+    return int(r), int(c)
+
+
+def non_byte_message(column: str, value: float, input_name: str) -> str:
+    return (f"column '{column}': {value:g} is not a whole number in 0..255, which input "
+            f"'{input_name}' (dtype: uint8) takes")
+
+
+def check_byte_inputs(spec: Spec, source: SourceSpec, table: Table,
+                      columns: Dict[str, List[int]]) -> None:
+    """input.dtype uint8: every value the input reads must be a whole number in 0..255 (the
+    model's data variable holds bytes; 12.5 would become 12, 256 would wrap to 0). A located
+    DataError at the first value that is not (row and column named). Image formats decode to
+    such values by construction and are not read again."""
+    if source_format(source) in IMAGE_FORMATS:
+        return
+    flat = table.features.reshape(len(table), -1)
+    for item in spec.all_inputs:
+        if item.dtype != "uint8":
+            continue
+        idx = columns[item.name]
+        for start in range(0, len(table), 65536):
+            block = np.asarray(flat[start:start + 65536])
+            values = block if idx == list(range(flat.shape[1])) else block[:, idx]
+            found = first_non_byte(values)
+            release_pages(block)
+            if found is not None:
+                r, c = found
+                row = start + r
+                where = dict(line=row + table.first_data_line) if table.first_data_line else {}
+                rowtext = "" if table.first_data_line else f"row {row}, "
+                raise DataError(rowtext + non_byte_message(table.feature_names[idx[c]],
+                                                           values[r, c], item.name),
+                                file=table.path, **where)
+
+
 def input_arrays(spec: Spec, table: Table, columns: Dict[str, List[int]], *,
                  rows: Optional[np.ndarray] = None,
                  store: Optional["ArrayStore"] = None) -> Dict[str, np.ndarray]:
@@ -252,6 +298,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
     columns = input_columns(spec, table.feature_names, table.all_names)
     on_disk = _on_disk(spec.data.train, table)
     check_input_sizes(spec, table, columns)
+    check_byte_inputs(spec, spec.data.train, table, columns)
     if spec.data.val is not None:
         features = input_arrays(spec, table, columns, store=store if on_disk else None)
         val_key = ("data", "val")
@@ -262,6 +309,7 @@ def load_data(spec: Spec, *, num_outputs: Optional[int] = None,
                              f"{vtable.feature_names[:5]}... unlike the training file", DataError)
         vfeatures = input_arrays(spec, vtable, columns,
                                  store=store if _on_disk(spec.data.val, vtable) else None)
+        check_byte_inputs(spec, spec.data.val, vtable, columns)  # sizes checked by now
         y_train, (y_val,), classes = encode_labels(spec, table.labels, [vtable.labels],
                                                    val_key + ("label",))
         train = Dataset(features, y_train, table.path)

@@ -13,8 +13,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from ..data.images import IMAGE_FORMATS, pixel_statistics
-from ..data.sources import source_format
+from ..data.images import IMAGE_FORMATS, image_read_options, pixel_statistics
+from ..data.sources import ReadOptions, source_format
 from ..files import deferred_sync, write_atomic
 from ..spec.model import Spec
 from . import checkpoint, curves, deploy, folder, onnxfile, triton
@@ -23,7 +23,7 @@ from . import checkpoint, curves, deploy, folder, onnxfile, triton
 # manifest (its "parity"), raises ExportError when the staged export fails its proof.
 Prove = Callable[[str, Dict[str, Any], Optional[bytes]], None]
 
-__all__ = ["COMMAND_LINE", "Prove", "export_model", "file_digest", "provenance"]
+__all__ = ["COMMAND_LINE", "Prove", "export_model", "file_digest", "input_dtypes", "provenance"]
 
 # The symbuilder command line being run (sys.argv as the shell gave it), set by the CLI;
 # None for a library call, which has no command line to repeat.
@@ -78,7 +78,8 @@ def _write_models(spec: Spec, result: "TrainResult", staging: str, input_shapes:
     options = spec.export.onnx
     onnx_path = onnxfile.export_onnx(staging, spec.name, result.symbol, result.arg_params,
                                      result.aux_params, input_shapes, opset=options.opset,
-                                     dynamic_batch=options.dynamic_batch)
+                                     dynamic_batch=options.dynamic_batch,
+                                     input_dtypes=input_dtypes(spec))
     with open(onnx_path, "rb") as f:
         model_bytes = f.read()
     if "onnx" in formats:
@@ -98,7 +99,7 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         "epochs_trained": result.epochs_trained,
         "stopped_early": result.stopped_early,
         "inputs": [{"name": item.name, "shape": ["batch"] + list(item.shape),
-                    "dtype": "float32", "columns": data.columns.get(item.name, [])}
+                    "dtype": item.dtype, "columns": data.columns.get(item.name, [])}
                    for item in spec.all_inputs],
         "outputs": [_output_entry(spec, result)],
         "label": spec.output.label_name,
@@ -115,7 +116,24 @@ def _manifest(spec: Spec, result: "TrainResult", data: "SplitData") -> Dict[str,
         # The exact statistics as image people know them: per channel, pixel units, RGB.
         manifest["input_pixels"] = {name: pixel_statistics(r["exact_mean"], r["exact_var"])
                                     for name, r in result.input_stats.items()}
+        manifest["image_decoding"] = image_decoding(spec)
     return manifest
+
+
+def image_decoding(spec: Spec) -> Dict[str, Any]:
+    """How the build decoded its images, so `predict` on image files decodes them the same:
+    mx.image.imdecode (1 channel grey, 3 RGB), the shorter side resized to `resize` with
+    `inter_method`, then the centre (H, W) of `shape`."""
+    options = image_read_options(spec, spec.data.train, ReadOptions())
+    return {"shape": list(options.shape), "resize": options.resize,  # type: ignore[attr-defined]
+            "inter_method": options.inter_method,  # type: ignore[attr-defined]
+            "label_width": options.label_width}  # type: ignore[attr-defined]
+
+
+def input_dtypes(spec: Spec) -> Dict[str, str]:
+    """Each data input's dtype (input.dtype): what the ONNX graph declares and the proof
+    feeds."""
+    return {item.name: item.dtype for item in spec.all_inputs}
 
 
 def _output_entry(spec: Spec, result: "TrainResult") -> Dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import mxnet as mx
 
 from ..errors import mxnet_message
-from ..inputlayer import InputLayerNames, build_input
+from ..inputlayer import InputLayerNames, build_input, cast_name
 from ..spec.names import layer_names  # re-exported: the graph's node names are the spec's
 from ..spec.catalog import AttrError, check_attrs
 from ..spec.catalog_suggest import suggest_text
@@ -54,6 +54,9 @@ class GraphNames:
         for i, item in enumerate(self.spec.all_inputs):
             where = self.spec.input_path(i) + ("name",)
             self.claim(item.name, f"the input '{item.name}'", where)
+            if item.dtype != "float32":
+                self.claim(cast_name(item.name), f"the float32 cast of input '{item.name}'",
+                           where, f"input '{item.name}' makes its cast node")
             if item.normalize is not None:
                 names = InputLayerNames.for_input(item.name)
                 for name in dataclasses.astuple(names):

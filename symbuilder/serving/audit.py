@@ -15,6 +15,7 @@ import onnx
 
 from .. import manifest as manifest_check
 from .. import proof
+from ..data import first_non_byte, non_byte_message
 from ..errors import DataError, ExportError, SymbuilderError, UsageError, mxnet_message
 from ..export import folder as export_folder
 from .legacy import load_checkpoint
@@ -225,11 +226,13 @@ def _verify_parity(folder: str, manifest: Mapping[str, Any], models: Sequence[st
     recorded = manifest["parity"]
     shapes = {i["name"]: tuple(i["shape"][1:]) for i in manifest["inputs"]}
     held_out = None
+    shown = data if isinstance(data, str) else None
     if isinstance(data, str):
         data = load_samples(data, manifest)
     if data is not None:
         name = manifest["inputs"][0]["name"]
-        held_out = {name: _as_samples(np.asarray(data, np.float32), shapes[name], name)}
+        values = _as_samples(np.asarray(data, np.float32), shapes[name], name)
+        held_out = {name: _as_input_dtype(values, manifest, name, shown)}
     random_info = recorded["inputs"].get("random") or {}
     parity = {}
     for model_file in models:
@@ -239,12 +242,32 @@ def _verify_parity(folder: str, manifest: Mapping[str, Any], models: Sequence[st
                              **recorded_tolerance(recorded),
                              sample_shapes=shapes, random_samples=random_samples,
                              seed=int(random_info.get("seed", proof.DEFAULT_SEED)),
-                             ranges=recorded.get("random_range"))
+                             ranges=recorded.get("random_range"),
+                             dtypes=manifest_dtypes(manifest))
         parity[model_file] = p
         if not p["passed"]:
             problems.append(f"{model_file}: ONNX Runtime disagrees with the checkpoint: "
                             f"{proof.failure_figures(p)}")
     return parity
+
+
+def manifest_dtypes(manifest: Mapping[str, Any]) -> Dict[str, str]:
+    """Each input's dtype as the manifest records it (float32, or uint8 for raw bytes)."""
+    return {i["name"]: i.get("dtype", "float32") for i in manifest.get("inputs") or []}
+
+
+def _as_input_dtype(values: np.ndarray, manifest: Mapping[str, Any], name: str,
+                    shown: Optional[str]) -> np.ndarray:
+    """--data samples in the input's dtype; for uint8 a DataError at the first value that is
+    not a whole number in 0..255 (the cast would wrap or truncate it)."""
+    dtype = manifest_dtypes(manifest)[name]
+    found = first_non_byte(values.reshape(len(values), -1)) if dtype == "uint8" else None
+    if found is not None:
+        names = manifest.get("feature_names") or []
+        column = names[found[1]] if found[1] < len(names) else f"x{found[1]}"
+        raise DataError(f"{'' if shown else '--data: '}row {found[0]}, " + non_byte_message(
+            column, values.reshape(len(values), -1)[found], name), file=shown)
+    return values.astype(dtype)
 
 
 def _as_samples(values: np.ndarray, shape: Sequence[int], name: str) -> np.ndarray:
@@ -323,7 +346,7 @@ def _parity_problems(folder: str, manifest: Mapping[str, Any], entry: Mapping[st
                            random_samples=int(random_info.get("samples",
                                                               proof.DEFAULT_RANDOM_SAMPLES)),
                            seed=int(random_info.get("seed", proof.DEFAULT_SEED)),
-                           ranges=recorded.get("random_range"))
+                           ranges=recorded.get("random_range"), dtypes=manifest_dtypes(manifest))
     if figures["passed"]:
         return []
     return [f"{entry['symbol']}: disagrees with {model}: {proof.failure_figures(figures)}"]

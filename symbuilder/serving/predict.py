@@ -1,22 +1,28 @@
-"""`symbuilder predict`: an export (its ONNX model, or its checkpoint) on the rows of a CSV.
+"""`symbuilder predict`: an export (its ONNX model, or its checkpoint) on the rows of a CSV,
+or on image files (a folder of them, or a .rec) for an export built on images.
 
 An export is checked before it is trusted (manifest fields, file hashes, the ONNX graph
-against the manifest: audit.checked_export); columns are matched by the manifest's names.
+against the manifest: audit.checked_export); columns are matched by the manifest's names;
+images are decoded as the build decoded its own (the manifest's image_decoding).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 import numpy as np
 
 from .. import proof
+from ..data import first_non_byte, non_byte_message
 from ..errors import DataError, ExportError, UsageError
 from ..export import folder as export_folder
-from .audit import checked_export, load_export_checkpoint, ort_session, read_manifest
-from .samples import BLOCK_ROWS, csv_blocks, first_line, label_column
+from .audit import (checked_export, load_export_checkpoint, manifest_dtypes, ort_session,
+                    read_manifest)
+from .samples import BLOCK_ROWS, csv_blocks, first_line, image_samples, is_image_input, label_column
+
+Inputs = Union[str, Sequence[str]]  # one CSV path ('-': standard input), or image paths
 
 @dataclasses.dataclass
 class Predictions:
@@ -44,7 +50,7 @@ class Predictions:
                             ([self.classes[i]] if self.classes is not None else []) + cells)
 
 
-def predict(target: str, csv_path: str, *, checkpoint: bool = False,
+def predict(target: str, csv_path: Inputs, *, checkpoint: bool = False,
             batch_size: int = 1024, manifest_sha256: Optional[str] = None,
             keep: Sequence[str] = ()) -> Predictions:
     """Run an export (folder, or its .onnx; or the checkpoint with `checkpoint=True`) on the
@@ -55,7 +61,7 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
     parts = list(predict_blocks(target, csv_path, checkpoint=checkpoint, batch_size=batch_size,
                                 manifest_sha256=manifest_sha256, keep=keep))
     if not parts:
-        raise DataError("no data rows", file=csv_path)
+        raise DataError("no data rows", file=_paths(csv_path)[0])
     first = parts[0]
     return dataclasses.replace(
         first, values=np.concatenate([p.values for p in parts]),
@@ -63,15 +69,23 @@ def predict(target: str, csv_path: str, *, checkpoint: bool = False,
         kept=None if first.kept is None else [k for p in parts for k in p.kept])
 
 
-def predict_blocks(target: str, csv_path: str, *, checkpoint: bool = False,
+def predict_blocks(target: str, csv_path: Inputs, *, checkpoint: bool = False,
                    batch_size: int = 1024, manifest_sha256: Optional[str] = None,
                    keep: Sequence[str] = (), block_rows: int = BLOCK_ROWS
                    ) -> Iterator[Predictions]:
     """predict, a block of `block_rows` rows at a time: the CSV (a path, or '-' for standard
     input) is read, predicted and handed out block by block, so memory stays bounded for
     any number of rows. The export and the header are checked now, before the first block;
-    a bad row raises when its block is reached."""
+    a bad row raises when its block is reached. Image inputs (is_image_input) are decoded and
+    predicted whole now, one block: an undecodable image raises before anything is written."""
+    paths = _paths(csv_path)
     model = _Runner(target, checkpoint, batch_size, manifest_sha256)
+    if is_image_input(paths):
+        return iter([model.image_predictions(paths, keep)])
+    if len(paths) != 1:
+        raise UsageError(f"{len(paths)} inputs: give one CSV file, or image files "
+                         "(.png/.jpg/.jpeg), folders of them or one .rec", file=paths[1])
+    csv_path = paths[0]
     wanted = model.wanted_columns()
     names, blocks = csv_blocks(csv_path, wanted, model.label, keep=keep, block_rows=block_rows)
     plan = model.plan(names, csv_path)
@@ -92,8 +106,9 @@ class _Runner:
                 raise UsageError("--checkpoint needs an export folder with a checkpoint",
                                  file=target)
             symbol, arg_params, aux_params = load_export_checkpoint(folder, self.manifest)
+            dtypes = manifest_dtypes(self.manifest)  # a uint8 input is bound as uint8
             self.run = lambda feed: (  # noqa: E731
-                proof.mxnet_forward(symbol, arg_params, aux_params, feed)[0])
+                proof.mxnet_forward(symbol, arg_params, aux_params, feed, dtypes)[0])
             self.output_name = symbol.list_outputs()[0]
             self.graph_inputs = [(i["name"], None) for i in self.manifest["inputs"]]
             return
@@ -150,12 +165,43 @@ class _Runner:
     def predictions(self, plan: List[Tuple[str, List[int], Tuple]], rows: np.ndarray,
                     cells: List[List[str]], keep: Sequence[str], csv_path: str
                     ) -> Predictions:
+        self._check_bytes(plan, rows, csv_path)
         feeds = {name: np.ascontiguousarray(rows[:, idx].reshape((len(rows),) + tuple(shape)))
                  for name, idx, shape in plan}
         values = self._forward(feeds, len(rows), csv_path)
         out = self._labelled(values)
         if keep:
             out.kept, out.kept_names = cells, list(keep)
+        return out
+
+    def _check_bytes(self, plan: List[Tuple[str, List[int], Tuple]], rows: np.ndarray,
+                     csv_path: str) -> None:
+        """A uint8 input's cells must be whole numbers in 0..255: the model would wrap or
+        truncate any other value. A DataError naming the first one's column."""
+        dtypes = manifest_dtypes(self.manifest)
+        for name, idx, _ in plan:
+            found = first_non_byte(rows[:, idx]) if dtypes.get(name) == "uint8" else None
+            if found is not None:
+                columns = [c for n, cols, _ in self._inputs() if n == name for c in cols or []]
+                column = columns[found[1]] if columns else f"x{found[1]}"
+                raise DataError(non_byte_message(column, rows[found[0], idx[found[1]]], name),
+                                file=csv_path)
+
+    def image_predictions(self, paths: Sequence[str], keep: Sequence[str]) -> Predictions:
+        """The predictions on image files (or one .rec), decoded with the manifest's
+        image_decoding; the first column names each image (its path, or record index)."""
+        decoding = self.manifest.get("image_decoding")
+        if not decoding:
+            raise UsageError("this export was not built on images (its manifest records no "
+                             "image_decoding); predict it on a CSV of its feature columns",
+                             file=self.target)
+        if keep:
+            raise UsageError("--keep names CSV columns; images have none (the first column "
+                             "is each image's path, or record index)", file=paths[0])
+        id_name, ids, pixels = image_samples(paths, decoding)
+        name = self.graph_inputs[0][0]  # an image export has one input
+        out = self._labelled(self._forward({name: pixels}, len(pixels), paths[0]))
+        out.kept, out.kept_names = [[i] for i in ids], [id_name]
         return out
 
     def _forward(self, feeds: Dict[str, np.ndarray], n_rows: int, csv_path: str) -> np.ndarray:
@@ -190,6 +236,10 @@ class _Runner:
         columns = [base] if values.shape[1] == 1 else [f"{base}_{i}"
                                                        for i in range(values.shape[1])]
         return Predictions(columns, values)
+
+
+def _paths(inputs: Inputs) -> List[str]:
+    return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
 def _resolve_model(target: str, manifest_sha256: Optional[str] = None

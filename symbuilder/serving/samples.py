@@ -1,6 +1,7 @@
 """Reading samples for predict and for the parity checks of export and verify: CSV rows by
 column name (located errors for missing and duplicate columns, non-numbers, values outside
-float32), and .npy/.npz arrays through the data sources' readers (never a pickle).
+float32), .npy/.npz arrays through the data sources' readers (never a pickle), and image
+files or an im2rec .rec decoded as the build decoded its images (data.images).
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextI
 
 import numpy as np
 
-from ..errors import DataError
-from ..data.sources import read_table
+from ..errors import DataError, UsageError
+from ..data.images import (IMAGE_EXTENSIONS, ImageReadOptions, decode_image, list_image_folder,
+                           read_recordio)
+from ..data.sources import display_path, read_table
 from ..spec.catalog_suggest import suggest_text
 
 def label_column(manifest: Mapping[str, Any]) -> Optional[str]:
@@ -199,6 +202,76 @@ def load_samples(path: str, manifest: Optional[Mapping[str, Any]] = None) -> np.
         raise DataError("expected a .npy, .npz or .csv file", file=path)
     manifest = manifest or {}
     return read_rows(path, manifest.get("feature_names"), label_column(manifest))
+
+
+RECORDIO_EXTENSION = ".rec"
+
+
+def is_image_input(paths: Sequence[str]) -> bool:
+    """Whether predict's inputs are images: a folder, a .png/.jpg/.jpeg file or a .rec (any
+    other single path is a CSV file, '-' standard input, as before)."""
+    return any(os.path.isdir(p) or os.path.splitext(p)[1].lower() in
+               IMAGE_EXTENSIONS + (RECORDIO_EXTENSION,) for p in paths)
+
+
+def image_samples(paths: Sequence[str], decoding: Mapping[str, Any]
+                  ) -> Tuple[str, List[str], np.ndarray]:
+    """(id column name, one id per image, (N, C, H, W) float32 pixels) of image files,
+    folders of them (their .png/.jpg/.jpeg files, sorted) or one .rec (its .idx beside
+    it), decoded with `decoding` (a manifest's image_decoding: the build's shape, resize and
+    inter_method). The ids are the file paths as given, or the record indices. A located
+    DataError for a file that is missing or does not decode."""
+    options = ImageReadOptions(shape=tuple(decoding["shape"]), resize=decoding["resize"],
+                               inter_method=decoding["inter_method"],
+                               label_width=decoding.get("label_width", 1))
+    records = [p for p in paths if os.path.splitext(p)[1].lower() == RECORDIO_EXTENSION]
+    if records:
+        if len(paths) > 1:
+            raise UsageError("a .rec file is predicted on its own, not with other inputs",
+                             file=records[0])
+        if not os.path.isfile(records[0]):
+            raise DataError("no such file", file=records[0])
+        table = read_recordio(records[0], label=None, features=None,
+                              shown=display_path(records[0]), options=options)
+        return "record", [str(i) for i in range(len(table))], np.asarray(table.features)
+    files = _image_files(paths)
+    pixels = np.empty((len(files),) + options.shape, np.float32)
+    for i, name in enumerate(files):
+        try:
+            with open(name, "rb") as f:
+                pixels[i] = decode_image(f.read(), options)
+        except OSError as e:
+            raise DataError(f"cannot be read: {e.strerror}", file=name) from None
+        except ValueError as e:
+            raise DataError(str(e), file=name) from None
+    return "path", files, pixels
+
+
+def _image_files(paths: Sequence[str]) -> List[str]:
+    """Each path, a folder standing for its images (sorted), or for the images of its class
+    folders when it holds none itself (an image_folder source's layout, in its order); a
+    DataError for a missing file, a file that is no image, a folder without images."""
+    files: List[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = [n for n in os.listdir(path) if not n.startswith(".")]
+            images = sorted(n for n in names if os.path.splitext(n)[1].lower() in
+                            IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, n)))
+            if not images and any(os.path.isdir(os.path.join(path, n)) for n in names):
+                files += list_image_folder(path, path)[0]
+                continue
+            if not images:
+                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder",
+                                file=path)
+            files += [os.path.join(path, n) for n in images]
+        elif not os.path.isfile(path):
+            raise DataError("no such file", file=path)
+        elif os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
+            raise DataError(f"expected an image ({', '.join(IMAGE_EXTENSIONS)}), a folder of "
+                            "them or one .rec file", file=path)
+        else:
+            files.append(path)
+    return files
 
 
 def first_line(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from .fields import Reader, describe, dump_section, field
 from .yamlload import Locations, Path
 
 
+INPUT_DTYPES = ("float32", "uint8")  # input.dtype: uint8 takes raw pixels, cast in the graph
 HEADS = ("SoftmaxOutput", "LinearRegressionOutput", "LogisticRegressionOutput",
          "MAERegressionOutput")
 HEAD_DEFAULT_NAMES = {"SoftmaxOutput": "softmax", "LinearRegressionOutput": "linreg",
@@ -77,10 +78,16 @@ class InputSpec:
     columns: Optional[List[str]] = field("str_list", "csv: the feature columns this input "
                                          "reads, by name or glob pattern (px*), in this order; "
                                          "default: every column but the label", None)
+    dtype: str = field("str", "the data variable's type: float32, or uint8 for raw bytes "
+                       "(pixels 0..255; the graph casts them to float32 before the input "
+                       "layer, and the checkpoint, deploy symbol and ONNX model take uint8)",
+                       "float32", choices=INPUT_DTYPES)
 
     def dump(self) -> Any:
         out = {"name": self.name, "shape": list(self.shape),
                "normalize": self.normalize.dump() if self.normalize else "none"}
+        if self.dtype != "float32":  # float32 specs dump as they always did
+            out["dtype"] = self.dtype
         if self.columns is not None:
             out["columns"] = list(self.columns)
         return out
