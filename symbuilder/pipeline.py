@@ -20,6 +20,7 @@ import numpy as np
 
 from . import export, proof
 from .data import SplitData, cache_dir_for, load_data
+from .data.augment import check_augment_keys
 from .data.sources import check_formats, source_format
 from .defaults import DEFAULT_RANDOM_SAMPLES, DEFAULT_SEED
 from .errors import ExportError, UsageError
@@ -318,6 +319,7 @@ def validate(spec: Spec, *, check_data: bool = True) -> str:
 def _checked_model(spec: Spec) -> Model:
     """The Model, statically checked: before any data is read or any epoch is trained."""
     check_formats(spec)
+    check_augment_keys(spec)  # the data stage's: whether a source is an image format
     model = build_model(spec)
     check_static(model)
     return model

@@ -51,7 +51,8 @@ CROP_STREAM, MIRROR_STREAM = 0, 1  # the last entry of a batch's seed: one strea
 
 def check_augment_keys(spec: "Spec") -> None:
     """rand_crop / rand_mirror: on data.train only, and only for an image format; a located
-    SpecError otherwise (spec.semantics runs this, so `validate` finds it)."""
+    SpecError otherwise (the pipeline runs this with check_formats, before any data is
+    read, so `validate` finds it)."""
     if spec.data is None:
         return
     for key in KEYS:

@@ -34,13 +34,6 @@ def check_spec(spec: Spec) -> None:
     _check_embedding_inputs(spec)
     _check_training(spec)
     check_schedule(spec)
-    _check_augmentation(spec)
-
-
-def _check_augmentation(spec: Spec) -> None:
-    # Imported here: the data package imports spec modules at its import.
-    from ..data.augment import check_augment_keys
-    check_augment_keys(spec)
 
 
 def check_schedule(spec: Spec) -> None:
