@@ -48,6 +48,7 @@ class Case:
     # Parameters given as values instead of random ones (lengths, ROIs: unbatched index-like tensors).
     params: Dict[str, np.ndarray] = field(default_factory=dict)
     min_opset: int = 13  # an attribute value ONNX expresses only from this opset on
+    random: bool = False  # outputs downstream of a random op are compared by distribution
 
 
 CASES: Dict[str, List[Case]] = {}
@@ -655,6 +656,52 @@ case(
     Case("no_lengths", mx.sym.SequenceReverse(D, name="sr"), {"data": (4, 2)}),
 )
 case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, name="ds"), {"data": (3, 6)}))
+
+
+# ---- random draws (symbuilder/onnx/ops_random.py) ---------------------------------------------
+# Each random output is large (>= 400 independent draws at batch 1) so the distribution check has
+# power; a deterministic output beside it keeps the exact rule in the same graph.
+def _with_exact(draw: mx.sym.Symbol) -> mx.sym.Symbol:
+    return mx.sym.Group([mx.sym.relu(D, name="exact"), draw])
+
+
+def small_probs(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # Rows summing to less than 1: MXNet then draws the out-of-range category k (measured).
+    return rng.uniform(0.0, 0.2, size=shape).astype(np.float32)
+
+
+def _multinomial(p: mx.sym.Symbol, **kwargs) -> mx.sym.Symbol:
+    return mx.sym.Group(list(mx.sym.sample_multinomial(p, name="mn", **kwargs)))
+
+
+case(
+    "_random_normal",
+    Case("loc_scale", _with_exact(mx.sym.random.normal(loc=1.5, scale=2.0, shape=(40, 50), name="rn")),
+         {"data": (3,)}, random=True),
+    Case("float16", _with_exact(mx.sym.random.normal(loc=-1.0, shape=(40, 50), dtype="float16", name="rn")),
+         {"data": (3,)}, random=True),
+)
+case(
+    "_random_uniform",
+    Case("low_high", _with_exact(mx.sym.random.uniform(low=-1.0, high=3.0, shape=(40, 50), name="ru")),
+         {"data": (3,)}, random=True),
+    Case("float64", _with_exact(mx.sym.random.uniform(low=2.0, high=2.5, shape=(2000,), dtype="float64",
+                                                      name="ru")), {"data": (3,)}, random=True),
+)
+case("_random_normal_like", Case("loc_scale", mx.sym.random.normal_like(D, loc=-1.0, scale=0.5, name="rn"),
+                                 {"data": (400,)}, random=True))
+case("_random_uniform_like", Case("low_high", mx.sym.random.uniform_like(D, low=2.0, high=5.0, name="ru"),
+                                  {"data": (400,)}, random=True))
+case(
+    "_sample_multinomial",
+    Case("shape_get_prob", _multinomial(mx.sym.softmax(D), shape=(20, 30), get_prob=True), {"data": (4,)},
+         random=True),
+    Case("rank3_uint8", _multinomial(mx.sym.softmax(D), dtype="uint8"), {"data": (500, 3)}, random=True),
+    Case("unnormalised_below_1", _multinomial(D, shape=(600,)), {"data": (3,)}, make_input=small_probs,
+         random=True, why="no get_prob: MXNet's log-probability of the draw k reads past the row"),
+    Case("unnormalised_above_1", _multinomial(D, shape=(600,), dtype="float32"), {"data": (4,)},
+         make_input=positive, random=True),
+)
 
 
 def all_cases() -> List[Tuple[str, Case]]:
