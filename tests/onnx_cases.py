@@ -379,6 +379,10 @@ case(
     Case("start_stop_step_repeat", mx.sym.broadcast_add(D, mx.sym.arange(start=1.5, stop=4.0, step=0.5, repeat=2,
                                                                          name="ar")), {"data": (10,)}),
     Case("count_only", mx.sym.broadcast_mul(D, mx.sym.arange(4, name="ar")), {"data": (4,)}),
+    # The length (7) from the consumer's shape, not a multiple of repeat; start without a stop.
+    Case("infer_range_repeat", mx.sym.broadcast_add(D, mx.sym.elemwise_add(
+        mx.sym.Variable("w"), mx.sym.arange(start=3.0, step=-1.5, repeat=2, infer_range=True, name="ar"))),
+        {"data": (7,)}, params={"w": np.linspace(-1, 1, 7, dtype=np.float32)}),
 )
 case(
     "_contrib_arange_like",
@@ -543,6 +547,9 @@ case(
          input_makers={"data": in_range(-12, 12)}),
     Case("clip_batch_axis", mx.sym.take(D2, mx.sym.Variable("idx"), axis=0, name="tk"), {"data2": (3,)},
          params={"idx": np.array([0, 9, -3, 1], np.float32)}),
+    # In range only: out of range, MXNet and ONNX Runtime both fail (test_onnx_attr_gaps.py).
+    Case("raise_axis1", mx.sym.take(D2, D, axis=1, mode="raise", name="tk"), {"data": (3,), "data2": (5, 2)},
+         input_makers={"data": in_range(0, 2)}),
 )
 case(
     "pick",
@@ -631,6 +638,11 @@ case(
     Case("alpha_transpose_b", mx.sym.linalg.gemm2(D, D2, transpose_b=True, alpha=0.5, name="gm"),
          {"data": (2, 3), "data2": (4, 3)}),
     Case("transpose_a", mx.sym.linalg.gemm2(D, D2, transpose_a=True, name="gm"), {"data": (3, 2), "data2": (3, 4)}),
+    # Rows on axis 1 of rank 4 (the batch is axis 0), and on the batch axis itself.
+    Case("axis1_rank4", mx.sym.linalg.gemm2(D, D2, axis=1, alpha=2.0, name="gm"),
+         {"data": (3, 4, 5), "data2": (5, 4, 2)}),
+    Case("axis0_transpose_b", mx.sym.linalg.gemm2(D, D2, axis=0, transpose_b=True, name="gm"),
+         {"data": (4, 5), "data2": (4, 5)}),
 )
 
 

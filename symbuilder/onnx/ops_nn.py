@@ -173,16 +173,29 @@ def batch_dot(ctx: OpContext) -> None:
     ctx.node("MatMul", [a, b], ctx.outputs[:1])
 
 
+def _swapped(rank: int, i: int, j: int) -> list:
+    perm = list(range(rank))
+    perm[i], perm[j] = j, i
+    return perm
+
+
 @register("_linalg_gemm2")
 def linalg_gemm2(ctx: OpContext) -> None:
-    if ctx.attr_int("axis", -2) not in (-2, ctx.in_rank(0) - 2):
-        raise ctx.error(f"axis={ctx.attr_int('axis')} (matrices not in the last two axes) is not supported")
     a, b = ctx.inputs[:2]
     ra = ctx.in_rank(0)
+    # axis holds the matrix rows (columns stay last): MXNet swaps it with axis -2, multiplies,
+    # and swaps back (measured against numpy, axis 0, 1 and -3).
+    rows = normalize_axis(ctx.attr_int("axis", -2), ra, ctx)
+    if rows != ra - 2:
+        if ctx.in_rank(1) != ra:
+            raise ctx.error(f"axis={ctx.attr_int('axis')} needs inputs of one rank (ranks {ra}, {ctx.in_rank(1)})")
+        a, b = (ctx.transpose(x, _swapped(ra, rows, ra - 2), suffix="rows_last") for x in (a, b))
     a = _last_two_swapped(ctx, a, ra) if ctx.attr_bool("transpose_a", False) else a
     b = _last_two_swapped(ctx, b, ctx.in_rank(1)) if ctx.attr_bool("transpose_b", False) else b
     alpha = ctx.attr_float("alpha", 1.0)
-    if alpha == 1.0:
-        ctx.node("MatMul", [a, b], ctx.outputs[:1])
-    else:
-        ctx.node("Mul", [ctx.node("MatMul", [a, b]), ctx.scalar_like(alpha, 0, "alpha")], ctx.outputs[:1])
+    out = ctx.outputs[:1] if rows == ra - 2 else None
+    product = ctx.node("MatMul", [a, b], None if alpha != 1.0 else out)
+    if alpha != 1.0:
+        product = ctx.node("Mul", [product, ctx.scalar_like(alpha, 0, "alpha")], out)
+    if rows != ra - 2:
+        ctx.transpose(product, _swapped(ra, rows, ra - 2), ctx.outputs[:1])
