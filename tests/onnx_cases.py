@@ -596,6 +596,12 @@ case(
     Case("nearest_3", mx.sym.UpSampling(D, scale=3, sample_type="nearest", name="up"), {"data": (1, 2, 2)}),
     *[Case(f"bilinear_{s}", mx.sym.UpSampling(D, mx.sym.Variable("up_weight"), scale=s, sample_type="bilinear",
                                               num_filter=3, name="up"), {"data": (3, 4, 5)}) for s in (2, 3)],
+    # Each input scaled to the first one's output (x2, x1, x3 here), then concatenated or summed.
+    Case("nearest_concat_3", mx.sym.UpSampling(D, D2, mx.sym.Variable("data3"), scale=2, num_args=3,
+                                               sample_type="nearest", name="up"),
+         {"data": (2, 3, 3), "data2": (1, 6, 6), "data3": (1, 2, 2)}),
+    Case("nearest_sum", mx.sym.UpSampling(D, D2, scale=2, num_args=2, sample_type="nearest",
+                                          multi_input_mode="sum", name="up"), {"data": (2, 3, 3), "data2": (2, 6, 6)}),
 )
 case(
     "L2Normalization",

@@ -15,8 +15,6 @@ REFUSED = [
     ("Pooling", mx.sym.Pooling(D, kernel=(2,), pool_type="lp", p_value=4, name="n0"), {"data": (1, 2, 6)},
      "p_value=4"),
     ("norm", mx.sym.norm(D, axis=1, out_dtype="float64", name="n0"), {"data": (2, 3)}, "out_dtype='float64'"),
-    ("UpSampling", mx.sym.UpSampling(D, E, scale=2, num_args=2, sample_type="nearest", name="n0"),
-     {"data": (1, 2, 3, 3), "data2": (1, 2, 6, 6)}, "num_args=2"),
     ("_arange", mx.sym.elemwise_add(D, mx.sym.arange(start=0, infer_range=True, name="n0")),
      {"data": (2,)}, "infer_range=True takes its length from a tensor that changes with the batch size"),
     ("RNN", mx.sym.RNN(D, mx.sym.Variable("p"), mx.sym.Variable("h"), mx.sym.Variable("c"), mode="lstm",
