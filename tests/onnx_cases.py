@@ -827,6 +827,10 @@ case(
     Case("aligned", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 2), spatial_scale=0.5, sample_ratio=2,
                                             aligned=True, name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
          params={"rois": _ROIS}, min_opset=16, why="the ROIs index batch 0 and 1; aligned needs RoiAlign-16"),
+    # 12 channels = 2 outputs x (2 x 3) bins, each bin from its own channel.
+    Case("position_sensitive", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 3), spatial_scale=0.5, sample_ratio=2,
+                                                       position_sensitive=True, name="ra"), {"data": (12, 8, 9)},
+         batches=(2, 5), params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
 )
 case(
     "ROIPooling",
