@@ -229,10 +229,8 @@ DISTRIBUTION_RULE = ("random outputs: shape and dtype exact; values: two-sample 
 
 def _random_sources(symbol: mx.sym.Symbol) -> List[frozenset]:
     """Per output of ``symbol``: the names of the random-op nodes its values depend on."""
-    # Imported here, not with the module's imports: the registry is the one place that knows
-    # which ops are random, and proof's import block is being reorganised elsewhere.
-    import json
-    from symbuilder.onnx.registry import random_ops
+    import json  # here with the import below, to leave proof's import block as it is
+    from symbuilder.onnx.registry import random_ops  # local: proof's import block is being reorganised elsewhere
     graph = json.loads(symbol.tojson())
     sources: List[frozenset] = []
     for node in graph["nodes"]:

@@ -18,8 +18,6 @@ Measured in MXNet 1.9.1 and ONNX Runtime 1.32 (CPU):
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 from onnx import TensorProto
 
@@ -37,14 +35,6 @@ def _finish(ctx: OpContext, drawn: str, i: int = 0) -> None:
     ctx.node("Cast", [drawn], ctx.outputs[i:i + 1], to=onnx_dtype(ctx.output_infos[i].dtype))
 
 
-def _static_shape(ctx: OpContext) -> Tuple[int, ...]:
-    shape = ctx.out_shape(0)
-    if ctx.dynamic_batch and any(ctx.output_infos[0].batch_dims):
-        raise ctx.error(f"the drawn shape {shape} changes with the batch size; export with "
-                        "dynamic_batch=False or draw with the _like form of the op")
-    return shape
-
-
 def _distribution(ctx: OpContext, normal: bool) -> dict:
     if normal:
         return {"mean": ctx.attr_float("loc", 0.0), "scale": ctx.attr_float("scale", 1.0)}
@@ -54,7 +44,7 @@ def _distribution(ctx: OpContext, normal: bool) -> dict:
 def _random(ctx: OpContext, normal: bool) -> None:
     dtype = _draw_dtype(ctx.output_infos[0].dtype)
     drawn = ctx.node("RandomNormal" if normal else "RandomUniform", [], suffix="draw",
-                     shape=list(_static_shape(ctx)), dtype=onnx_dtype(dtype),
+                     shape=list(ctx.out_shape(0)), dtype=onnx_dtype(dtype),  # an attribute: never the batch
                      **_distribution(ctx, normal))
     _finish(ctx, drawn)
 
