@@ -200,6 +200,10 @@ def _export_details(report: Dict[str, Any]) -> str:
             where = f"{kind} [{rng['low']:g}, {rng['high']:g}] ({where}{note})"
         lines.append(f"  input {name} ({dtype}): random samples {where}")
     for out in report["outputs"]:
+        if out.get("distribution"):  # a random draw: values cannot match, their law must
+            lines.append(f"  output {out['name']}: random, compared by distribution "
+                         f"({out['distribution']}), shape and dtype exactly")
+            continue
         how = "exactly (integer)" if out["exact"] else "within tolerance"
         lines.append(f"  output {out['name']}: max|diff|={out['max_abs']:.2g}, compared {how}")
     return "\n".join(lines)

@@ -8,6 +8,22 @@ on held-out samples and on random ones. An output passes when
 max|ort - mxnet| <= atol + rtol * scale, scale = max|mxnet| over that output (TOLERANCE_RULE):
 float32 rounding grows with the magnitudes a layer sums, so an element near zero in a large
 output carries the output's error, not its own (measured: defaults.py).
+
+An output whose values depend on a random op (one registered ``random=True``: _random_normal,
+_sample_multinomial...; anything downstream of one) cannot match value by value. It passes
+when its shape and dtype are exactly MXNet's and its values have MXNet's distribution
+(DISTRIBUTION_RULE): a float output by the two-sample Kolmogorov-Smirnov statistic of all its
+elements against the asymptotic critical value at alpha = DISTRIBUTION_ALPHA, an integer output
+(drawn categories) by each value's frequency against Hoeffding's bound at alpha over the number
+of values (Bonferroni), which holds at any sample size. Both count as samples the number of
+values the random ops upstream draw (draw_counts), not the output's elements: a draw broadcast
+over the batch repeats in every row, and counting its copies as samples made 4 in 10 correct
+exports fail (measured). Each check falsely fails a correct translation with probability about
+alpha (1e-6) when each element has its own draw (elements not identically distributed, because
+they depend on the data, only make the tests more conservative); elements that mix several
+draws are counted as the draws, a heuristic; a suite runs at most a few dozen such checks. Its
+row says "distribution" with the statistic, the critical value and the samples counted,
+instead of max_abs. Deterministic outputs of the same graph keep the exact rule.
 """
 from __future__ import annotations
 
@@ -205,6 +221,106 @@ def _compare_floats(ref: np.ndarray, got: np.ndarray, atol: float,
             "scale": scale, "passed": bool(max_abs <= atol + rtol * scale)}
 
 
+DISTRIBUTION_ALPHA = 1e-6
+DISTRIBUTION_RULE = ("random outputs: shape and dtype exact; values: two-sample Kolmogorov-Smirnov "
+                     "(float) or per-value frequency within Hoeffding's bound (integer), each at "
+                     f"alpha {DISTRIBUTION_ALPHA:g}, over as many samples as the random ops draw")
+
+
+def _random_sources(symbol: mx.sym.Symbol) -> List[frozenset]:
+    """Per output of ``symbol``: the names of the random-op nodes its values depend on."""
+    import json  # here with the import below, to leave proof's import block as it is
+    from symbuilder.onnx.registry import random_ops  # local: proof's import block is being reorganised elsewhere
+    graph = json.loads(symbol.tojson())
+    sources: List[frozenset] = []
+    for node in graph["nodes"]:
+        upstream = frozenset().union(*(sources[j] for j, *_ in node["inputs"]))
+        sources.append(upstream | {node["name"]} if node["op"] in random_ops() else upstream)
+    return [sources[head[0]] for head in graph["heads"]]
+
+
+def random_outputs(symbol: mx.sym.Symbol) -> List[bool]:
+    """Per output of ``symbol``: True when its values depend on a random op."""
+    return [bool(s) for s in _random_sources(symbol)]
+
+
+def draw_counts(symbol: mx.sym.Symbol, shapes: Mapping[str, Tuple[int, ...]]) -> List[Optional[int]]:
+    """Per output: how many independent values the random ops it depends on draw in one forward
+    pass at these input (and parameter) shapes; None for a deterministic output. An output
+    has at most this many independent elements (a draw broadcast over the batch repeats), so
+    the distribution tests count this many samples, not its elements."""
+    internals = symbol.get_internals()
+    _, out_shapes, _ = internals.infer_shape_partial(**{k: tuple(v) for k, v in shapes.items()})
+    sizes: Dict[str, int] = {}
+    for name, shape in zip(internals.list_outputs(), out_shapes):
+        node = name.rsplit("_output", 1)[0]
+        if node not in sizes and shape is not None:  # the first output: the draws themselves
+            sizes[node] = int(np.prod(shape))
+    return [sum(sizes.get(n, 0) for n in src) if src else None for src in _random_sources(symbol)]
+
+
+def _ks_statistic(a: np.ndarray, b: np.ndarray, tol: float = 0.0) -> float:
+    """max over x of F_a(x) - F_b(x + tol) and F_b(x) - F_a(x + tol): the two-sample
+    Kolmogorov-Smirnov statistic (tol = 0) with values within ``tol`` counted as equal, since
+    two runtimes round the same discrete value (a log-probability) differently. It is never
+    above the plain statistic, so the plain critical value keeps its false-alarm rate."""
+    a, b = np.sort(a), np.sort(b)
+    points = np.concatenate([a, b])
+
+    def cdf(x: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.searchsorted(x, at, side="right") / x.size
+
+    return float(max((cdf(a, points) - cdf(b, points + tol)).max(),
+                     (cdf(b, points) - cdf(a, points + tol)).max()))
+
+
+def _frequency_statistic(a: np.ndarray, b: np.ndarray, n: int) -> Tuple[float, float]:
+    """(max over values v of |freq_a(v) - freq_b(v)|, its bound at DISTRIBUTION_ALPHA for ``n``
+    independent draws each): Hoeffding gives P(|diff - E diff| >= t) <= 2 exp(-2 t^2 / (2 / n))."""
+    values = np.union1d(a, b)
+    fa = np.searchsorted(np.sort(a), values, side="right") - np.searchsorted(np.sort(a), values, side="left")
+    fb = np.searchsorted(np.sort(b), values, side="right") - np.searchsorted(np.sort(b), values, side="left")
+    stat = float(np.abs(fa / a.size - fb / b.size).max())
+    width = 2.0 / n
+    return stat, float(np.sqrt(width * np.log(2 * values.size / DISTRIBUTION_ALPHA) / 2))
+
+
+def compare_distribution(ref: np.ndarray, got: np.ndarray, atol: float = DEFAULT_ATOL,
+                         rtol: float = DEFAULT_RTOL, draws: Optional[int] = None) -> Dict[str, Any]:
+    """A random output against MXNet's draw: exact shape and dtype, then DISTRIBUTION_RULE
+    (float values within the exact rule's atol + rtol * scale of each other count as equal).
+    ``draws`` (draw_counts): the independent values behind the output, when fewer than its
+    elements; the critical value is that of ``draws`` samples each."""
+    if ref.shape != got.shape or ref.dtype != got.dtype:
+        return {"distribution": "shape and dtype", "passed": False,
+                "reason": f"{got.dtype} {got.shape} != MXNet's {ref.dtype} {ref.shape}"}
+    a, b = ref.ravel().astype(np.float64), got.ravel().astype(np.float64)
+    if a.size == 0:
+        return {"distribution": "shape and dtype", "passed": True}
+    n = min(a.size, draws or a.size)
+    if is_exact(ref.dtype):
+        stat, critical = _frequency_statistic(a, b, n)
+        test = "value frequencies (Hoeffding)"
+    else:
+        finite = np.abs(a[np.isfinite(a)])
+        rtol = max(rtol, FLOAT16_RTOL) if ref.dtype == np.float16 else rtol
+        stat = _ks_statistic(a, b, atol + rtol * (float(finite.max()) if finite.size else 0.0))
+        critical = float(np.sqrt(-np.log(DISTRIBUTION_ALPHA / 2) / 2 * 2 / n))
+        test = "two-sample Kolmogorov-Smirnov"
+    return {"distribution": test, "statistic": stat, "critical": critical,
+            "alpha": DISTRIBUTION_ALPHA, "samples": n, "passed": bool(stat <= critical)}
+
+
+def _shapes(arg_params: Mapping[str, Any], feed: Mapping[str, np.ndarray]) -> Dict[str, Tuple[int, ...]]:
+    """The input and parameter shapes of one forward pass, for shape inference."""
+    return {**{k: _as_numpy(v).shape for k, v in arg_params.items()}, **{k: v.shape for k, v in feed.items()}}
+
+
+def _worst(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    """The largest ``key`` over the rows that have it (a distribution row has no max_abs)."""
+    return max((r[key] for r in rows if key in r), default=0.0)
+
+
 def verify_parity(
     symbol: mx.sym.Symbol,
     arg_params: Mapping[str, Any],
@@ -222,10 +338,12 @@ def verify_parity(
     full = min(v.shape[0] for v in inputs.values())
     batches = [1] if full == 1 else [1, full]
     output_names = symbol.list_outputs()
+    drawn = random_outputs(symbol)
     details: List[Dict[str, Any]] = []
     for batch in batches:
         feed = {k: v[:batch] for k, v in inputs.items()}
         reference = mxnet_forward(symbol, arg_params, aux_params, feed, dtypes)
+        draws = draw_counts(symbol, _shapes(arg_params, feed)) if any(drawn) else drawn
         for optimize in (True, False):
             got = onnx_forward(data, feed, optimize=optimize)
             level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
@@ -234,12 +352,12 @@ def verify_parity(
                                 "max_rel": float("inf"), "passed": False,
                                 "reason": f"{len(got)} ONNX outputs, {len(reference)} MXNet outputs"})
                 continue
-            for name, ref, out in zip(output_names, reference, got):
+            for name, ref, out, random, n in zip(output_names, reference, got, drawn, draws):
                 row = {"output": name, "batch": batch, "ort_level": level}
-                row.update(compare(ref, np.asarray(out), atol, rtol))
+                row.update(compare_distribution(ref, np.asarray(out), atol, rtol, n) if random
+                           else compare(ref, np.asarray(out), atol, rtol))
                 details.append(row)
-    max_abs = max((d["max_abs"] for d in details), default=0.0)
-    max_rel = max((d["max_rel"] for d in details), default=0.0)
+    max_abs, max_rel = _worst(details, "max_abs"), _worst(details, "max_rel")
     passed = bool(details) and all(d["passed"] for d in details)
     return ParityReport(max_abs=max_abs, max_rel=max_rel, atol=atol, passed=passed, details=details, rtol=rtol)
 
@@ -331,15 +449,15 @@ def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: A
             rows = verify_parity(symbol, arg_params, aux_params, model_bytes, inputs,
                                  atol=atol, rtol=rtol, dtypes=dtypes).details
         checks[label] = {"samples": min(len(v) for v in inputs.values()),
-                         "max_abs": max(r["max_abs"] for r in rows),
-                         "max_rel": max(r["max_rel"] for r in rows),
+                         "max_abs": _worst(rows, "max_abs"),
+                         "max_rel": _worst(rows, "max_rel"),
                          "passed": bool(rows) and all(r["passed"] for r in rows)}
         details.extend(dict(row, inputs=label) for row in rows)
     if "random" in checks:
         checks["random"].update(
             seed=seed, distribution="uniform over the per-feature [low, high] in random_range"
             if ranges else "standard normal")
-    return {
+    figures = {
         "passed": all(c["passed"] for c in checks.values()),
         "atol": atol,
         "rtol": rtol,
@@ -352,6 +470,9 @@ def parity_suite(symbol: Any, arg_params: Mapping, aux_params: Mapping, model: A
         "random_range": {k: dict(v) for k, v in ranges.items()} if ranges else None,
         "details": details,
     }
+    if any(random_outputs(symbol)):
+        figures["random_outputs_rule"] = DISTRIBUTION_RULE
+    return figures
 
 
 def _fixed_batch(model_bytes: bytes) -> Optional[int]:
@@ -369,10 +490,14 @@ def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
     chunk of `batch` (the last one padded by repeating its last sample), both ORT levels.
     The rule is applied per chunk, each against its own scale."""
     n = min(len(v) for v in inputs.values())
+    drawn = dict(zip(symbol.list_outputs(), random_outputs(symbol)))
+    per_chunk = dict(zip(symbol.list_outputs(), draw_counts(symbol, _shapes(
+        arg_params, {k: v[:1].repeat(batch, axis=0) for k, v in inputs.items()})))) if any(drawn.values()) else {}
     rows = []
     for optimize in (True, False):
         level = "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"
         worst: Dict[str, Dict[str, Any]] = {}
+        draws: Dict[str, Tuple[List[np.ndarray], List[np.ndarray]]] = {}
         for start in range(0, n, batch):
             feed = {}
             for k, v in inputs.items():
@@ -383,6 +508,10 @@ def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
             reference = mxnet_forward(symbol, arg_params, aux_params, feed, dtypes)
             got = onnx_forward(model_bytes, feed, optimize=optimize)
             for name, ref, out in zip(symbol.list_outputs(), reference, got):
+                if drawn[name]:  # judged once on every chunk's draws together: more samples
+                    draws.setdefault(name, ([], []))[0].append(ref)
+                    draws[name][1].append(np.asarray(out))
+                    continue
                 row = compare(ref, np.asarray(out), atol, rtol)
                 agg = worst.setdefault(name, {"max_abs": 0.0, "max_rel": 0.0, "passed": True,
                                                   "scale": 0.0})
@@ -392,6 +521,9 @@ def _fixed_batch_parity(symbol: Any, arg_params: Mapping, aux_params: Mapping,
                 agg["scale"] = max(agg["scale"], row["scale"] or 0.0)
                 if row.get("exact"):
                     agg["exact"] = True
+        for name, (refs, outs) in draws.items():
+            worst[name] = compare_distribution(np.concatenate(refs), np.concatenate(outs), atol, rtol,
+                                               per_chunk[name] * len(refs))
         rows += [dict({"output": k, "batch": batch, "ort_level": level}, **v)
                  for k, v in worst.items()]
     return rows
@@ -411,9 +543,12 @@ def parity_or_fail(symbol: Any, arg_params: Mapping, aux_params: Mapping, model:
 def failure_figures(figures: Mapping[str, Any]) -> str:
     """A failed suite's figures in one line: the worst row against its bound, per input set."""
     failed = [d for d in figures["details"] if not d["passed"]] or figures["details"]
-    worst = max(failed, key=lambda d: d["max_rel"])
     parts = ", ".join(f"{k}: {c['max_abs']:.3g} on {c['samples']} samples"
                       for k, c in figures["inputs"].items())
+    drawn = [d for d in failed if "distribution" in d]
+    if drawn:
+        return _distribution_failure(drawn[0], parts)
+    worst = max(failed, key=lambda d: d["max_rel"])
     scale = worst.get("scale")
     bound = (f" > atol {figures['atol']:g} + rtol {figures['rtol']:g} x scale {scale:.3g}"
              if scale is not None else f" ({worst.get('reason', 'no figures')})")
@@ -421,3 +556,12 @@ def failure_figures(figures: Mapping[str, Any]) -> str:
             f"{figures['max_rel']:.3g} of the output's scale; {parts}; worst: output "
             f"'{worst['output']}' at batch {worst['batch']}, {worst['ort_level']}, "
             f"{worst['inputs']} inputs)")
+
+
+def _distribution_failure(row: Mapping[str, Any], parts: str) -> str:
+    """A random output's failed check in one line: its statistic against the critical value."""
+    what = (f"{row['distribution']} statistic {row['statistic']:.3g} > critical {row['critical']:.3g} "
+            f"(alpha {row['alpha']:g}, {row['samples']} values)" if "statistic" in row
+            else f"{row['distribution']}: {row['reason']}")
+    return (f"random output '{row['output']}' does not have MXNet's distribution: {what} at batch "
+            f"{row['batch']}, {row['ort_level']}, {row['inputs']} inputs ({parts})")

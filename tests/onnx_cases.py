@@ -48,6 +48,7 @@ class Case:
     # Parameters given as values instead of random ones (lengths, ROIs: unbatched index-like tensors).
     params: Dict[str, np.ndarray] = field(default_factory=dict)
     min_opset: int = 13  # an attribute value ONNX expresses only from this opset on
+    random: bool = False  # outputs downstream of a random op are compared by distribution
 
 
 CASES: Dict[str, List[Case]] = {}
@@ -378,6 +379,10 @@ case(
     Case("start_stop_step_repeat", mx.sym.broadcast_add(D, mx.sym.arange(start=1.5, stop=4.0, step=0.5, repeat=2,
                                                                          name="ar")), {"data": (10,)}),
     Case("count_only", mx.sym.broadcast_mul(D, mx.sym.arange(4, name="ar")), {"data": (4,)}),
+    # The length (7) from the consumer's shape, not a multiple of repeat; start without a stop.
+    Case("infer_range_repeat", mx.sym.broadcast_add(D, mx.sym.elemwise_add(
+        mx.sym.Variable("w"), mx.sym.arange(start=3.0, step=-1.5, repeat=2, infer_range=True, name="ar"))),
+        {"data": (7,)}, params={"w": np.linspace(-1, 1, 7, dtype=np.float32)}),
 )
 case(
     "_contrib_arange_like",
@@ -542,6 +547,9 @@ case(
          input_makers={"data": in_range(-12, 12)}),
     Case("clip_batch_axis", mx.sym.take(D2, mx.sym.Variable("idx"), axis=0, name="tk"), {"data2": (3,)},
          params={"idx": np.array([0, 9, -3, 1], np.float32)}),
+    # In range only: out of range, MXNet and ONNX Runtime both fail (test_onnx_attr_gaps.py).
+    Case("raise_axis1", mx.sym.take(D2, D, axis=1, mode="raise", name="tk"), {"data": (3,), "data2": (5, 2)},
+         input_makers={"data": in_range(0, 2)}),
 )
 case(
     "pick",
@@ -588,6 +596,12 @@ case(
     Case("nearest_3", mx.sym.UpSampling(D, scale=3, sample_type="nearest", name="up"), {"data": (1, 2, 2)}),
     *[Case(f"bilinear_{s}", mx.sym.UpSampling(D, mx.sym.Variable("up_weight"), scale=s, sample_type="bilinear",
                                               num_filter=3, name="up"), {"data": (3, 4, 5)}) for s in (2, 3)],
+    # Each input scaled to the first one's output (x2, x1, x3 here), then concatenated or summed.
+    Case("nearest_concat_3", mx.sym.UpSampling(D, D2, mx.sym.Variable("data3"), scale=2, num_args=3,
+                                               sample_type="nearest", name="up"),
+         {"data": (2, 3, 3), "data2": (1, 6, 6), "data3": (1, 2, 2)}),
+    Case("nearest_sum", mx.sym.UpSampling(D, D2, scale=2, num_args=2, sample_type="nearest",
+                                          multi_input_mode="sum", name="up"), {"data": (2, 3, 3), "data2": (2, 6, 6)}),
 )
 case(
     "L2Normalization",
@@ -630,6 +644,11 @@ case(
     Case("alpha_transpose_b", mx.sym.linalg.gemm2(D, D2, transpose_b=True, alpha=0.5, name="gm"),
          {"data": (2, 3), "data2": (4, 3)}),
     Case("transpose_a", mx.sym.linalg.gemm2(D, D2, transpose_a=True, name="gm"), {"data": (3, 2), "data2": (3, 4)}),
+    # Rows on axis 1 of rank 4 (the batch is axis 0), and on the batch axis itself.
+    Case("axis1_rank4", mx.sym.linalg.gemm2(D, D2, axis=1, alpha=2.0, name="gm"),
+         {"data": (3, 4, 5), "data2": (5, 4, 2)}),
+    Case("axis0_transpose_b", mx.sym.linalg.gemm2(D, D2, axis=0, transpose_b=True, name="gm"),
+         {"data": (4, 5), "data2": (4, 5)}),
 )
 
 
@@ -655,6 +674,52 @@ case(
     Case("no_lengths", mx.sym.SequenceReverse(D, name="sr"), {"data": (4, 2)}),
 )
 case("_contrib_div_sqrt_dim", Case("last_axis", mx.sym.contrib.div_sqrt_dim(D, name="ds"), {"data": (3, 6)}))
+
+
+# ---- random draws (symbuilder/onnx/ops_random.py) ---------------------------------------------
+# Each random output is large (>= 400 independent draws at batch 1) so the distribution check has
+# power; a deterministic output beside it keeps the exact rule in the same graph.
+def _with_exact(draw: mx.sym.Symbol) -> mx.sym.Symbol:
+    return mx.sym.Group([mx.sym.relu(D, name="exact"), draw])
+
+
+def small_probs(rng: np.random.RandomState, shape: Tuple[int, ...]) -> np.ndarray:
+    # Rows summing to less than 1: MXNet then draws the out-of-range category k (measured).
+    return rng.uniform(0.0, 0.2, size=shape).astype(np.float32)
+
+
+def _multinomial(p: mx.sym.Symbol, **kwargs) -> mx.sym.Symbol:
+    return mx.sym.Group(list(mx.sym.sample_multinomial(p, name="mn", **kwargs)))
+
+
+case(
+    "_random_normal",
+    Case("loc_scale", _with_exact(mx.sym.random.normal(loc=1.5, scale=2.0, shape=(40, 50), name="rn")),
+         {"data": (3,)}, random=True),
+    Case("float16", _with_exact(mx.sym.random.normal(loc=-1.0, shape=(40, 50), dtype="float16", name="rn")),
+         {"data": (3,)}, random=True),
+)
+case(
+    "_random_uniform",
+    Case("low_high", _with_exact(mx.sym.random.uniform(low=-1.0, high=3.0, shape=(40, 50), name="ru")),
+         {"data": (3,)}, random=True),
+    Case("float64", _with_exact(mx.sym.random.uniform(low=2.0, high=2.5, shape=(2000,), dtype="float64",
+                                                      name="ru")), {"data": (3,)}, random=True),
+)
+case("_random_normal_like", Case("loc_scale", mx.sym.random.normal_like(D, loc=-1.0, scale=0.5, name="rn"),
+                                 {"data": (400,)}, random=True))
+case("_random_uniform_like", Case("low_high", mx.sym.random.uniform_like(D, low=2.0, high=5.0, name="ru"),
+                                  {"data": (400,)}, random=True))
+case(
+    "_sample_multinomial",
+    Case("shape_get_prob", _multinomial(mx.sym.softmax(D), shape=(20, 30), get_prob=True), {"data": (4,)},
+         random=True),
+    Case("rank3_uint8", _multinomial(mx.sym.softmax(D), dtype="uint8"), {"data": (500, 3)}, random=True),
+    Case("unnormalised_below_1", _multinomial(D, shape=(600,)), {"data": (3,)}, make_input=small_probs,
+         random=True, why="no get_prob: MXNet's log-probability of the draw k reads past the row"),
+    Case("unnormalised_above_1", _multinomial(D, shape=(600,), dtype="float32"), {"data": (4,)},
+         make_input=positive, random=True),
+)
 
 
 def all_cases() -> List[Tuple[str, Case]]:
@@ -762,6 +827,10 @@ case(
     Case("aligned", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 2), spatial_scale=0.5, sample_ratio=2,
                                             aligned=True, name="ra"), {"data": (3, 8, 9)}, batches=(2, 5),
          params={"rois": _ROIS}, min_opset=16, why="the ROIs index batch 0 and 1; aligned needs RoiAlign-16"),
+    # 12 channels = 2 outputs x (2 x 3) bins, each bin from its own channel.
+    Case("position_sensitive", mx.sym.contrib.ROIAlign(D, _R, pooled_size=(2, 3), spatial_scale=0.5, sample_ratio=2,
+                                                       position_sensitive=True, name="ra"), {"data": (12, 8, 9)},
+         batches=(2, 5), params={"rois": _ROIS}, why="the ROIs index batch 0 and 1"),
 )
 case(
     "ROIPooling",

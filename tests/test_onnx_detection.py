@@ -58,8 +58,6 @@ def test_box_nms_with_tied_scores_matches_mxnet_up_to_tie_order(opset: int, kwar
 @pytest.mark.parametrize("sym,attr", [
     (mx.sym.contrib.box_nms(mx.sym.Reshape(mx.sym.Variable("data"), shape=(0, 2, -1, 6)), name="n0"),
      "a rank-4 input"),
-    (mx.sym.contrib.ROIAlign(mx.sym.Variable("data"), mx.sym.Variable("rois"), pooled_size=(2, 2),
-                             spatial_scale=1.0, position_sensitive=True, name="n0"), "position_sensitive=True"),
 ])
 def test_detection_attributes_onnx_cannot_express_are_refused(sym: mx.sym.Symbol, attr: str) -> None:
     shapes = {"data": (2, 8, 6)} if "rois" not in sym.list_arguments() else {"data": (1, 8, 4, 4)}

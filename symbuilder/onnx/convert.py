@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from symbuilder.errors import ExportError
 from symbuilder import __version__
 from symbuilder.defaults import SUPPORTED_OPSETS
-from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges,
+from symbuilder.onnx.registry import (GraphParts, OpContext, TensorInfo, find, lookup, opset_ranges, random_ops,
                                        ranges_text, registered_ops)
 
 BATCH_DIM = "batch"
@@ -287,6 +287,8 @@ def _evaluate(sub: mx.sym.Symbol, params: Mapping[str, np.ndarray]) -> Optional[
     args, aux = sub.list_arguments(), sub.list_auxiliary_states()
     if not all(n in params for n in args + aux):
         return None
+    if any(n["op"] in random_ops() for n in json.loads(sub.tojson())["nodes"]):
+        return None  # a random draw folded into a constant would be one draw forever
     try:
         exe = sub.bind(mx.cpu(), args={n: mx.nd.array(params[n], dtype=params[n].dtype) for n in args},
                        aux_states={n: mx.nd.array(params[n], dtype=params[n].dtype) for n in aux}, grad_req="null")

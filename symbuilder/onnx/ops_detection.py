@@ -85,15 +85,27 @@ def _onnx_float(ctx: OpContext) -> int:
 
 
 def _roi_align(ctx: OpContext, **mode) -> None:
-    if ctx.attr_bool("position_sensitive", False):
-        raise ctx.error("position_sensitive=True (PSRoIAlign) has no ONNX form")
     ph, pw = ctx.attr_ints("pooled_size")
     idx, mask = _roi_batch(ctx)
     boxes = _cols(ctx, ctx.inputs[1], 1, 5, "roi_boxes")
     pooled = ctx.node("RoiAlign", [ctx.inputs[0], boxes, idx], suffix="pooled", mode="avg", output_height=ph,
                       output_width=pw, sampling_ratio=max(ctx.attr_int("sample_ratio", -1), 0),
                       spatial_scale=ctx.attr_float("spatial_scale"), **mode)
+    if ctx.attr_bool("position_sensitive", False):
+        pooled = _position_sensitive(ctx, pooled, ph, pw)
     ctx.node("Mul", [pooled, mask], ctx.outputs[:1])
+
+
+def _position_sensitive(ctx: OpContext, pooled: str, ph: int, pw: int) -> str:
+    """PSRoIAlign from RoiAlign over every channel: output (c, i, j) is pooled channel
+    (c * ph + i) * pw + j at bin (i, j) (measured against MXNet's position_sensitive=True),
+    picked by a constant Gather, so each value is copied, not recomputed."""
+    out_channels = ctx.out_shape(0)[1]
+    bins = ph * pw
+    flat = ctx.reshape(pooled, [0, -1], suffix="ps_flat")  # (R, C * bins), C = out_channels * bins
+    picks = [(c * bins + k) * bins + k for c in range(out_channels) for k in range(bins)]
+    chosen = ctx.node("Gather", [flat, ctx.ints(picks, "ps_picks")], suffix="ps_chosen", axis=1)
+    return ctx.reshape(chosen, [0, out_channels, ph, pw], suffix="ps_pooled")
 
 
 @register("_contrib_ROIAlign", opsets=(13, 15))

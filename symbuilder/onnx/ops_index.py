@@ -102,11 +102,16 @@ def argmin(ctx: OpContext) -> None:
 
 
 def _bounded(ctx: OpContext, idx: str, data: str, axis: int, mode: str) -> str:
-    """Integer indices into ``data``'s ``axis``, clipped or wrapped as MXNet's ``mode`` says."""
-    if mode not in ("clip", "wrap"):
-        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap)")
+    """Integer indices into ``data``'s ``axis``, clipped, wrapped or checked as MXNet's ``mode`` says."""
+    if mode not in ("clip", "wrap", "raise"):
+        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap, raise)")
     idx = as_int64(ctx, idx)
     dim = ctx.squeeze(dims_of(ctx, data, [axis]), [0], suffix="dim")  # at run time: the axis may be the batch
+    if mode == "raise":
+        # MXNet fails on any index outside [0, dim); ORT's Gather fails outside [-dim, dim) and
+        # counts a negative one from the end: send negatives out of range, so ORT fails too.
+        negative = ctx.node("Less", [idx, ctx.const(np.int64(0), "zero")])
+        return ctx.node("Where", [negative, dim, idx], suffix="checked")
     if mode == "wrap":
         return ctx.node("Mod", [idx, dim], fmod=0)  # integer Mod: Python's sign, as MXNet's wrap
     last = ctx.node("Sub", [dim, ctx.const(np.int64(1), "one")])

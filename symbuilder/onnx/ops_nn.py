@@ -4,7 +4,7 @@ resizing, normalizations, matrix products and a few elementwise activations.
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,11 +36,14 @@ def adaptive_avg_pooling_2d(ctx: OpContext) -> None:
     ctx.node("MatMul", [ctx.const(_bin_matrix(h, oh), "rows"), cols], ctx.outputs[:1])
 
 
-def _resize(ctx: OpContext, out_hw: Tuple[int, int], mode: str, transform: str, **extra) -> None:
-    """Resize to static (H, W) with the runtime batch and channels (sizes, not float scales)."""
-    sizes = ctx.node("Concat", [shape_of(ctx, ctx.inputs[0], 0, 2), ctx.ints(out_hw, "hw")], suffix="sizes", axis=0)
-    ctx.node("Resize", [ctx.inputs[0], "", "", sizes], ctx.outputs[:1], mode=mode,
-             coordinate_transformation_mode=transform, **extra)
+def _resize(ctx: OpContext, out_hw: Tuple[int, int], mode: str, transform: str, i: int = 0,
+            outputs: Optional[Sequence[str]] = None, **extra) -> str:
+    """Resize input i to static (H, W) with the runtime batch and channels (sizes, not float
+    scales), into ``outputs`` (default: the op's output)."""
+    x = ctx.inputs[i]
+    sizes = ctx.node("Concat", [shape_of(ctx, x, 0, 2), ctx.ints(out_hw, "hw")], suffix="sizes", axis=0)
+    return ctx.node("Resize", [x, "", "", sizes], ctx.outputs[:1] if outputs is None else outputs, mode=mode,
+                    coordinate_transformation_mode=transform, **extra)
 
 
 @register("_contrib_BilinearResize2D")
@@ -59,10 +62,20 @@ def upsampling(ctx: OpContext) -> None:
         return
     if sample_type != "nearest":
         raise ctx.error(f"sample_type='{sample_type}' is not supported (nearest, bilinear)")
-    if ctx.attr_int("num_args", 1) != 1:
-        raise ctx.error(f"num_args={ctx.attr_int('num_args')} (several inputs summed) is not supported")
-    # Integer scale, nearest: output pixel (i, j) is input (i // s, j // s).
-    _resize(ctx, ctx.out_shape(0)[2:], "nearest", "asymmetric", nearest_mode="floor")
+    # Integer scale, nearest: output pixel (i, j) is input (i // s, j // s). With several inputs
+    # each is scaled to the first one's output size, then they are concatenated along the
+    # channels or summed (multi_input_mode; measured against numpy, scales 1, 2 and 3).
+    num_args = ctx.attr_int("num_args", 1)
+    out_hw = ctx.out_shape(0)[2:]
+    if num_args == 1:
+        _resize(ctx, out_hw, "nearest", "asymmetric", nearest_mode="floor")
+        return
+    scaled = [_resize(ctx, out_hw, "nearest", "asymmetric", i=i, outputs=[ctx.fresh(f"up{i}")], nearest_mode="floor")
+              for i in range(num_args)]
+    if ctx.attr_str("multi_input_mode", "concat") == "sum":
+        ctx.node("Sum", scaled, ctx.outputs[:1])
+    else:
+        ctx.node("Concat", scaled, ctx.outputs[:1], axis=1)
 
 
 def _bilinear_upsampling(ctx: OpContext) -> None:
@@ -173,16 +186,29 @@ def batch_dot(ctx: OpContext) -> None:
     ctx.node("MatMul", [a, b], ctx.outputs[:1])
 
 
+def _swapped(rank: int, i: int, j: int) -> list:
+    perm = list(range(rank))
+    perm[i], perm[j] = j, i
+    return perm
+
+
 @register("_linalg_gemm2")
 def linalg_gemm2(ctx: OpContext) -> None:
-    if ctx.attr_int("axis", -2) not in (-2, ctx.in_rank(0) - 2):
-        raise ctx.error(f"axis={ctx.attr_int('axis')} (matrices not in the last two axes) is not supported")
     a, b = ctx.inputs[:2]
     ra = ctx.in_rank(0)
+    # axis holds the matrix rows (columns stay last): MXNet swaps it with axis -2, multiplies,
+    # and swaps back (measured against numpy, axis 0, 1 and -3).
+    rows = normalize_axis(ctx.attr_int("axis", -2), ra, ctx)
+    if rows != ra - 2:
+        if ctx.in_rank(1) != ra:
+            raise ctx.error(f"axis={ctx.attr_int('axis')} needs inputs of one rank (ranks {ra}, {ctx.in_rank(1)})")
+        a, b = (ctx.transpose(x, _swapped(ra, rows, ra - 2), suffix="rows_last") for x in (a, b))
     a = _last_two_swapped(ctx, a, ra) if ctx.attr_bool("transpose_a", False) else a
     b = _last_two_swapped(ctx, b, ctx.in_rank(1)) if ctx.attr_bool("transpose_b", False) else b
     alpha = ctx.attr_float("alpha", 1.0)
-    if alpha == 1.0:
-        ctx.node("MatMul", [a, b], ctx.outputs[:1])
-    else:
-        ctx.node("Mul", [ctx.node("MatMul", [a, b]), ctx.scalar_like(alpha, 0, "alpha")], ctx.outputs[:1])
+    out = ctx.outputs[:1] if rows == ra - 2 else None
+    product = ctx.node("MatMul", [a, b], None if alpha != 1.0 else out)
+    if alpha != 1.0:
+        product = ctx.node("Mul", [product, ctx.scalar_like(alpha, 0, "alpha")], out)
+    if rows != ra - 2:
+        ctx.transpose(product, _swapped(ra, rows, ra - 2), ctx.outputs[:1])

@@ -33,10 +33,17 @@ def rnn_param_concat(ctx: OpContext) -> None:
 
 def _refuse_unsupported(ctx: OpContext) -> None:
     if ctx.attr_int("projection_size", None) is not None:
-        raise ctx.error("projection_size (LSTMP) has no ONNX LSTM form")
+        # MXNet's CPU kernel runs LSTMP; ONNX LSTM has no projection of the recurrent state, so
+        # only a step-by-step unrolled loop of MatMuls could express it.
+        raise ctx.error("projection_size (LSTMP) has no ONNX LSTM form (ONNX LSTM has no projection; it would "
+                        "need the sequence unrolled step by step)")
     for key in ("lstm_state_clip_min", "lstm_state_clip_max"):
         if ctx.attr_float(key, None) is not None:
-            raise ctx.error(f"{key} (clipping the cell state) has no ONNX LSTM form")
+            # Measured: MXNet 1.9.1's CPU kernel ignores the clip (outputs equal the unclipped
+            # run); cuDNN clips the cell state; ONNX LSTM's `clip` bounds the gates' inputs
+            # instead (ORT with clip=0.2 differs from both by 0.87). No form matches MXNet.
+            raise ctx.error(f"{key} is backend-dependent in MXNet 1.9.1 (the CPU kernel ignores it, cuDNN clips the "
+                            "cell state) and ONNX LSTM's clip bounds the gate inputs, not the cell state")
     if ctx.attr_bool("use_sequence_length", False):
         # Measured: MXNet 1.9.1's CPU kernel ignores the lengths (the output equals the run
         # without them); cuDNN honours them. There is no single MXNet answer to reproduce.

@@ -99,18 +99,31 @@ def zeros(ctx: OpContext) -> None:
 
 @register("_arange")
 def arange(ctx: OpContext) -> None:
-    if ctx.attr_bool("infer_range", False):
-        raise ctx.error("infer_range=True (a stop inferred from another tensor) is not supported")
     start = ctx.attr_float("start", 0.0)
     stop = ctx.attr_float("stop", None)
     step = ctx.attr_float("step", 1.0)
     repeat = ctx.attr_int("repeat", 1)
-    if stop is None:  # arange(n) counts 0..n
-        start, stop = 0.0, start
+    length = None
+    if ctx.attr_bool("infer_range", False):
+        # The length comes from MXNet's shape inference (the consumer's shape); start stays the
+        # start even without a stop (measured: arange(start=3, infer_range=True) -> 3, 4, ...).
+        length = _inferred_length(ctx)
+        n = -(-length // repeat)
+    else:
+        if stop is None:  # arange(n) counts 0..n
+            start, stop = 0.0, start
+        n = max(int(math.ceil((stop - start) / step)), 0)
     # Values as MXNet's kernel writes them: start + i * step in double, then cast.
-    n = max(int(math.ceil((stop - start) / step)), 0)
-    values = np.repeat(start + np.arange(n, dtype=np.float64) * step, repeat)
+    values = np.repeat(start + np.arange(n, dtype=np.float64) * step, repeat)[:length]
     emit_constant(ctx, values.astype(np.dtype(ctx.attr_str("dtype", "float32"))))
+
+
+def _inferred_length(ctx: OpContext) -> int:
+    """infer_range's output length: fixed in the graph, so it must not change with the batch."""
+    if ctx.dynamic_batch and any(ctx.output_infos[0].batch_dims):
+        raise ctx.error("infer_range=True takes its length from a tensor that changes with the batch "
+                        "size; export with dynamic_batch=False or use contrib.arange_like")
+    return int(np.prod(ctx.out_shape(0)))
 
 
 @register("_contrib_arange_like")

@@ -28,6 +28,10 @@ Translation = Callable[["OpContext"], None]
 # op name -> [(lo, hi, translation)], sorted by lo.
 _REGISTRY: Dict[str, List[Tuple[int, int, Translation]]] = {}
 
+# The MXNet ops whose outputs are random draws: no two runs agree on their values, so parity
+# checks what depends on them by distribution (symbuilder.proof) and export never folds them.
+_RANDOM_OPS: set = set()
+
 # Sentinel for "attribute has no default: it must be present".
 _REQUIRED = object()
 
@@ -36,10 +40,14 @@ def _describe(fn: Translation) -> str:
     return f"{fn.__module__}.{fn.__name__}"
 
 
-def register(op_name: str, opsets: Optional[Tuple[int, int]] = None) -> Callable[[Translation], Translation]:
+def register(op_name: str, opsets: Optional[Tuple[int, int]] = None,
+             random: bool = False) -> Callable[[Translation], Translation]:
     """Register ``fn`` as the translation of MXNet op ``op_name`` for the inclusive opset range
-    ``opsets`` (default: every supported opset). Ranges of one op must not overlap."""
+    ``opsets`` (default: every supported opset). Ranges of one op must not overlap. ``random``:
+    the op draws random values (see random_ops)."""
     lo, hi = OPSET_RANGE if opsets is None else opsets
+    if random:
+        _RANDOM_OPS.add(op_name)
 
     def deco(fn: Translation) -> Translation:
         if not OPSET_RANGE[0] <= lo <= hi <= OPSET_RANGE[1]:
@@ -63,6 +71,11 @@ def registered_ops(opset: Optional[int] = None) -> List[str]:
     """The MXNet op names that have a translation (at ``opset``, or at any opset), sorted."""
     return sorted(op for op, versions in _REGISTRY.items()
                   if opset is None or any(lo <= opset <= hi for lo, hi, _ in versions))
+
+
+def random_ops() -> frozenset:
+    """The MXNet ops registered as drawing random values."""
+    return frozenset(_RANDOM_OPS)
 
 
 def opset_ranges(op_name: str) -> List[Tuple[int, int]]:

@@ -322,7 +322,9 @@ def _output_figures(figures: Mapping[str, Any]) -> List[Dict[str, Any]]:
     for row in figures["details"]:
         entry = outputs.setdefault(row["output"], {"name": row["output"], "max_abs": 0.0,
                                                    "exact": False, "passed": True})
-        entry["max_abs"] = max(entry["max_abs"], row["max_abs"])
+        entry["max_abs"] = max(entry["max_abs"], row.get("max_abs", 0.0))  # none: a random output
+        if "distribution" in row:
+            entry["distribution"] = row["distribution"]
         entry["exact"] = entry["exact"] or bool(row.get("exact"))
         entry["passed"] = entry["passed"] and row["passed"]
     return list(outputs.values())
