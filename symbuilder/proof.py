@@ -30,16 +30,18 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from .defaults import (DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL, DEFAULT_SEED,
                        TOLERANCE_RULE)
 from .errors import ExportError
+
+if TYPE_CHECKING:  # annotations only: ONNX Runtime is imported on first use (_ort)
+    import onnxruntime as ort
 
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "DEFAULT_RANDOM_SAMPLES", "DEFAULT_SEED",
            "TOLERANCE_RULE", "ParityReport", "compare", "feature_range", "mxnet_forward",
@@ -135,13 +137,23 @@ def _model_bytes(model: Union[onnx.ModelProto, bytes, str]) -> bytes:
         return f.read()
 
 
-def session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> ort.InferenceSession:
+def _ort() -> Any:
+    """onnxruntime, imported when a first session is made: a build that exports no ONNX
+    model (formats: [checkpoint]) never pays its import (20..45 ms here; issue 12's
+    whole-build benchmark). Commands that always need it import it at start-up, with
+    signals blocked (cli._import_heavy)."""
+    import onnxruntime  # lazy: see the docstring
+    return onnxruntime
+
+
+def session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> "ort.InferenceSession":
     data = _model_bytes(model)
     key = (hashlib.sha256(data).hexdigest(), optimize)
     cached = _SESSION_CACHE.get(key)
     if cached is not None:
         _SESSION_CACHE.move_to_end(key)
         return cached
+    ort = _ort()
     options = ort.SessionOptions()
     options.intra_op_num_threads = _ORT_THREADS
     options.inter_op_num_threads = 1

@@ -17,7 +17,7 @@ from ..data.images import IMAGE_FORMATS, image_read_options, pixel_statistics
 from ..data.sources import ReadOptions, source_format
 from ..files import deferred_sync, write_atomic
 from ..spec.model import Spec
-from . import checkpoint, curves, deploy, folder, onnxfile, triton
+from . import checkpoint, curves, deploy, folder, triton
 
 # prove(staging folder, manifest so far, ONNX model bytes or None): adds the figures to the
 # manifest (its "parity"), raises ExportError when the staged export fails its proof.
@@ -76,6 +76,9 @@ def _write_models(spec: Spec, result: "TrainResult", staging: str, input_shapes:
     if "onnx" not in formats and "triton" not in formats:
         return None
     options = spec.export.onnx
+    # Imported here: the translations (symbuilder.onnx, ~190 ops) cost 20..45 ms to import,
+    # which a checkpoint-only build does not need (issue 12's whole-build benchmark).
+    from . import onnxfile  # lazy: see above
     onnx_path = onnxfile.export_onnx(staging, spec.name, result.symbol, result.arg_params,
                                      result.aux_params, input_shapes, opset=options.opset,
                                      dynamic_batch=options.dynamic_batch,

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -236,10 +237,10 @@ def versions() -> Dict[str, str]:
     import onnx  # lazy: as mxnet above
     out = {"symbuilder": __version__, "python": platform.python_version(),
            "mxnet": mxnet.__version__, "numpy": np.__version__, "onnx": onnx.__version__}
-    try:
-        import onnxruntime  # lazy: as mxnet above
-        out["onnxruntime"] = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - a declared dependency
+    try:  # the installed distribution's version, without importing it (a checkpoint-only
+        #   build does not use ONNX Runtime)
+        out["onnxruntime"] = importlib.metadata.version("onnxruntime")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a declared dependency
         pass
     return out
 
