@@ -103,7 +103,7 @@ def _ssd_head(num_classes: int = 3) -> mx.sym.Symbol:
     return mx.sym.contrib.box_nms(dets, overlap_thresh=0.45, valid_thresh=0.3, topk=60, id_index=0, name="nms")
 
 
-def test_ssd_head() -> None:
+def ssd_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     sym = _ssd_head()
     shapes = {"data": (3, 3, 32, 32)}
     # Predictor weights small, as trained ones are: random 0.5-scale weights saturate the softmax
@@ -112,8 +112,12 @@ def test_ssd_head() -> None:
     arg_shapes = dict(zip(sym.list_arguments(), sym.infer_shape(**shapes)[0]))
     small = {n: (rng.randn(*arg_shapes[n]) * 0.02).astype(np.float32) for n in arg_shapes
              if n.startswith(("cls", "box")) and n.endswith("_weight")}
-    params = _random_params(sym, shapes, small)
-    _check(sym, params, _images(3, 32))
+    return sym, _random_params(sym, shapes, small), _images(3, 32), (1, 3)
+
+
+def test_ssd_head() -> None:
+    sym, params, inputs, batches = ssd_case()
+    _check(sym, params, inputs, batches)
     # The graph really suppresses and keeps: some rows are -1, some are detections.
     nms = mxnet_reference(sym, params, _images(3, 32)(np.random.RandomState(1), 1))[0]
     assert 0 < (nms[0, :, 1] > 0).sum() < nms.shape[1]
@@ -122,7 +126,7 @@ def test_ssd_head() -> None:
 # ---- Faster R-CNN ------------------------------------------------------------------------------
 
 
-def test_faster_rcnn_roialign_stage() -> None:
+def faster_rcnn_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     data = mx.sym.Variable("data")
     feat = _conv_block(_conv_block(data, 8, "c1", stride=2), 16, "c2")  # stride 2: 16 x 16
     pooled = mx.sym.contrib.ROIAlign(feat, mx.sym.Variable("rois"), pooled_size=(4, 4), spatial_scale=0.5,
@@ -136,21 +140,29 @@ def test_faster_rcnn_roialign_stage() -> None:
     xy = rng.uniform(0, 20, size=(6, 2))
     rois = np.concatenate([[[0], [1], [0], [1], [1], [0]], xy, xy + rng.uniform(4, 12, size=(6, 2))], axis=1)
     params = _random_params(sym, {"data": (4, 3, 32, 32)}, {"rois": rois.astype(np.float32)})
-    _check(sym, params, _images(3, 32), batches=(2, 4))
+    return sym, params, _images(3, 32), (2, 4)
+
+
+def test_faster_rcnn_roialign_stage() -> None:
+    _check(*faster_rcnn_case())
 
 
 # ---- FCN / DeepLab -----------------------------------------------------------------------------
 
 
-def test_fcn_bilinear_upsampling_head() -> None:
+def fcn_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     data = mx.sym.Variable("data")
     x = _conv_block(_conv_block(data, 8, "s1", stride=2), 8, "s2", stride=2)  # 1/4
     x = _conv_block(x, 8, "aspp", dilate=2)  # DeepLab's atrous conv
     logits = mx.sym.Convolution(x, kernel=(1, 1), num_filter=5, name="classifier")
     up = mx.sym.contrib.BilinearResize2D(logits, data, mode="like", align_corners=False, name="upsample")
     sym = mx.sym.softmax(up, axis=1, name="seg_prob")
-    _check(sym, _random_params(sym, {"data": (3, 3, 24, 20)}, {}),
-           lambda rng, batch: {"data": rng.randn(batch, 3, 24, 20).astype(np.float32)})
+    return (sym, _random_params(sym, {"data": (3, 3, 24, 20)}, {}),
+            lambda rng, batch: {"data": rng.randn(batch, 3, 24, 20).astype(np.float32)}, (1, 3))
+
+
+def test_fcn_bilinear_upsampling_head() -> None:
+    _check(*fcn_case())
 
 
 # ---- recurrent ---------------------------------------------------------------------------------
@@ -164,17 +176,21 @@ def _gluon_symbol(block: gluon.HybridBlock, example: np.ndarray) -> Tuple[mx.sym
     return sym, {name: p.data().asnumpy() for name, p in block.collect_params().items()}
 
 
-def test_bidirectional_lstm_encoder() -> None:
+def bilstm_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     net = gluon.nn.HybridSequential(prefix="enc_")
     with net.name_scope():
         net.add(gluon.rnn.LSTM(8, num_layers=2, bidirectional=True, layout="NTC", input_size=6))
         net.add(gluon.nn.Dense(3, flatten=False))
     sequences = lambda rng, batch: {"data": rng.randn(batch, 5, 6).astype(np.float32)}  # noqa: E731
     sym, params = _gluon_symbol(net, sequences(np.random.RandomState(0), 3)["data"])
-    _check(sym, params, sequences)
+    return sym, params, sequences, (1, 3)
 
 
-def test_gru_language_model() -> None:
+def test_bidirectional_lstm_encoder() -> None:
+    _check(*bilstm_case())
+
+
+def gru_lm_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     vocab = 20
     net = gluon.nn.HybridSequential(prefix="lm_")
     with net.name_scope():
@@ -183,7 +199,11 @@ def test_gru_language_model() -> None:
         net.add(gluon.nn.Dense(vocab, flatten=False))
     tokens = lambda rng, batch: {"data": rng.randint(0, vocab, size=(batch, 5)).astype(np.float32)}  # noqa: E731
     sym, params = _gluon_symbol(net, tokens(np.random.RandomState(0), 3)["data"])
-    _check(sym, params, tokens)
+    return sym, params, tokens, (1, 3)
+
+
+def test_gru_language_model() -> None:
+    _check(*gru_lm_case())
 
 
 # ---- transformer -------------------------------------------------------------------------------
@@ -207,11 +227,19 @@ def _encoder_block(units: int = 12, heads: int = 3, seq: int = 6) -> mx.sym.Symb
     return mx.sym.swapaxes(mx.sym.LayerNorm(h + ffn, name="ln2"), dim1=0, dim2=1)
 
 
-def test_transformer_encoder_block_with_interleaved_attention() -> None:
+def transformer_case() -> Tuple[mx.sym.Symbol, Dict[str, np.ndarray], Inputs, Tuple[int, int]]:
     sym = _encoder_block()
 
     def inputs(rng: np.random.RandomState, batch: int) -> Dict[str, np.ndarray]:
         return {"data": rng.randn(batch, 6, 12).astype(np.float32),
                 "valid_length": rng.randint(1, 7, size=(batch,)).astype(np.float32)}
 
-    _check(sym, _random_params(sym, {"data": (3, 6, 12), "valid_length": (3,)}, {}), inputs)
+    return sym, _random_params(sym, {"data": (3, 6, 12), "valid_length": (3,)}, {}), inputs, (1, 3)
+
+
+def test_transformer_encoder_block_with_interleaved_attention() -> None:
+    _check(*transformer_case())
+
+
+CASES = {"ssd": ssd_case, "faster_rcnn": faster_rcnn_case, "fcn": fcn_case, "bilstm": bilstm_case,
+         "gru_lm": gru_lm_case, "transformer": transformer_case}
