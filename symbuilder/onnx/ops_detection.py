@@ -30,9 +30,7 @@ def _half(ctx: OpContext, x: str, suffix: str) -> str:
 
 @register("_contrib_box_decode")
 def box_decode(ctx: OpContext) -> None:
-    fmt = ctx.attr_str("format", "center")
-    if fmt not in ("center", "corner"):
-        raise ctx.error(f"format '{fmt}' is not supported (center, corner)")
+    fmt = ctx.attr_str("format", "center")  # center or corner: all MXNet's parser accepts
     std = np.asarray([ctx.attr_float(f"std{i}", 1.0) for i in range(4)], dtype=ctx.input_infos[0].dtype)
     clip = ctx.attr_float("clip", -1.0)
     data, anchors = ctx.inputs[:2]
@@ -194,9 +192,7 @@ def _class_planes(ctx: OpContext, data: str) -> str:
 def _check_nms(ctx: OpContext) -> None:
     if ctx.in_rank(0) != 3:
         raise ctx.error(f"a rank-{ctx.in_rank(0)} input is not supported (rank 3: batch, boxes, box width)")
-    for key in ("in_format", "out_format"):
-        if ctx.attr_str(key, "corner") not in ("corner", "center"):
-            raise ctx.error(f"{key}='{ctx.attr_str(key)}' is not supported (corner, center)")
+    # in_format/out_format: corner or center, all MXNet's parser accepts.
 
 
 @register("_contrib_box_nms")
