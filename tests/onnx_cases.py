@@ -871,6 +871,10 @@ case(
                                                               name="nms"), {"data": (10, 7)}, detections),
     Case("corner_to_center", mx.sym.contrib.box_nms(D, out_format="center", overlap_thresh=0.4, name="nms"),
          {"data": (10, 6)}, detections),
+    # MXNet treats every axis before (boxes, width) as batch: a rank-4 input (rank 2 is pinned in
+    # test_onnx_ops_refusals: its boxes axis is the batch).
+    Case("rank4", mx.sym.contrib.box_nms(D, overlap_thresh=0.3, name="nms"), {"data": (2, 12, 6)},
+         lambda rng, shape: detections(rng, (shape[0] * shape[1],) + shape[2:]).reshape(shape)),
     # Per-class NMS (GluonCV SSD's setting): boxes of different ids never suppress each other.
     Case("per_class", mx.sym.contrib.box_nms(D, id_index=0, overlap_thresh=0.3, name="nms"), {"data": (12, 6)},
          detections),
