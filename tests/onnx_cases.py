@@ -194,6 +194,9 @@ case(
 case(
     "Embedding",
     Case("float_indices", mx.sym.Embedding(D, input_dim=10, output_dim=3, name="emb"), {"data": (4,)}, indices(10)),
+    # sparse_grad changes the gradient's storage only: the forward lookup is the same.
+    Case("sparse_grad", mx.sym.Embedding(D, input_dim=10, output_dim=3, sparse_grad=True, name="emb"), {"data": (4,)},
+         indices(10)),
 )
 
 # ---- loss heads (their label never reaches the ONNX graph) ------------------------------------
@@ -628,6 +631,10 @@ case(
          {"data": (4,)}, params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)}),
     Case("3d_tensordot", mx.sym.dot(D, mx.sym.Variable("w"), name="dt"), {"data": (2, 3)},
          params={"w": np.linspace(-1, 1, 15, dtype=np.float32).reshape(3, 5)}),
+    # forward_stype only names the output's storage: on dense inputs MXNet computes the dense product.
+    *[Case(f"forward_stype_{stype}", mx.sym.dot(D, mx.sym.Variable("w"), forward_stype=stype, name="dt"),
+           {"data": (4,)}, params={"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)})
+      for stype in ("default", "csr", "row_sparse")],
     # N-D with transposes: transpose_a contracts a's first (batch) axis, transpose_b b's last.
     Case("3d_transpose_a_over_batch", mx.sym.dot(D, D2, transpose_a=True, name="dt"), {"data": (2, 3), "data2": (4,)}),
     Case("3d_transpose_b_3d_param", mx.sym.dot(D, mx.sym.Variable("w"), transpose_b=True, name="dt"), {"data": (2, 3)},
@@ -864,6 +871,10 @@ case(
                                                               name="nms"), {"data": (10, 7)}, detections),
     Case("corner_to_center", mx.sym.contrib.box_nms(D, out_format="center", overlap_thresh=0.4, name="nms"),
          {"data": (10, 6)}, detections),
+    # MXNet treats every axis before (boxes, width) as batch: a rank-4 input (rank 2 is pinned in
+    # test_onnx_ops_refusals: its boxes axis is the batch).
+    Case("rank4", mx.sym.contrib.box_nms(D, overlap_thresh=0.3, name="nms"), {"data": (2, 12, 6)},
+         lambda rng, shape: detections(rng, (shape[0] * shape[1],) + shape[2:]).reshape(shape)),
     # Per-class NMS (GluonCV SSD's setting): boxes of different ids never suppress each other.
     Case("per_class", mx.sym.contrib.box_nms(D, id_index=0, overlap_thresh=0.3, name="nms"), {"data": (12, 6)},
          detections),

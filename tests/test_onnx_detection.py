@@ -15,6 +15,7 @@ import pytest
 
 from symbuilder.errors import ExportError
 from symbuilder.onnx import to_onnx
+from onnx_cases import detections
 from test_onnx_translations import mxnet_reference, ort_run
 
 
@@ -55,16 +56,17 @@ def test_box_nms_with_tied_scores_matches_mxnet_up_to_tie_order(opset: int, kwar
         assert (expected[:, :, 1] > 0).sum() >= 4 * batch  # something was kept: one per cluster at least
 
 
-@pytest.mark.parametrize("sym,attr", [
-    (mx.sym.contrib.box_nms(mx.sym.Reshape(mx.sym.Variable("data"), shape=(0, 2, -1, 6)), name="n0"),
-     "a rank-4 input"),
-])
-def test_detection_attributes_onnx_cannot_express_are_refused(sym: mx.sym.Symbol, attr: str) -> None:
-    shapes = {"data": (2, 8, 6)} if "rois" not in sym.list_arguments() else {"data": (1, 8, 4, 4)}
-    params = {"rois": np.array([[0, 0, 0, 2, 2]], np.float32)} if "rois" in sym.list_arguments() else {}
-    with pytest.raises(ExportError, match=r"^cannot export MXNet op '\w+' \(node 'n0'\): ") as info:
-        to_onnx(sym, params, shapes)
-    assert attr in str(info.value)
+def test_box_nms_of_a_rank_4_tensor_matches_mxnet() -> None:
+    # Once refused ("a rank-4 input is not supported"): MXNet takes every axis before (boxes,
+    # width) as batch, and so does the export, with the batch axis still dynamic.
+    sym = mx.sym.contrib.box_nms(mx.sym.Reshape(mx.sym.Variable("data"), shape=(0, 2, -1, 6)), name="n0")
+    model = to_onnx(sym, {}, {"data": (2, 24, 6)})
+    for batch in (1, 3):
+        x = detections(np.random.RandomState(batch), (batch * 2, 12, 6)).reshape(batch, 24, 6)
+        expected = mxnet_reference(sym, {}, {"data": x})[0]
+        assert expected.shape == (batch, 2, 12, 6) and (expected[..., 1] > 0).sum() >= batch * 2
+        for optimize in (True, False):
+            np.testing.assert_allclose(ort_run(model, {"data": x}, optimize)[0], expected, rtol=0, atol=1e-6)
 
 
 def test_roialign_aligned_needs_opset_16() -> None:

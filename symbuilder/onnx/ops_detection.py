@@ -30,9 +30,7 @@ def _half(ctx: OpContext, x: str, suffix: str) -> str:
 
 @register("_contrib_box_decode")
 def box_decode(ctx: OpContext) -> None:
-    fmt = ctx.attr_str("format", "center")
-    if fmt not in ("center", "corner"):
-        raise ctx.error(f"format '{fmt}' is not supported (center, corner)")
+    fmt = ctx.attr_str("format", "center")  # center or corner: all MXNet's parser accepts
     std = np.asarray([ctx.attr_float(f"std{i}", 1.0) for i in range(4)], dtype=ctx.input_infos[0].dtype)
     clip = ctx.attr_float("clip", -1.0)
     data, anchors = ctx.inputs[:2]
@@ -152,7 +150,7 @@ def _nms_candidates(ctx: OpContext, data: str, score: str) -> str:
         not_bg = ctx.node("Not", [ctx.node("Equal", [_column(ctx, data, id_index, "ids"),
                                                      ctx.scalar_like(float(background), 0, "background")])])
         valid = ctx.node("And", [valid, not_bg], suffix="valid_fg")
-    topk, n = ctx.attr_int("topk", -1), ctx.in_shape(0)[1]
+    topk, n = ctx.attr_int("topk", -1), ctx.in_shape(0)[-2]
     if 0 < topk < n:
         lowest = ctx.scalar_like(np.finfo(np.dtype(ctx.input_infos[0].dtype)).min, 0, "lowest")
         ranked = ctx.node("Where", [valid, score, lowest], suffix="ranked")
@@ -192,17 +190,21 @@ def _class_planes(ctx: OpContext, data: str) -> str:
 
 
 def _check_nms(ctx: OpContext) -> None:
-    if ctx.in_rank(0) != 3:
-        raise ctx.error(f"a rank-{ctx.in_rank(0)} input is not supported (rank 3: batch, boxes, box width)")
-    for key in ("in_format", "out_format"):
-        if ctx.attr_str(key, "corner") not in ("corner", "center"):
-            raise ctx.error(f"{key}='{ctx.attr_str(key)}' is not supported (corner, center)")
+    # MXNet treats every axis before the last two as batch (measured: ranks 2 and 4 run); the
+    # translation flattens them to one, but the boxes axis sizes TopK and NonMaxSuppression statically.
+    batch_dims = ctx.input_infos[0].batch_dims
+    if ctx.dynamic_batch and len(batch_dims) >= 2 and batch_dims[-2]:
+        raise ctx.error(f"the boxes axis of the {ctx.in_shape(0)} input changes with the batch size (rank "
+                        f"{ctx.in_rank(0)}: boxes are the second-to-last axis); export with dynamic_batch=False")
+    # in_format/out_format: corner or center, all MXNet's parser accepts.
 
 
 @register("_contrib_box_nms")
 def box_nms(ctx: OpContext) -> None:
     _check_nms(ctx)
-    data = ctx.inputs[0]
+    data, rank = ctx.inputs[0], ctx.in_rank(0)
+    if rank != 3:  # (..., boxes, width) -> (batch, boxes, width), and back at the end
+        data = ctx.reshape(data, [-1] + list(ctx.in_shape(0)[-2:]), suffix="as_3d")
     score = _column(ctx, data, ctx.attr_int("score_index", 1), "score")
     neg_inf = ctx.scalar_like(-np.inf, 0, "neg_inf")
     nms_scores = ctx.unsqueeze(ctx.node("Where", [_nms_candidates(ctx, data, score), score, neg_inf],
@@ -212,19 +214,22 @@ def box_nms(ctx: OpContext) -> None:
     kept = _kept(ctx, data, score, nms_scores)
     # Kept rows first, by descending score: sort on the score with every dropped row at -inf.
     order = _descending_order(ctx, ctx.node("Where", [kept, score, neg_inf], suffix="sort_key"),
-                              ctx.in_shape(0)[1], "order")
+                              ctx.in_shape(0)[-2], "order")
     rows = _out_format(ctx, data, ctx.attr_int("coord_start", 2), ctx.attr_str("in_format", "corner") == "center")
     index = ctx.node("Expand", [ctx.unsqueeze(order, [2], suffix="order_3d"), ctx.node("Shape", [rows])],
                      suffix="row_index")
     sorted_rows = ctx.node("GatherElements", [rows, index], suffix="sorted_rows", axis=1)
     kept_sorted = ctx.unsqueeze(ctx.node("GatherElements", [kept, order], suffix="kept_sorted", axis=1), [2],
                                 suffix="kept_sorted_3d")
-    ctx.node("Where", [kept_sorted, sorted_rows, ctx.scalar_like(-1.0, 0, "minus_one")], ctx.outputs[:1])
+    result = ctx.node("Where", [kept_sorted, sorted_rows, ctx.scalar_like(-1.0, 0, "minus_one")],
+                      ctx.outputs[:1] if rank == 3 else None)
+    if rank != 3:
+        ctx.reshape(result, ctx.reshape_target(ctx.output_infos[0]), ctx.outputs[:1])
 
 
 def _kept(ctx: OpContext, data: str, score: str, nms_scores: str) -> str:
     """Bool (B, N): the boxes NonMaxSuppression selects (in any class plane)."""
-    start, n = ctx.attr_int("coord_start", 2), ctx.in_shape(0)[1]
+    start, n = ctx.attr_int("coord_start", 2), ctx.in_shape(0)[-2]
     boxes = ctx.node("Slice", [data, ctx.ints([start], "box_start"), ctx.ints([start + 4], "box_end"),
                                ctx.ints([2], "box_axis")], suffix="boxes")
     # -inf scores are below any threshold, whether a runtime compares with > or >=.
@@ -256,7 +261,7 @@ def _out_format(ctx: OpContext, data: str, start: int, in_center: bool) -> str:
     out_center = ctx.attr_str("out_format", "corner") == "center"
     if out_center == in_center:
         return data
-    width = ctx.in_shape(0)[2]
+    width = ctx.in_shape(0)[-1]
     a, b = _cols(ctx, data, start, start + 2, "fmt_a"), _cols(ctx, data, start + 2, start + 4, "fmt_b")
     if in_center:  # (x, y, w, h) -> corners
         half = _half(ctx, b, "fmt_half")

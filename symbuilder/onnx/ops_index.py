@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
-from symbuilder.onnx.ops_tensor import dims_of, onnx_dtype, shape_of
+from symbuilder.onnx.ops_tensor import attr_dtype, dims_of, onnx_dtype, shape_of
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
 
 
@@ -44,9 +44,7 @@ def _topk(ctx: OpContext, x: str, axis: int, k: int, largest: bool) -> tuple:
 @register("topk")
 def topk(ctx: OpContext) -> None:
     x, axis = _sort_input(ctx, -1)
-    ret = ctx.attr_str("ret_typ", "indices")
-    if ret not in ("value", "indices", "both", "mask"):
-        raise ctx.error(f"ret_typ='{ret}' is not supported (value, indices, both, mask)")
+    ret = ctx.attr_str("ret_typ", "indices")  # value, indices, both or mask: all MXNet's parser accepts
     values, idx = _topk(ctx, x, axis, ctx.attr_int("k", 1), largest=not ctx.attr_bool("is_ascend", False))
     dtype = ctx.attr_str("dtype", "float32")
     if ret == "mask":
@@ -102,9 +100,8 @@ def argmin(ctx: OpContext) -> None:
 
 
 def _bounded(ctx: OpContext, idx: str, data: str, axis: int, mode: str) -> str:
-    """Integer indices into ``data``'s ``axis``, clipped, wrapped or checked as MXNet's ``mode`` says."""
-    if mode not in ("clip", "wrap", "raise"):
-        raise ctx.error(f"mode='{mode}' is not supported (clip, wrap, raise)")
+    """Integer indices into ``data``'s ``axis``, clipped, wrapped or checked as MXNet's ``mode`` says
+    (clip, wrap or raise: all MXNet's parser accepts)."""
     idx = as_int64(ctx, idx)
     dim = ctx.squeeze(dims_of(ctx, data, [axis]), [0], suffix="dim")  # at run time: the axis may be the batch
     if mode == "raise":
@@ -127,8 +124,7 @@ def take(ctx: OpContext) -> None:
 
 @register("pick")
 def pick(ctx: OpContext) -> None:
-    if _explicit_none(ctx, "axis"):
-        raise ctx.error("axis=None is not supported")
+    # axis=None fails MXNet's own shape inference ("not supported by pick yet"): never reaches here.
     rank = ctx.in_rank(0)
     axis = normalize_axis(ctx.attr_int("axis", -1), rank, ctx)
     keepdims = ctx.attr_bool("keepdims", False)
@@ -151,7 +147,7 @@ def gather_nd(ctx: OpContext) -> None:
 @register("one_hot")
 def one_hot(ctx: OpContext) -> None:
     depth = ctx.attr_int("depth")
-    dtype = np.dtype(ctx.attr_str("dtype", "float32"))
+    dtype = attr_dtype(ctx)
     values = ctx.const(np.asarray([ctx.attr_float("off_value", 0.0), ctx.attr_float("on_value", 1.0)], dtype), "values")
     idx = as_int64(ctx, ctx.inputs[0])
     # ONNX counts negative indices from the end; MXNet gives them an all-off row, as ONNX does

@@ -12,6 +12,7 @@ import numpy as np
 
 from onnx import TensorProto, helper
 
+from symbuilder.onnx.ops_tensor import attr_dtype
 from symbuilder.onnx.registry import OpContext, normalize_axis, register
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -354,5 +355,4 @@ def slice_(ctx: OpContext) -> None:
 
 @register("Cast")
 def cast(ctx: OpContext) -> None:
-    dtype = np.dtype(ctx.attr_str("dtype"))
-    ctx.node("Cast", ctx.inputs[:1], ctx.outputs[:1], to=helper.np_dtype_to_tensor_dtype(dtype))
+    ctx.node("Cast", ctx.inputs[:1], ctx.outputs[:1], to=helper.np_dtype_to_tensor_dtype(attr_dtype(ctx, default=None)))

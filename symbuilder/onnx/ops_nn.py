@@ -60,8 +60,7 @@ def upsampling(ctx: OpContext) -> None:
     if sample_type == "bilinear":
         _bilinear_upsampling(ctx)
         return
-    if sample_type != "nearest":
-        raise ctx.error(f"sample_type='{sample_type}' is not supported (nearest, bilinear)")
+    # nearest: the only other sample_type MXNet's parser accepts.
     # Integer scale, nearest: output pixel (i, j) is input (i // s, j // s). With several inputs
     # each is scaled to the first one's output size, then they are concatenated along the
     # channels or summed (multi_input_mode; measured against numpy, scales 1, 2 and 3).
@@ -96,9 +95,8 @@ def _bilinear_upsampling(ctx: OpContext) -> None:
 def l2_normalization(ctx: OpContext) -> None:
     rank = ctx.in_rank(0)
     mode = ctx.attr_str("mode", "instance")
-    axes = {"instance": range(1, rank), "channel": [1], "spatial": range(2, rank)}.get(mode)
-    if axes is None:
-        raise ctx.error(f"mode='{mode}' is not supported")
+    # Every mode MXNet's parser accepts (it rejects any other at symbol creation and load).
+    axes = {"instance": range(1, rank), "channel": [1], "spatial": range(2, rank)}[mode]
     x = ctx.inputs[0]
     sq = ctx.reduce("ReduceSum", ctx.node("Mul", [x, x]), list(axes), keepdims=True)
     norm = ctx.node("Sqrt", [ctx.node("Add", [sq, ctx.scalar_like(ctx.attr_float("eps", 1e-10), 0, "eps")])])
@@ -115,12 +113,16 @@ def lrn(ctx: OpContext) -> None:
 def norm(ctx: OpContext) -> None:
     ord_ = ctx.attr_int("ord", 2)
     if ord_ not in (1, 2):
-        raise ctx.error(f"ord={ord_} is not supported (1, 2)")
+        # Shape inference passes; the kernel fails ("norm only supports ord=1 and ord=2", measured).
+        raise ctx.error(f"ord={ord_}: MXNet 1.9.1's norm kernel fails on it (it runs ord 1 and 2), so there is "
+                        "no MXNet result to reproduce")
     out_dtype = ctx.attr_str("out_dtype", None)
     if out_dtype is not None and np.dtype(out_dtype) != np.dtype(ctx.input_infos[0].dtype):
-        # MXNet 1.9.1's CPU kernel fails on every out_dtype but the input's own (measured).
-        raise ctx.error(f"out_dtype='{out_dtype}' differs from the input's {np.dtype(ctx.input_infos[0].dtype)}, "
-                        "which MXNet 1.9.1 itself cannot run")
+        # MXNet 1.9.1's CPU kernel fails on every out_dtype but the input's own (measured: float16,
+        # float64 and int32 out of float32, float32 out of float16 and float64): a Cast after the
+        # norm would export a model MXNet has no result for.
+        raise ctx.error(f"out_dtype='{out_dtype}' differs from the input's {np.dtype(ctx.input_infos[0].dtype)}: "
+                        "MXNet 1.9.1's norm kernel fails on it, so there is no MXNet result to reproduce")
     rank = ctx.in_rank(0)
     axes = sorted({normalize_axis(a, rank, ctx) for a in ctx.attr_ints("axis", ())}) or list(range(rank))
     keepdims = ctx.attr_bool("keepdims", False)
@@ -157,9 +159,9 @@ def _last_two_swapped(ctx: OpContext, x: str, rank: int) -> str:
 
 @register("dot")
 def dot(ctx: OpContext) -> None:
+    # forward_stype only picks the output's storage (csr, row_sparse): on dense inputs MXNet falls
+    # back to the dense kernel and the values are the dense product (measured), which ONNX has.
     ta, tb = ctx.attr_bool("transpose_a", False), ctx.attr_bool("transpose_b", False)
-    if ctx.attr_str("forward_stype", None) is not None:
-        raise ctx.error("forward_stype (sparse storage) is not supported")
     a, b = ctx.inputs[:2]
     ra, rb = ctx.in_rank(0), ctx.in_rank(1)
     if ra == 2 and rb == 2:

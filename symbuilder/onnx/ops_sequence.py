@@ -13,11 +13,9 @@ from symbuilder.onnx.ops_tensor import dims_of
 from symbuilder.onnx.registry import OpContext, register
 
 
-def _time_axis(ctx: OpContext, allowed: tuple = (0, 1)) -> int:
-    axis = ctx.attr_int("axis", 0)
-    if axis not in allowed:
-        raise ctx.error(f"axis={axis} is not supported ({', '.join(map(str, allowed))})")
-    return axis
+def _time_axis(ctx: OpContext) -> int:
+    # MXNet's shape inference refuses any other axis (0 or 1; SequenceReverse 0 only), negative ones too.
+    return ctx.attr_int("axis", 0)
 
 
 def _uses_lengths(ctx: OpContext) -> bool:
@@ -48,8 +46,7 @@ def sequence_mask(ctx: OpContext) -> None:
 
 @register("SequenceReverse")
 def sequence_reverse(ctx: OpContext) -> None:
-    _time_axis(ctx, (0,))
-    x = ctx.inputs[0]
+    x = ctx.inputs[0]  # time-major: MXNet's shape inference refuses any axis but 0
     if not _uses_lengths(ctx):
         ctx.node("Slice", [x, ctx.ints([-1], "starts"), ctx.ints([np.iinfo(np.int64).min], "ends"),
                            ctx.ints([0], "axes"), ctx.ints([-1], "steps")], ctx.outputs[:1])
