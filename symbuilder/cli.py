@@ -364,55 +364,63 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="symbuilder", description="Build, train and export MXNet networks "
-                     "with a frozen-affine input normalization layer, from a YAML spec.")
-    from . import __version__  # lazy: the package's __init__, cheap, but only --version needs it
-    parser.add_argument("--version", action="version", version=f"symbuilder {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+_Subparsers = Any  # argparse's subparsers action: its class is private to argparse
 
-    def spec_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("spec", metavar="SPEC", help="the YAML spec file")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a spec value, e.g. --set train.epochs=5 "
-                            "--set layers[0].num_hidden=32 (repeatable)")
-        return p
 
-    p = spec_command("build", "train the spec's network and export it to export/<name>/")
+def _spec_command(sub: _Subparsers, name: str, help_text: str,
+                  description: Optional[str] = None) -> argparse.ArgumentParser:
+    """A subcommand whose first argument is a spec, with the --set overrides every such
+    command takes."""
+    p = sub.add_parser(name, help=help_text, description=description or help_text)
+    p.add_argument("spec", metavar="SPEC", help="the YAML spec file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set train.epochs=5 "
+                        "--set layers[0].num_hidden=32 (repeatable)")
+    return p
+
+
+def _build_options(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """The options build and launch share (launch passes them to each worker's build)."""
     p.add_argument("--out", metavar="DIR", help="export folder (default export/<name>)")
     p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted build from "
-                   "its last complete checkpoint (export/.<name>.run/)")
+    p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
     p.add_argument("--verbose", "-v", action="store_true", help="show MXNet's own logging")
 
+
+def _add_build(sub: _Subparsers) -> None:
+    p = _spec_command(sub, "build", "train the spec's network and export it to export/<name>/")
+    _build_options(p, "continue an interrupted build from its last complete checkpoint "
+                      "(export/.<name>.run/)")
+
+
+def _add_launch(sub: _Subparsers) -> None:
     text = ("run a distributed build on this host: a scheduler, M parameter servers and N "
             "workers (each `symbuilder build SPEC ...`) on 127.0.0.1")
-    p = spec_command("launch", text)
-    p.description = (text + ". Every output line is prefixed with its process; if any "
-                     "process dies, the others are stopped and the launch fails. train.kvstore "
-                     "must be dist_sync, dist_async or dist_device_sync.")
+    p = _spec_command(sub, "launch", text, text + ". Every output line is prefixed with its "
+                      "process; if any process dies, the others are stopped and the launch "
+                      "fails. train.kvstore must be dist_sync, dist_async or dist_device_sync.")
     p.add_argument("--workers", type=_positive_int, required=True, metavar="N",
                    help="worker processes (worker i is kvstore rank i)")
     p.add_argument("--servers", type=_positive_int, default=1, metavar="M",
                    help="parameter-server processes (default 1)")
     p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="stop everything and fail after this long")
-    p.add_argument("--out", metavar="DIR", help="export folder (default export/<name>)")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="override train.epochs")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted build")
-    p.add_argument("--quiet", "-q", action="store_true", help="no per-epoch progress")
-    p.add_argument("--verbose", "-v", action="store_true", help="show MXNet's own logging")
+    _build_options(p, "continue an interrupted build")
 
-    p = spec_command("validate", "check everything that can be checked without training: "
-                     "keys, ops, attributes, shapes, data files, label columns, ONNX support")
+
+def _add_validate(sub: _Subparsers) -> None:
+    p = _spec_command(sub, "validate", "check everything that can be checked without training: "
+                      "keys, ops, attributes, shapes, data files, label columns, ONNX support")
     p.add_argument("--no-data", action="store_true", help="do not read the data files")
 
-    spec_command("summary", "print the layers with output shapes, inputs (connected to) and "
-                 "parameter counts: trainable, frozen, statistics (aux)")
 
+def _add_summary(sub: _Subparsers) -> None:
+    _spec_command(sub, "summary", "print the layers with output shapes, inputs (connected to) "
+                  "and parameter counts: trainable, frozen, statistics (aux)")
+
+
+def _add_evaluate(sub: _Subparsers) -> None:
     text = ("judge an export on a labelled CSV: the spec's metrics, a confusion matrix, "
             "per-class precision/recall/F1, macro and weighted averages and ROC AUC for a "
             "classifier; MAE, RMSE, R² and residuals for a regression")
@@ -427,6 +435,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest-sha256", metavar="HASH", help="refuse an export whose manifest "
                    "has another sha256")
 
+
+def _add_init(sub: _Subparsers) -> None:
     text = ("write a commented, valid spec for a CSV file: the input shape and columns from the "
             "file, the head from the label, a small MLP")
     p = sub.add_parser("init", help=text, description=text + ". Numeric columns become "
@@ -440,12 +450,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write the spec here (never overwritten) "
                    "instead of to standard output")
 
+
+def _add_bench(sub: _Subparsers) -> None:
     text = ("measure symbuilder's training on this spec against a hand-written Module.fit "
             "loop, a Gluon twin and PyTorch (where installed), and ONNX Runtime against MXNet "
             "for inference; print a markdown table")
-    p = spec_command("bench", text)
-    p.description = (text + ". One process, contenders interleaved after a warm-up, medians "
-                     "over --repeats runs of --epochs epochs each; progress goes to stderr.")
+    p = _spec_command(sub, "bench", text, text + ". One process, contenders interleaved after "
+                      "a warm-up, medians over --repeats runs of --epochs epochs each; progress "
+                      "goes to stderr.")
     p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
                    help="timed runs per contender (default 3)")
     p.add_argument("--epochs", type=_positive_int, default=3, metavar="N",
@@ -457,12 +469,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
 
+
+def _add_schema(sub: _Subparsers) -> None:
     p = sub.add_parser("schema", help="print the JSON Schema of the spec format",
                        description="print the JSON Schema of the spec format (for editors' "
                                    "YAML support), or the README's key table")
     p.add_argument("--markdown", action="store_true", help="the key reference as markdown")
     p.add_argument("--update-readme", metavar="README", help=argparse.SUPPRESS)
 
+
+def _add_export(sub: _Subparsers) -> None:
     text = ("convert any MXNet Module checkpoint (PREFIX-symbol.json + PREFIX-EPOCH.params) to "
             "ONNX and verify it against MXNet in ONNX Runtime, as a build does")
     p = sub.add_parser("export", help=text, description=text + ". Without --data the check "
@@ -483,6 +499,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="the ONNX file (default PREFIX-EPOCH.onnx)")
     p.add_argument("--opset", type=int, default=17, choices=SUPPORTED_OPSETS, metavar="N",
                    help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]} (default 17)")
+    _export_check_options(p)
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="keep the --input batch size fixed in the ONNX model")
+    p.add_argument("--deploy-symbol", action="store_true",
+                   help="also write PREFIX-deploy-symbol.json: the graph without loss heads "
+                        "and labels, checked against the ONNX model")
+
+
+def _export_check_options(p: argparse.ArgumentParser) -> None:
+    """export's parity check: its tolerances and its samples."""
     p.add_argument("--atol", type=_positive_float, default=DEFAULT_ATOL, metavar="X",
                    help="absolute tolerance: fail when max|ort - mxnet| > atol + rtol * "
                         f"max|mxnet| for an output (default {DEFAULT_ATOL:g})")
@@ -494,12 +520,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", type=_nonnegative_int, default=DEFAULT_RANDOM_SAMPLES,
                    metavar="N", help=f"random samples in the check (default "
                                      f"{DEFAULT_RANDOM_SAMPLES})")
-    p.add_argument("--fixed-batch", action="store_true",
-                   help="keep the --input batch size fixed in the ONNX model")
-    p.add_argument("--deploy-symbol", action="store_true",
-                   help="also write PREFIX-deploy-symbol.json: the graph without loss heads "
-                        "and labels, checked against the ONNX model")
 
+
+def _add_predict(sub: _Subparsers) -> None:
     text = "run an export on the rows of a CSV file and write the predictions as CSV"
     p = sub.add_parser("predict", help=text, description=text + ": class and p_<class> "
                        "columns for a classifier, the values for a regression. Columns are "
@@ -520,6 +543,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="refuse the export unless its manifest.json has this sha256 (the "
                         "build prints it)")
 
+
+def _add_verify(sub: _Subparsers) -> None:
     text = ("check every file of an export folder against the manifest's sha256 and re-run "
             "the ONNX-vs-checkpoint parity check")
     p = sub.add_parser("verify", help=text, description=text + " (random samples drawn as the "
@@ -531,6 +556,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest-sha256", type=_sha256, metavar="HASH",
                    help="fail unless manifest.json has this sha256 (the build prints it): "
                         "the manifest's own fields (classes, atol, inputs) are then pinned too")
+
+
+# The subcommands in the order `symbuilder --help` lists them; each adds its own arguments.
+_SUBCOMMANDS: List[Callable[[_Subparsers], None]] = [
+    _add_build, _add_launch, _add_validate, _add_summary, _add_evaluate, _add_init, _add_bench,
+    _add_schema, _add_export, _add_predict, _add_verify,
+]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="symbuilder", description="Build, train and export MXNet networks "
+                     "with a frozen-affine input normalization layer, from a YAML spec.")
+    from . import __version__  # lazy: the package's __init__, cheap, but only --version needs it
+    parser.add_argument("--version", action="version", version=f"symbuilder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add_subcommand in _SUBCOMMANDS:
+        add_subcommand(sub)
     return parser
 
 

@@ -149,53 +149,16 @@ def spec_name(path: str) -> str:
 
 def spec_text(scan: CsvScan, label: str, task: str, *, data_path: str, hidden: int = 64) -> str:
     """The commented spec, as YAML text."""
-    ids = [n for n in scan.header if n != label and looks_like_an_id(n)]
-    features = [n for n in scan.header
-                if n != label and n not in ids and scan.columns[n].numeric]
-    skipped = [scan.columns[n] for n in scan.header
-               if n != label and n not in ids and not scan.columns[n].numeric]
-    if not features:
-        raise DataError(f"no numeric feature column besides the label '{label}'",
-                        file=scan.path)
-    classes = len(scan.label_values)
-    if task == "classification" and classes < 2:
-        raise DataError(f"the label '{label}' has a single value ({scan.label_values[0]!r}): "
-                        "a classifier needs at least two classes", file=scan.path)
-    lines = [f"# Made by `symbuilder init {scan.path} --label {label}`: {scan.rows} rows, "
-             f"{len(features)} numeric feature columns.",
-             "# Build it with `symbuilder build <this file>`. Relative paths are relative to "
-             "this file's folder.", ""]
-    for name in ids:
-        lines.append(f"# Column '{name}' is left out: its name says it identifies a row, which "
-                     "a model must not learn from. `symbuilder predict --keep "
-                     f"{name}` passes it through to the predictions.")
-    for column in skipped:
-        line, cell = column.first_bad or (0, "")
-        lines.append(f"# Column '{column.name}' is left out: it is not numeric (line {line}: "
-                     f"{cell!r}). Encode it as numbers (one-hot or integer codes) in the CSV "
-                     "and add it to input.columns to use it.")
-    if skipped or ids:
-        lines.append("")
+    ids, features, skipped = _columns_used(scan, label, task)
+    lines = _header_lines(scan, label, ids, skipped, features)
     lines += [f"name: {spec_name(scan.path)}", "input:", "  name: data",
               f"  shape: [{len(features)}]               # one value per feature column",
               "  normalize: {stats: dataset}    # frozen-affine input layer: exact mean/var of "
               "the training split"]
     if skipped or ids:
         lines.append(f"  columns: [{', '.join(_quote(n) for n in features)}]")
-    out_units = classes if task == "classification" else 1
-    why = "one output per class" if task == "classification" else "the predicted value"
-    lines += ["layers:",
-              f"  - {{op: FullyConnected, name: fc1, num_hidden: {hidden}}}",
-              "  - {op: Activation, name: relu1, act_type: relu}",
-              "  - {op: Dropout, name: drop1, p: 0.1}",
-              f"  - {{op: FullyConnected, name: fc2, num_hidden: {out_units}}}   # {why}"]
-    if task == "classification":
-        lines += ["output: {op: SoftmaxOutput, name: softmax}   # classes: "
-                  + _class_list(scan.label_values)]
-        metrics = "[acc, ce]"
-    else:
-        lines += ["output: {op: LinearRegressionOutput, name: regression}"]
-        metrics = "[mse, mae]"
+    lines += _model_lines(scan, task, hidden)
+    metrics = "[acc, ce]" if task == "classification" else "[mse, mae]"
     lines += ["data:",
               f"  train: {{path: {_quote(data_path)}, format: csv, label: {_quote(label)}}}",
               "  val_fraction: 0.2              # held out, stratified for a classifier",
@@ -211,6 +174,59 @@ def spec_text(scan: CsvScan, label: str, task: str, *, data_path: str, hidden: i
               "  formats: [checkpoint, onnx]",
               ""]
     return "\n".join(lines)
+
+
+def _columns_used(scan: CsvScan, label: str, task: str) -> Tuple[List[str], List[str], List[ColumnScan]]:
+    """(id columns left out, numeric feature columns, non-numeric columns left out); a
+    DataError when there is nothing to learn from or a single class."""
+    ids = [n for n in scan.header if n != label and looks_like_an_id(n)]
+    features = [n for n in scan.header
+                if n != label and n not in ids and scan.columns[n].numeric]
+    skipped = [scan.columns[n] for n in scan.header
+               if n != label and n not in ids and not scan.columns[n].numeric]
+    if not features:
+        raise DataError(f"no numeric feature column besides the label '{label}'",
+                        file=scan.path)
+    if task == "classification" and len(scan.label_values) < 2:
+        raise DataError(f"the label '{label}' has a single value ({scan.label_values[0]!r}): "
+                        "a classifier needs at least two classes", file=scan.path)
+    return ids, features, skipped
+
+
+def _header_lines(scan: CsvScan, label: str, ids: List[str], skipped: List[ColumnScan],
+                  features: List[str]) -> List[str]:
+    """The opening comments: where the spec comes from, and why each left-out column is."""
+    lines = [f"# Made by `symbuilder init {scan.path} --label {label}`: {scan.rows} rows, "
+             f"{len(features)} numeric feature columns.",
+             "# Build it with `symbuilder build <this file>`. Relative paths are relative to "
+             "this file's folder.", ""]
+    for name in ids:
+        lines.append(f"# Column '{name}' is left out: its name says it identifies a row, which "
+                     "a model must not learn from. `symbuilder predict --keep "
+                     f"{name}` passes it through to the predictions.")
+    for column in skipped:
+        line, cell = column.first_bad or (0, "")
+        lines.append(f"# Column '{column.name}' is left out: it is not numeric (line {line}: "
+                     f"{cell!r}). Encode it as numbers (one-hot or integer codes) in the CSV "
+                     "and add it to input.columns to use it.")
+    if skipped or ids:
+        lines.append("")
+    return lines
+
+
+def _model_lines(scan: CsvScan, task: str, hidden: int) -> List[str]:
+    """The layers (a small MLP) and the head the task needs."""
+    out_units = len(scan.label_values) if task == "classification" else 1
+    why = "one output per class" if task == "classification" else "the predicted value"
+    lines = ["layers:",
+             f"  - {{op: FullyConnected, name: fc1, num_hidden: {hidden}}}",
+             "  - {op: Activation, name: relu1, act_type: relu}",
+             "  - {op: Dropout, name: drop1, p: 0.1}",
+             f"  - {{op: FullyConnected, name: fc2, num_hidden: {out_units}}}   # {why}"]
+    if task == "classification":
+        return lines + ["output: {op: SoftmaxOutput, name: softmax}   # classes: "
+                        + _class_list(scan.label_values)]
+    return lines + ["output: {op: LinearRegressionOutput, name: regression}"]
 
 
 def _class_list(values: List[str], shown: int = 8) -> str:

@@ -123,3 +123,54 @@ def test_function_local_imports_of_the_package_say_why():
             if not at_top and "#" not in text:
                 offenders.append(f"{MODULES[module]}:{line}: {text.strip()}")
     assert offenders == []
+
+
+MAX_FUNCTION_LINES = 60
+# "module:function" -> why it is longer than MAX_FUNCTION_LINES. Empty: every function is
+# short; a new entry needs a reason a reader accepts, not "it grew".
+LONG_FUNCTIONS_ALLOWED: Dict[str, str] = {}
+
+
+def _long_functions(path: str, module: str, limit: int) -> List[Tuple[str, int, int]]:
+    """(module:qualified name, first line, length) of every function or method of the file
+    longer than `limit` lines (ast: end_lineno - lineno + 1, nested functions included in
+    their parent's length and measured themselves too)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    found = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    length = child.end_lineno - child.lineno + 1
+                    if length > limit:
+                        found.append((f"{module}:{name}", child.lineno, length))
+                visit(child, name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def test_the_length_walker_measures_nested_functions_and_methods(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    a = 1\n    b = 2\n    def g():\n        c = 3\n        d = 4\n"
+                    "        return c + d\n    return g\n\n\ndef short():\n    return 1\n\n\n"
+                    "class C:\n    def h(self):\n        a = 1\n        b = 2\n        return a\n")
+    assert _long_functions(str(path), "m", 3) == [("m:f", 1, 8), ("m:f.g", 4, 4), ("m:C.h", 16, 4)]
+
+
+def test_no_function_is_longer_than_60_lines_without_a_reason():
+    long = [(name, MODULES[name.split(":")[0]], line, length)
+            for module, path in sorted(MODULES.items())
+            for name, line, length in _long_functions(path, module, MAX_FUNCTION_LINES)]
+    offenders = [f"{path}:{line}: {name} is {length} lines (limit {MAX_FUNCTION_LINES}): "
+                 "split it into named steps, or allowlist it with a reason"
+                 for name, path, line, length in long if name not in LONG_FUNCTIONS_ALLOWED]
+    assert not offenders, "\n".join(offenders)
+    stale = sorted(set(LONG_FUNCTIONS_ALLOWED) - {name for name, *_ in long})
+    assert not stale, f"allowlisted but no longer long (drop the entries): {stale}"
+    assert all(reason.strip() for reason in LONG_FUNCTIONS_ALLOWED.values())

@@ -15,13 +15,13 @@ import numpy as np
 from ..data.iterators import labels_for
 from ..graph import build_symbol
 from ..spec.metrics import create_metric
-from ..inputlayer import InputLayerNames, fixed_param_names
+from ..inputlayer import fixed_param_names
 from ..training import train
-from ..training.optim import contexts, lr_scheduler
+from ..training.optim import contexts
 from ..training.runstore import RunStore
 from .harness import (GLUON, HAND_WRITTEN, HAND_WRITTEN_EXTRAS, HAND_WRITTEN_VAL, SB_AS_BUILT,
                       SB_TRAINING, TORCH, Contender, EpochClock, TrainingRun, contender,
-                      input_names, input_statistics)
+                      input_layer_moments, input_names, optimizer_params, spec_initializer)
 from .twins import TwinUnsupported, gluon_contender, torch_available, torch_contender
 
 
@@ -96,21 +96,9 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
             clock = EpochClock()
             x = {n: data.train.inputs[n] for n in names}
             y = labels_for(spec, data.train)
-            aux = {}
-            for item in spec.all_inputs:
-                if item.normalize is not None:
-                    stats = input_statistics(x[item.name])
-                    layer = InputLayerNames.for_input(item.name)
-                    aux[layer.moving_mean] = mx.nd.array(stats["mean"])
-                    aux[layer.moving_var] = mx.nd.array(stats["var"])
-            it = mx.io.NDArrayIter(x, {label_name: y}, batch_size, shuffle=True,
-                                   last_batch_handle="pad")
-            reset = it.reset
-
-            def timed_reset() -> None:
-                reset()
-                clock.start()
-            it.reset = timed_reset  # type: ignore[assignment]
+            aux = {k: mx.nd.array(v) for k, v in input_layer_moments(spec, x).items()}
+            it = _clocked(mx.io.NDArrayIter(x, {label_name: y}, batch_size, shuffle=True,
+                                            last_batch_handle="pad"), clock)
             callbacks: List[Any] = [clock.stop]
             val = None
             if validation or checkpoint:
@@ -119,12 +107,7 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
                                         shuffle=False, last_batch_handle="pad")
             if checkpoint:
                 callbacks.append(mx.callback.do_checkpoint(os.path.join(tmp, spec.name)))
-            init = dict(spec.train.initializer)
-            initializer = mx.init.create(init.pop("name"), **init)
-            params = dict(spec.train.optimizer_params)
-            sched = lr_scheduler(spec, -(-len(y) // batch_size))
-            if sched is not None:
-                params["lr_scheduler"] = sched
+            initializer, params = spec_initializer(spec), optimizer_params(spec, len(y), batch_size)
             module = mx.mod.Module(symbol, data_names=names, label_names=[label_name],
                                    context=contexts(spec),
                                    fixed_param_names=fixed_param_names(spec) or None)
@@ -141,6 +124,18 @@ def hand_written_contender(spec: Any, data: Any, *, validation: bool = False,
 
     c.run = run
     return c
+
+
+def _clocked(it: Any, clock: EpochClock) -> Any:
+    """`it`, whose reset() also starts the epoch clock: Module.fit resets the iterator at
+    the end of each epoch, after the epoch-end callbacks (which stop the clock)."""
+    reset = it.reset
+
+    def timed_reset() -> None:
+        reset()
+        clock.start()
+    it.reset = timed_reset  # type: ignore[assignment]
+    return it
 
 
 def training_contenders(spec: Any, data: Any) -> List[Contender]:

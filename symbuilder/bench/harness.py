@@ -11,6 +11,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
+from ..inputlayer import InputLayerNames
+from ..training.optim import lr_scheduler
+
 Say = Callable[[str], None]
 
 HAND_WRITTEN = "hand-written Module.fit"
@@ -134,6 +137,34 @@ def input_statistics(features: np.ndarray) -> Dict[str, np.ndarray]:
     axes = (0,) + tuple(range(2, features.ndim))
     return {"mean": features.mean(axis=axes, dtype=np.float64),
             "var": features.var(axis=axes, dtype=np.float64)}
+
+
+def input_layer_moments(spec: Any, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Every normalized input layer's moving_mean and moving_var by parameter name, computed
+    from the training features as a hand-written script does (input_statistics)."""
+    moments = {}
+    for item in spec.all_inputs:
+        if item.normalize is not None:
+            stats = input_statistics(inputs[item.name])
+            layer = InputLayerNames.for_input(item.name)
+            moments[layer.moving_mean], moments[layer.moving_var] = stats["mean"], stats["var"]
+    return moments
+
+
+def spec_initializer(spec: Any) -> Any:
+    """The spec's train.initializer as an mx.init initializer."""
+    init = dict(spec.train.initializer)
+    return mx.init.create(init.pop("name"), **init)
+
+
+def optimizer_params(spec: Any, samples: int, batch_size: int) -> Dict[str, Any]:
+    """The spec's optimizer_params plus its lr scheduler, stepped per batch of an epoch of
+    `samples` samples."""
+    params = dict(spec.train.optimizer_params)
+    sched = lr_scheduler(spec, -(-samples // batch_size))
+    if sched is not None:
+        params["lr_scheduler"] = sched
+    return params
 
 
 def effective_multipliers(spec: Any, symbol: Any) -> Dict[str, Tuple[float, float]]:

@@ -6,7 +6,7 @@ import dataclasses
 import statistics
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -42,29 +42,11 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
     interleaved, after a warm-up."""
     say = say or (lambda line: None)
     names = input_names(spec)
-    if not isinstance(samples, dict):
-        if len(names) != 1:
-            raise ValueError(f"several inputs ({', '.join(names)}): pass samples by name")
-        samples = {names[0]: samples}
+    samples = _samples_by_name(names, samples)
     shapes = {item.name: tuple(item.shape) for item in spec.all_inputs}
-    model = to_onnx(symbol, to_numpy_params(arg_params, aux_params),
-                    {n: (1,) + shapes[n] for n in names},
-                    opset=spec.export.onnx.opset, dynamic_batch=True, model_name=spec.name)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-
-    def mxnet_module(b: int) -> Any:
-        mod = mx.mod.Module(symbol, data_names=names, label_names=[spec.output.label_name],
-                            context=mx.cpu())
-        with warnings.catch_warnings():  # no label shapes: bound for inference
-            warnings.simplefilter("ignore")
-            mod.bind(data_shapes=[(n, (b,) + shapes[n]) for n in names], for_training=False)
-        mod.set_params(arg_params, aux_params, allow_missing=False)
-        return mod
-
-    modules = {1: mxnet_module(1), batch: mxnet_module(batch)}
+    session = _ort_session(spec, symbol, arg_params, aux_params, {n: shapes[n] for n in names})
+    modules = {b: _mxnet_module(spec, symbol, arg_params, aux_params,
+                                {n: (b,) + shapes[n] for n in names}) for b in (1, batch)}
     count = min(len(v) for v in samples.values())
     picks = np.resize(np.arange(count), batch)
     big = {n: np.ascontiguousarray(samples[n][picks], dtype=np.float32) for n in names}
@@ -87,6 +69,49 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
     if not check["passed"]:
         raise RuntimeError(f"ONNX Runtime and MXNet disagree by {check['max_abs']:.3g} (max rel "
                            f"{check['max_rel']:.3g} of the output's scale): not benchmarking")
+    single, many = _timed_rounds(backends, one, big, repeats=repeats, batch_calls=batch_calls,
+                                 say=say)
+    return [InferenceFigures(n, 1e3 * _percentile(single[n], 50), 1e3 * _percentile(single[n], 99),
+                             batch, batch / statistics.median(many[n])) for n in backends]
+
+
+def _samples_by_name(names: Sequence[str], samples: Any) -> Dict[str, np.ndarray]:
+    if isinstance(samples, dict):
+        return samples
+    if len(names) != 1:
+        raise ValueError(f"several inputs ({', '.join(names)}): pass samples by name")
+    return {names[0]: samples}
+
+
+def _ort_session(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict,
+                 sample_shapes: Dict[str, tuple]) -> ort.InferenceSession:
+    """The export as the build makes it (dynamic batch, the spec's opset), in ONNX Runtime."""
+    model = to_onnx(symbol, to_numpy_params(arg_params, aux_params),
+                    {n: (1,) + s for n, s in sample_shapes.items()},
+                    opset=spec.export.onnx.opset, dynamic_batch=True, model_name=spec.name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _mxnet_module(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict,
+                  data_shapes: Dict[str, tuple]) -> Any:
+    mod = mx.mod.Module(symbol, data_names=list(data_shapes), label_names=[spec.output.label_name],
+                        context=mx.cpu())
+    with warnings.catch_warnings():  # no label shapes: bound for inference
+        warnings.simplefilter("ignore")
+        mod.bind(data_shapes=list(data_shapes.items()), for_training=False)
+    mod.set_params(arg_params, aux_params, allow_missing=False)
+    return mod
+
+
+def _timed_rounds(backends: Dict[str, Callable[[Dict[str, np.ndarray]], np.ndarray]],
+                  one: List[Dict[str, np.ndarray]], big: Dict[str, np.ndarray], *,
+                  repeats: int, batch_calls: int,
+                  say: Say) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
+    """Seconds per call of each backend, single-sample and batched, after a warm-up; the
+    backends take turns first from round to round so neither always runs on a cold cache."""
     for fn in backends.values():  # warm-up
         for x in one[:20]:
             fn(x)
@@ -107,6 +132,5 @@ def compare_inference(spec: Any, symbol: Any, arg_params: Dict, aux_params: Dict
                 fn(big)
                 many[name].append(time.perf_counter() - t)
         say(f"inference round {r + 1}/{repeats} done")
-    return [InferenceFigures(n, 1e3 * _percentile(single[n], 50), 1e3 * _percentile(single[n], 99),
-                             batch, batch / statistics.median(many[n])) for n in order]
+    return single, many
 

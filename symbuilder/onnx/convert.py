@@ -181,6 +181,20 @@ def to_onnx(
     check_translatable(symbol, opset)
     params = {k: _as_numpy(v) for k, v in params.items()}
     input_dtypes = dict(input_dtypes or {})
+    _check_input_shapes(symbol, input_shapes)
+    internals = symbol.get_internals()
+    infos = _tensor_infos(internals, params, input_shapes, input_dtypes, dynamic_batch)
+    parts = _translate_nodes(internals, params, input_shapes, infos, opset, dynamic_batch)
+    output_names = symbol.list_outputs()
+    kept_nodes, graph_inputs, used_params = _prune(parts, output_names, params, input_shapes, symbol)
+    onnx_inputs = _input_value_infos(graph_inputs, input_shapes, input_dtypes, dynamic_batch)
+    onnx_outputs = _output_value_infos(output_names, infos, input_shapes, dynamic_batch)
+    initializers = _initializers(params, used_params, parts, kept_nodes)
+    onnx_graph = helper.make_graph(kept_nodes, model_name, onnx_inputs, onnx_outputs, initializer=initializers)
+    return _checked_model(onnx_graph, opset)
+
+
+def _check_input_shapes(symbol: mx.sym.Symbol, input_shapes: Mapping[str, Sequence[int]]) -> None:
     arguments = set(symbol.list_arguments())
     for name, shape in input_shapes.items():
         if name not in arguments:
@@ -189,14 +203,23 @@ def to_onnx(
         if len(shape) == 0 or any(int(d) <= 0 for d in shape):
             raise ExportError(f"input_shapes['{name}'] = {tuple(shape)}: expected positive dims, batch axis first")
 
-    internals = symbol.get_internals()
+
+def _translate_nodes(
+    internals: mx.sym.Symbol,
+    params: Mapping[str, np.ndarray],
+    input_shapes: Mapping[str, Sequence[int]],
+    infos: Mapping[str, TensorInfo],
+    opset: int,
+    dynamic_batch: bool,
+) -> GraphParts:
+    """Call each op node's registered translation, in graph order; the ONNX nodes it adds land
+    in the returned GraphParts (unpruned: loss labels and unused params are still there)."""
     graph = _graph_json(internals)
     nodes = graph["nodes"]
     # internals' heads are every output of every node, in the order of internals.list_outputs().
     tensor_name: Dict[Tuple[int, int], str] = {
         (int(h[0]), int(h[1])): n for h, n in zip(graph["heads"], internals.list_outputs())
     }
-    infos = _tensor_infos(internals, params, input_shapes, input_dtypes, dynamic_batch)
     unknown = TensorInfo(None)
 
     def name_of(nid: int, idx: int) -> str:
@@ -209,17 +232,12 @@ def to_onnx(
                        batch_size=int(input_shapes[first_input][0]) if first_input else None,
                        fold=_folder(internals, params))
     parts.tensor_names.update(tensor_name.values())
-    # Outputs per node, counted once: a scan of tensor_name per node was quadratic in the
-    # graph size (2.5 s of a 3,000-layer export).
-    n_outputs: Dict[int, int] = {}
-    for j, i in tensor_name:
-        n_outputs[j] = max(n_outputs.get(j, 1), i + 1)
+    n_outputs = _outputs_per_node(tensor_name)
     for nid, node in enumerate(nodes):
         if node["op"] == "null":
             continue
-        n_out = n_outputs.get(nid, 1)
         inputs = [name_of(int(src[0]), int(src[1])) for src in node["inputs"]]
-        outputs = [name_of(nid, i) for i in range(n_out)]
+        outputs = [name_of(nid, i) for i in range(n_outputs.get(nid, 1))]
         ctx = OpContext(
             name=node["name"],
             op=node["op"],
@@ -234,27 +252,56 @@ def to_onnx(
             parts=parts,
         )
         lookup(node["op"], node["name"], opset)(ctx)
+    return parts
 
-    output_names = symbol.list_outputs()
-    kept_nodes, graph_inputs, used_params = _prune(parts, output_names, params, input_shapes, symbol)
 
-    batch = None
-    if input_shapes:
-        batch = int(next(iter(input_shapes.values()))[0])
+def _outputs_per_node(tensor_name: Mapping[Tuple[int, int], str]) -> Dict[int, int]:
+    # Counted once for all nodes: a scan of tensor_name per node was quadratic in the graph
+    # size (2.5 s of a 3,000-layer export).
+    n_outputs: Dict[int, int] = {}
+    for j, i in tensor_name:
+        n_outputs[j] = max(n_outputs.get(j, 1), i + 1)
+    return n_outputs
+
+
+def _input_value_infos(
+    graph_inputs: Sequence[str],
+    input_shapes: Mapping[str, Sequence[int]],
+    input_dtypes: Mapping[str, str],
+    dynamic_batch: bool,
+) -> List[onnx.ValueInfoProto]:
     onnx_inputs = []
     for name in graph_inputs:
         shape = tuple(int(d) for d in input_shapes[name])
         info = TensorInfo(shape, (True,) + (False,) * (len(shape) - 1))
         onnx_inputs.append(_value_info(name, input_dtypes.get(name, "float32"), info, shape[0], dynamic_batch))
-    onnx_outputs = []
-    for name in output_names:
-        info = infos.get(name, unknown)
-        onnx_outputs.append(_value_info(name, info.dtype, info, batch, dynamic_batch))
+    return onnx_inputs
+
+
+def _output_value_infos(
+    output_names: Sequence[str],
+    infos: Mapping[str, TensorInfo],
+    input_shapes: Mapping[str, Sequence[int]],
+    dynamic_batch: bool,
+) -> List[onnx.ValueInfoProto]:
+    batch = int(next(iter(input_shapes.values()))[0]) if input_shapes else None
+    unknown = TensorInfo(None)
+    return [_value_info(name, infos.get(name, unknown).dtype, infos.get(name, unknown), batch, dynamic_batch)
+            for name in output_names]
+
+
+def _initializers(
+    params: Mapping[str, np.ndarray],
+    used_params: Sequence[str],
+    parts: GraphParts,
+    kept_nodes: Sequence[onnx.NodeProto],
+) -> List[onnx.TensorProto]:
     initializers = [numpy_helper.from_array(np.ascontiguousarray(params[n]), n) for n in used_params]
     consumed = _consumed(kept_nodes)  # once, not per initializer (that was quadratic)
-    initializers += [t for n, t in parts.initializers.items() if n in consumed]
+    return initializers + [t for n, t in parts.initializers.items() if n in consumed]
 
-    onnx_graph = helper.make_graph(kept_nodes, model_name, onnx_inputs, onnx_outputs, initializer=initializers)
+
+def _checked_model(onnx_graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
     opset_ids = [helper.make_opsetid("", opset)]
     model = helper.make_model(onnx_graph, opset_imports=opset_ids, producer_name="symbuilder", producer_version=__version__)
     # The lowest IR version that carries this opset: the widest range of runtimes can load it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import os
 import re
@@ -201,7 +202,38 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
     overwrites one symbuilder did not write (an .onnx is symbuilder's by its producer name).
     """
     symbol, arg_params, aux_params = load_checkpoint(prefix, epoch)
-    symbol_file = checkpoint_files(prefix, epoch)[0]
+    symbol_file, params_file = checkpoint_files(prefix, epoch)
+    _check_input_names(symbol, arg_params, input_shapes, symbol_file)
+    out, deploy_file = _output_files(prefix, epoch, out, deploy)
+    dtypes = {name: (input_dtypes or {}).get(name, "float32") for name in input_shapes}
+    params = to_numpy_params(arg_params, aux_params)
+    model_bytes = _checked_onnx(symbol, params, input_shapes, dtypes, symbol_file, opset=opset,
+                                dynamic_batch=dynamic_batch, model_name=os.path.basename(prefix))
+    held_out = _held_out(data, input_shapes, dtypes)
+    ranges = _sample_ranges(input_ranges or {}, dtypes, held_out or {})
+    # The same samples prove the checkpoint's graph and, with --deploy, the deploy graph.
+    prove = functools.partial(
+        proof.parity_or_fail, arg_params=arg_params, aux_params=aux_params, model=model_bytes,
+        atol=atol, rtol=rtol, held_out=held_out,
+        sample_shapes={k: tuple(v[1:]) for k, v in input_shapes.items()},
+        random_samples=random_samples, seed=seed, dtypes=dtypes,
+        ranges={k: v for k, v in ranges.items() if v["source"] != "standard normal"} or None)
+    figures = prove(symbol)
+    inference = deploy_symbol(symbol, input_shapes) if deploy_file else None
+    if inference is not None:
+        prove(inference)
+    write_atomic(out, model_bytes)
+    if inference is not None:
+        write_atomic(deploy_file, inference.tojson().encode(), overwrite=False)
+    return {"onnx": out, "deploy_symbol": deploy_file,
+            "checkpoint": {"symbol": symbol_file, "params": params_file},
+            "inputs": {k: list(v) for k, v in input_shapes.items()}, "input_dtypes": dtypes,
+            "sample_ranges": ranges, "outputs": _output_figures(figures), "opset": opset,
+            "dynamic_batch": dynamic_batch, "parity": figures}
+
+
+def _check_input_names(symbol: mx.sym.Symbol, arg_params: Mapping[str, Any],
+                       input_shapes: Mapping[str, Sequence[int]], symbol_file: str) -> None:
     if not input_shapes:
         raise UsageError("give each data input's shape, e.g. --input data=1,3,32,32")
     free = [a for a in symbol.list_arguments() if a not in arg_params]
@@ -210,6 +242,12 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
             why = "a parameter" if name in arg_params else "not an input"
             raise UsageError(f"--input {name}: {why} of {symbol_file} (its inputs: "
                              f"{', '.join(free) or 'none'})")
+
+
+def _output_files(prefix: str, epoch: int, out: Optional[str],
+                  deploy: bool) -> Tuple[str, Optional[str]]:
+    """The .onnx file and the deploy symbol (or None) to write, refused before any work if
+    writing them would replace a file symbuilder did not write."""
     out = out or f"{prefix}-{epoch:04d}.onnx"
     if os.path.isdir(out):
         raise UsageError("is a folder; --out takes the .onnx file to write", file=out)
@@ -218,51 +256,38 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
     if deploy_file and os.path.lexists(deploy_file):
         raise UsageError("already exists; export never overwrites a file (remove it to write "
                          "the deploy symbol again)", file=deploy_file)
-    dtypes = {name: (input_dtypes or {}).get(name, "float32") for name in input_shapes}
-    params = to_numpy_params(arg_params, aux_params)
+    return out, deploy_file
+
+
+def _checked_onnx(symbol: mx.sym.Symbol, params: Mapping[str, np.ndarray],
+                  input_shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str],
+                  symbol_file: str, *, opset: int, dynamic_batch: bool, model_name: str) -> bytes:
+    """The serialized ONNX model; every refusal located at the checkpoint's symbol file."""
     _check_shapes(symbol, params, input_shapes, symbol_file)
     _check_dtypes(symbol, params, dtypes, symbol_file)
     try:
         model = to_onnx(symbol, params, input_shapes, opset=opset, dynamic_batch=dynamic_batch,
-                        model_name=os.path.basename(prefix), input_dtypes=dtypes)
+                        model_name=model_name, input_dtypes=dtypes)
     except ExportError as e:
         # Untranslatable op, bad attribute, shapes MXNet rejects: all about the user's files.
         raise UsageError(str(e).replace("input_shapes", "--input"), file=symbol_file) from None
-    model_bytes = model.SerializeToString()
-    held_out = None
-    if data:
-        held_out = {}
-        for name, values in data.items():
-            want = tuple(input_shapes[name][1:])
-            values = np.asarray(values).astype(dtypes[name])
-            if int(np.prod(values.shape[1:])) != int(np.prod(want)):
-                raise UsageError(f"--data: {values.shape[1:]} values per sample for input "
-                                 f"'{name}', whose sample shape is {want}")
-            held_out[name] = values.reshape((len(values),) + want)
-    ranges = _sample_ranges(input_ranges or {}, dtypes, held_out or {})
-    sample_shapes = {k: tuple(v[1:]) for k, v in input_shapes.items()}
-    figures = proof.parity_or_fail(symbol, arg_params, aux_params, model_bytes, atol=atol,
-                                   rtol=rtol, held_out=held_out, sample_shapes=sample_shapes,
-                                   random_samples=random_samples, seed=seed,
-                                   ranges={k: v for k, v in ranges.items()
-                                           if v["source"] != "standard normal"} or None,
-                                   dtypes=dtypes)
-    if deploy_file:
-        inference = deploy_symbol(symbol, input_shapes)
-        proof.parity_or_fail(inference, arg_params, aux_params, model_bytes, atol=atol,
-                             rtol=rtol, held_out=held_out, sample_shapes=sample_shapes,
-                             random_samples=random_samples, seed=seed, dtypes=dtypes,
-                             ranges={k: v for k, v in ranges.items()
-                                     if v["source"] != "standard normal"} or None)
-    write_atomic(out, model_bytes)
-    if deploy_file:
-        write_atomic(deploy_file, inference.tojson().encode(), overwrite=False)
-    return {"onnx": out, "deploy_symbol": deploy_file,
-            "checkpoint": {"symbol": symbol_file,
-                                        "params": checkpoint_files(prefix, epoch)[1]},
-            "inputs": {k: list(v) for k, v in input_shapes.items()}, "input_dtypes": dtypes,
-            "sample_ranges": ranges, "outputs": _output_figures(figures), "opset": opset,
-            "dynamic_batch": dynamic_batch, "parity": figures}
+    return model.SerializeToString()
+
+
+def _held_out(data: Optional[Mapping[str, np.ndarray]], input_shapes: Mapping[str, Sequence[int]],
+              dtypes: Mapping[str, str]) -> Optional[Dict[str, np.ndarray]]:
+    """--data's samples per input in the input's dtype and sample shape (None without --data)."""
+    if not data:
+        return None
+    held_out = {}
+    for name, values in data.items():
+        want = tuple(input_shapes[name][1:])
+        values = np.asarray(values).astype(dtypes[name])
+        if int(np.prod(values.shape[1:])) != int(np.prod(want)):
+            raise UsageError(f"--data: {values.shape[1:]} values per sample for input "
+                             f"'{name}', whose sample shape is {want}")
+        held_out[name] = values.reshape((len(values),) + want)
+    return held_out
 
 
 def _refuse_foreign_onnx(path: str) -> None:

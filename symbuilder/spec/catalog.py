@@ -46,7 +46,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from symbuilder.errors import SpecError
 
@@ -247,6 +247,47 @@ def _is_input(raw_type: str) -> bool:
 
 
 def _read_op(handle: Any, public_name: str) -> OpInfo:
+    description, args, variadic = _atomic_symbol_info(handle)
+    inputs: List[str] = []
+    attributes: Dict[str, ArgInfo] = {}
+    for name, raw, arg_description in args:
+        if _is_input(raw):
+            inputs.append(name)
+            continue
+        kind, required, default, choices = _parse_type(raw)
+        attributes[name] = ArgInfo(
+            name=name,
+            type=kind,
+            required=required,
+            default=None if required else default,
+            choices=choices,
+            raw_type=raw,
+            description=arg_description,
+        )
+    if variadic and variadic not in attributes:
+        # add_n, ElementWiseSum and khatri_rao name a count argument they never list; MXNet
+        # parses it all the same, so a spec may give it like Concat's.
+        attributes[variadic] = ArgInfo(
+            name=variadic,
+            type="int",
+            required=True,
+            default=None,
+            choices=None,
+            raw_type="int, required",
+            description="Number of inputs (not listed by MXNet for this op; mx.sym sets it from the inputs).",
+        )
+    return OpInfo(
+        name=public_name,
+        description=description,
+        attributes=attributes,
+        inputs=tuple(inputs),
+        variadic=variadic,
+    )
+
+
+def _atomic_symbol_info(handle: Any) -> Tuple[str, List[Tuple[str, str, str]], Optional[str]]:
+    """MXNet's own record of an op: its description, (name, type string, description) of
+    every argument, and the name of its input-count argument (None if it has none)."""
     from mxnet.base import _LIB, check_call, mx_uint, py_str
 
     real_name = ctypes.c_char_p()
@@ -270,44 +311,10 @@ def _read_op(handle: Any, public_name: str) -> OpInfo:
             ctypes.byref(ret_type),
         )
     )
-    inputs: List[str] = []
-    attributes: Dict[str, ArgInfo] = {}
-    for i in range(int(num_args.value)):
-        name = py_str(arg_names[i])
-        raw = py_str(arg_types[i])
-        if _is_input(raw):
-            inputs.append(name)
-            continue
-        kind, required, default, choices = _parse_type(raw)
-        attributes[name] = ArgInfo(
-            name=name,
-            type=kind,
-            required=required,
-            default=None if required else default,
-            choices=choices,
-            raw_type=raw,
-            description=py_str(arg_descs[i]),
-        )
+    args = [(py_str(arg_names[i]), py_str(arg_types[i]), py_str(arg_descs[i]))
+            for i in range(int(num_args.value))]
     variadic = py_str(key_var_num_args.value) if key_var_num_args.value else None
-    if variadic and variadic not in attributes:
-        # add_n, ElementWiseSum and khatri_rao name a count argument they never list; MXNet
-        # parses it all the same, so a spec may give it like Concat's.
-        attributes[variadic] = ArgInfo(
-            name=variadic,
-            type="int",
-            required=True,
-            default=None,
-            choices=None,
-            raw_type="int, required",
-            description="Number of inputs (not listed by MXNet for this op; mx.sym sets it from the inputs).",
-        )
-    return OpInfo(
-        name=public_name,
-        description=py_str(desc.value) if desc.value else "",
-        attributes=attributes,
-        inputs=tuple(inputs),
-        variadic=variadic or None,
-    )
+    return py_str(desc.value) if desc.value else "", args, variadic or None
 
 
 @functools.lru_cache(maxsize=None)
@@ -505,71 +512,89 @@ def _plain_str(value: Any) -> str:
 
 
 def _convert(arg: ArgInfo, value: Any) -> str:
-    kind = arg.type
     if value is None:
-        if kind == "bool-or-none" and arg.default not in (None, "None"):
-            # These optional bools default to a value and MXNet reads them unchecked: softmax
-            # with use_length=None aborts the whole process ("bad optional access").
-            raise AttrError(arg.name, "expected bool (true or false), received null")
-        if kind.endswith("-or-none") or (kind == "enum" and arg.choices and "None" in arg.choices):
-            return "None"
-        raise AttrError(arg.name, f"expected {_describe(arg)}, received null")
-    if kind.endswith("-or-none"):
-        kind = kind[: -len("-or-none")]
+        return _convert_null(arg)
+    kind = arg.type[: -len("-or-none")] if arg.type.endswith("-or-none") else arg.type
+    converter = _CONVERTERS.get(kind)
+    return converter(arg, value) if converter else _plain_str(value)
 
-    if kind == "int":
-        number = _as_int(value)
-        if number is None:
-            raise AttrError(arg.name, f"expected int, received {_received(value)}")
-        if number < 0 and "non-negative" in arg.raw_type:
-            # MXNet stores these as unsigned: -2 would silently become 4294967294.
-            raise AttrError(arg.name, f"expected non-negative int, received {number}")
-        low, high = _int_range(arg.raw_type)
-        if number < low:
-            raise AttrError(arg.name, f"expected int >= {low}, received {number}")
-        if number > high:
-            raise AttrError(arg.name, f"expected int <= {high}, received {number}")
-        return str(number)
 
-    if kind == "float":
-        number = _as_float(value)
-        if number is None:
-            raise AttrError(arg.name, f"expected float, received {_received(value)}")
-        return repr(number)
+def _convert_null(arg: ArgInfo) -> str:
+    kind = arg.type
+    if kind == "bool-or-none" and arg.default not in (None, "None"):
+        # These optional bools default to a value and MXNet reads them unchecked: softmax
+        # with use_length=None aborts the whole process ("bad optional access").
+        raise AttrError(arg.name, "expected bool (true or false), received null")
+    if kind.endswith("-or-none") or (kind == "enum" and arg.choices and "None" in arg.choices):
+        return "None"
+    raise AttrError(arg.name, f"expected {_describe(arg)}, received null")
 
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise AttrError(arg.name, f"expected bool (true or false), received {_received(value)}")
-        return str(value)
 
-    if kind == "shape":
-        if arg.type == "shape-or-none" and _is_int(value):
-            return f"({value},)"
-        # None entries are MXNet's "unset" in slice begin/end; MXNet rejects them elsewhere.
-        if not isinstance(value, (list, tuple)) or not all(_is_int(v) or v is None for v in value):
-            raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value)}")
-        return _plain_str(list(value))
+def _convert_int(arg: ArgInfo, value: Any) -> str:
+    number = _as_int(value)
+    if number is None:
+        raise AttrError(arg.name, f"expected int, received {_received(value)}")
+    if number < 0 and "non-negative" in arg.raw_type:
+        # MXNet stores these as unsigned: -2 would silently become 4294967294.
+        raise AttrError(arg.name, f"expected non-negative int, received {number}")
+    low, high = _int_range(arg.raw_type)
+    if number < low:
+        raise AttrError(arg.name, f"expected int >= {low}, received {number}")
+    if number > high:
+        raise AttrError(arg.name, f"expected int <= {high}, received {number}")
+    return str(number)
 
-    if kind == "float-tuple":
-        numbers = [_as_float(v) for v in value] if isinstance(value, (list, tuple)) else [None]
-        if any(n is None for n in numbers):
-            raise AttrError(arg.name, f"expected a list of floats, received {_received(value)}")
-        return _plain_str([repr(n) for n in numbers])
 
-    if kind == "enum":
-        choices = arg.choices or ()
-        if not isinstance(value, str):
-            raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value)}")
-        if value not in choices:
-            raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value, False)}")
-        return value
+def _convert_float(arg: ArgInfo, value: Any) -> str:
+    number = _as_float(value)
+    if number is None:
+        raise AttrError(arg.name, f"expected float, received {_received(value)}")
+    return repr(number)
 
-    if kind == "string":
-        if not isinstance(value, str):
-            raise AttrError(arg.name, f"expected string, received {_received(value)}")
-        return value
 
-    return _plain_str(value)
+def _convert_bool(arg: ArgInfo, value: Any) -> str:
+    if not isinstance(value, bool):
+        raise AttrError(arg.name, f"expected bool (true or false), received {_received(value)}")
+    return str(value)
+
+
+def _convert_shape(arg: ArgInfo, value: Any) -> str:
+    if arg.type == "shape-or-none" and _is_int(value):
+        return f"({value},)"
+    # None entries are MXNet's "unset" in slice begin/end; MXNet rejects them elsewhere.
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) or v is None for v in value):
+        raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value)}")
+    return _plain_str(list(value))
+
+
+def _convert_float_tuple(arg: ArgInfo, value: Any) -> str:
+    numbers = [_as_float(v) for v in value] if isinstance(value, (list, tuple)) else [None]
+    if any(n is None for n in numbers):
+        raise AttrError(arg.name, f"expected a list of floats, received {_received(value)}")
+    return _plain_str([repr(n) for n in numbers])
+
+
+def _convert_enum(arg: ArgInfo, value: Any) -> str:
+    choices = arg.choices or ()
+    if not isinstance(value, str):
+        raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value)}")
+    if value not in choices:
+        raise AttrError(arg.name, f"expected {_describe(arg)}, received {_received(value, False)}")
+    return value
+
+
+def _convert_string(arg: ArgInfo, value: Any) -> str:
+    if not isinstance(value, str):
+        raise AttrError(arg.name, f"expected string, received {_received(value)}")
+    return value
+
+
+# The attribute kinds _parse_type knows ("-or-none" stripped), each to MXNet's text for it;
+# "unknown" kinds pass as plain text and MXNet's own parser judges them (_probe).
+_CONVERTERS: Dict[str, Callable[[ArgInfo, Any], str]] = {
+    "int": _convert_int, "float": _convert_float, "bool": _convert_bool, "shape": _convert_shape,
+    "float-tuple": _convert_float_tuple, "enum": _convert_enum, "string": _convert_string,
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -287,6 +287,21 @@ def load_yaml(text: Union[str, bytes], *, source: str, mapping: bool = True
 
     Every failure is a SpecError located in `source`.
     """
+    text = _checked_text(text, source)
+    node, data = _parse(text, source)
+    if mapping and not isinstance(data, dict):
+        what = {list: "a list", type(None): "empty"}.get(type(data), f"a single value "
+                                                                     f"({data!r:.40})")
+        raise SpecError(f"a spec is a mapping of keys (name: ..., input: ..., layers: ...), "
+                        f"but this document is {what}", file=source,
+                        line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+    marks: Dict[Path, Tuple[int, int]] = {}
+    _collect_marks(node, data, (), marks)
+    return data, Locations(source, marks)
+
+
+def _checked_text(text: Union[str, bytes], source: str) -> str:
+    """The spec as text, refused before parsing when too large, binary or not UTF-8."""
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
             raise SpecError(f"spec is {len(text)} bytes; the limit is {MAX_BYTES}", file=source)
@@ -301,6 +316,11 @@ def load_yaml(text: Union[str, bytes], *, source: str, mapping: bool = True
     if len(text) > MAX_BYTES:
         raise SpecError(f"spec is {len(text)} characters; the limit is {MAX_BYTES}", file=source)
     _refuse_binary(text, source)
+    return text
+
+
+def _parse(text: str, source: str) -> Tuple[Any, Any]:
+    """(root node, data) of the one document; every PyYAML failure a located SpecError."""
     try:
         loader = _Loader(text)  # PyYAML's Reader refuses control characters right here
     except yaml.reader.ReaderError as e:
@@ -313,7 +333,7 @@ def load_yaml(text: Union[str, bytes], *, source: str, mapping: bool = True
             raise SpecError("the spec is empty; it needs at least name:, input:, layers: and "
                             "output:", file=source, line=1, column=1)
         _count_nodes(node, [0])
-        data = loader.construct_document(node)
+        return node, loader.construct_document(node)
     except _LocatedYAMLError as e:
         raise SpecError(e.message, file=source, line=e.mark.line + 1,
                         column=e.mark.column + 1) from None
@@ -335,15 +355,6 @@ def load_yaml(text: Union[str, bytes], *, source: str, mapping: bool = True
         raise SpecError("the document nests too deeply", file=source) from None
     finally:
         loader.dispose()
-    if mapping and not isinstance(data, dict):
-        what = {list: "a list", type(None): "empty"}.get(type(data), f"a single value "
-                                                                     f"({data!r:.40})")
-        raise SpecError(f"a spec is a mapping of keys (name: ..., input: ..., layers: ...), "
-                        f"but this document is {what}", file=source,
-                        line=node.start_mark.line + 1, column=node.start_mark.column + 1)
-    marks: Dict[Path, Tuple[int, int]] = {}
-    _collect_marks(node, data, (), marks)
-    return data, Locations(source, marks)
 
 
 def _refuse_binary(text: str, source: str) -> None:

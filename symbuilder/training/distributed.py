@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import RunError, UsageError, mxnet_message
 
@@ -501,18 +501,51 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
     """
     if workers < 1 or servers < 1:
         raise UsageError("launch needs at least one worker and one server")
-    out = out or sys.stdout
     python = python or sys.executable
+    base = _launch_environ(environ, servers=servers, workers=workers)
+    emit = _emitter(out or sys.stdout)
+    procs: List[_Proc] = []
+    old_term = _sigterm_as_interrupt()
+    started = time.monotonic()
+    try:
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            root, plan = _plan(python, build_args, servers=servers, workers=workers)
+            procs.clear()
+            _start(plan, base, root, emit, procs)
+            note = oversubscription_note(base, workers)
+            if note and attempt == 1:
+                emit("launch", note)
+            if _supervise(procs, emit, started=started, timeout=timeout, grace=grace,
+                          last_attempt=attempt == _BIND_ATTEMPTS):
+                return
+            _stop_and_join(procs)
+            emit("launch", f"port {root} was taken before the scheduler could bind it; "
+                 "starting the job again on other ports")
+    finally:
+        _stop_and_join(procs)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+_BIND_ATTEMPTS = 3
+_Plan = List[Tuple[str, int, List[str], Optional[int]]]  # (role, index, command, port or None)
+
+
+def _launch_environ(environ: Optional[Dict[str, str]], *, servers: int, workers: int) -> Dict[str, str]:
+    """The environment every launched process shares (its role and ports come on top)."""
     base = dict(os.environ if environ is None else environ)
     base.update({"DMLC_PS_ROOT_URI": "127.0.0.1",
                  "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers),
                  "DMLC_NODE_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
     base.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     base.pop("PORT", None)
-    token = f"{os.getpid()}-{time.time_ns()}"
-    base[LAUNCH_ENV] = token
+    base[LAUNCH_ENV] = f"{os.getpid()}-{time.time_ns()}"
+    return base
+
+
+def _emitter(out: IO[str]) -> Callable[[str, str], None]:
+    """emit(label, line): one prefixed line on `out`; a lock keeps the readers' lines whole."""
     lock = threading.Lock()
-    procs: List[_Proc] = []
 
     def emit(label: str, line: str) -> None:
         with lock:
@@ -521,75 +554,77 @@ def launch(build_args: Sequence[str], *, workers: int, servers: int = 1,
                 out.flush()
             except (BrokenPipeError, ValueError):  # pragma: no cover - reader went away
                 pass
+    return emit
 
-    def pump(proc: _Proc) -> None:
-        for raw in iter(proc.popen.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            proc.tail.append(line)
-            del proc.tail[:-20]
-            emit(proc.label, line)
-            ranked = _RANK_LINE.match(line) if proc.role == "worker" else None
-            if ranked and int(ranked.group(1)) != proc.index:
-                emit("launch", f"{proc.label} is kvstore rank {ranked.group(1)} (ps-lite "
-                     "ranks by port, and its port was taken); its lines keep their label")
-        proc.popen.stdout.close()
 
+def _pump(proc: _Proc, emit: Callable[[str, str], None]) -> None:
+    """Reader thread: forward a process's lines, keep its tail, and say when a worker's
+    kvstore rank is not its index."""
+    for raw in iter(proc.popen.stdout.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        proc.tail.append(line)
+        del proc.tail[:-20]
+        emit(proc.label, line)
+        ranked = _RANK_LINE.match(line) if proc.role == "worker" else None
+        if ranked and int(ranked.group(1)) != proc.index:
+            emit("launch", f"{proc.label} is kvstore rank {ranked.group(1)} (ps-lite "
+                 "ranks by port, and its port was taken); its lines keep their label")
+    proc.popen.stdout.close()
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt (so the same cleanup runs); the previous handler,
+    or None off the main thread, where signal handlers cannot be set."""
     def on_sigterm(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt()
 
-    old_term = signal.signal(signal.SIGTERM, on_sigterm) \
-        if threading.current_thread() is threading.main_thread() else None
-    started = time.monotonic()
-    try:
-        for attempt in range(1, _BIND_ATTEMPTS + 1):
-            # The ports are free now; another program may take one before ps-lite binds it.
-            # A server's or worker's port taken: ps-lite binds a random one instead (only
-            # the rank order changes). The scheduler's: it dies ("bind failed"); start
-            # the whole job again on new ports, a few times.
-            ports = free_ports(1 + servers + workers)
-            root, server_ports, worker_ports = ports[0], ports[1:1 + servers], ports[1 + servers:]
-            plan: List[Tuple[str, int, List[str], Optional[int]]] = [
-                ("scheduler", 0, [python, "-c", "import mxnet"], None)]
-            plan += [("server", i, [python, "-c", "import mxnet"], p)
-                     for i, p in enumerate(server_ports)]
-            plan += [("worker", i, [python, "-m", "symbuilder", "build", *build_args], p)
-                     for i, p in enumerate(worker_ports)]
-            procs.clear()
-            for role, index, cmd, port in plan:
-                env = dict(base, DMLC_ROLE=role, DMLC_PS_ROOT_PORT=str(root))
-                if port is not None:
-                    env["PORT"] = str(port)
-                popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         start_new_session=True,
-                                         preexec_fn=_child_setup(os.getpid()))
-                procs.append(_Proc(role, index, popen))
-            for proc in procs:
-                proc.reader = threading.Thread(target=pump, args=(proc,), daemon=True)
-                proc.reader.start()
-            emit("launch", f"scheduler at 127.0.0.1:{root}; started " + ", ".join(
-                f"{p.label} (pid {p.popen.pid})" for p in procs))
-            note = oversubscription_note(base, workers)
-            if note and attempt == 1:
-                emit("launch", note)
-            if _supervise(procs, emit, started=started, timeout=timeout, grace=grace,
-                          last_attempt=attempt == _BIND_ATTEMPTS):
-                return
-            _stop(procs)
-            for proc in procs:
-                proc.reader.join(timeout=5)
-            emit("launch", f"port {root} was taken before the scheduler could bind it; "
-                 "starting the job again on other ports")
-    finally:
-        _stop(procs)
-        for proc in procs:
-            if proc.reader is not None:
-                proc.reader.join(timeout=5)
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-_BIND_ATTEMPTS = 3
+def _plan(python: str, build_args: Sequence[str], *, servers: int, workers: int) -> Tuple[int, _Plan]:
+    """The scheduler's port and every process to start, on ports free now.
+
+    Another program may take one before ps-lite binds it. A server's or worker's port
+    taken: ps-lite binds a random one instead (only the rank order changes). The
+    scheduler's: it dies ("bind failed"), and launch starts the whole job again on new
+    ports, a few times."""
+    ports = free_ports(1 + servers + workers)
+    root, server_ports, worker_ports = ports[0], ports[1:1 + servers], ports[1 + servers:]
+    plan: _Plan = [("scheduler", 0, [python, "-c", "import mxnet"], None)]
+    plan += [("server", i, [python, "-c", "import mxnet"], p) for i, p in enumerate(server_ports)]
+    plan += [("worker", i, [python, "-m", "symbuilder", "build", *build_args], p)
+             for i, p in enumerate(worker_ports)]
+    return root, plan
+
+
+def _start(plan: _Plan, base: Dict[str, str], root: int, emit: Callable[[str, str], None],
+           procs: List[_Proc]) -> None:
+    """Start every process of `plan`, each with a reader thread, and say so. Each joins
+    `procs` the moment it exists, so the caller's cleanup stops it even if a later start
+    fails or is interrupted."""
+    for role, index, cmd, port in plan:
+        env = dict(base, DMLC_ROLE=role, DMLC_PS_ROOT_PORT=str(root))
+        if port is not None:
+            env["PORT"] = str(port)
+        popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True,
+                                 preexec_fn=_child_setup(os.getpid()))
+        procs.append(_Proc(role, index, popen))
+    for proc in procs:
+        proc.reader = threading.Thread(target=_pump, args=(proc, emit), daemon=True)
+        proc.reader.start()
+    emit("launch", f"scheduler at 127.0.0.1:{root}; started " + ", ".join(
+        f"{p.label} (pid {p.popen.pid})" for p in procs))
+
+
+def _stop_and_join(procs: Sequence[_Proc]) -> None:
+    _stop(procs)
+    for proc in procs:
+        if proc.reader is not None:
+            proc.reader.join(timeout=5)
 
 
 def oversubscription_note(environ: Dict[str, str], workers: int,

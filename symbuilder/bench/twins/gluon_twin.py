@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -13,10 +13,11 @@ from ...graph import build_symbol
 from ...spec.metrics import create_metric
 from ...graph.layers import layer_names
 from ...inputlayer import InputLayerNames, fixed_param_names
-from ...training.optim import contexts, lr_scheduler
+from ...training.optim import contexts
 from .._product import param_initializer
 from ..harness import (GLUON, HAND_WRITTEN, Contender, EpochClock, TrainingRun, contender,
-                       effective_multipliers, input_names, input_statistics)
+                       effective_multipliers, input_layer_moments, input_names, optimizer_params,
+                       spec_initializer)
 from . import gluon_ops
 from .plan import loss_kind, twin_plan
 from .registry import ParamMap, lookup_builder
@@ -121,9 +122,9 @@ def gluon_contender(spec: Any, data: Any) -> Contender:
     names = input_names(spec)
     label_name = spec.output.label_name
     batch_size = min(spec.train.batch_size, len(data.train))
-    multipliers = effective_multipliers(spec, symbol)
-    fixed = set(fixed_param_names(spec))
-    per_param_init = _per_param_initializers(spec)
+    # Once, outside the timed runs (and a bad per-parameter init fails here, not in a run).
+    tuning = dict(multipliers=effective_multipliers(spec, symbol),
+                  fixed=set(fixed_param_names(spec)), per_param_init=_per_param_initializers(spec))
     c = contender(GLUON, "HybridBlock and loss hybridized, autograd + gluon.Trainer, mx.metric "
                          "per batch, no validation", twin=HAND_WRITTEN)
 
@@ -131,57 +132,66 @@ def gluon_contender(spec: Any, data: Any) -> Contender:
         seed = spec.train.seed
         mx.random.seed(seed)
         np.random.seed(seed)
-        ctx = contexts(spec)[0]
         start = time.perf_counter()
-        net, pmap = gluon_twin(spec, symbol)
-        init = dict(spec.train.initializer)
-        net.initialize(mx.init.create(init.pop("name"), **init), ctx=ctx)
-        for key, initializer in per_param_init.items():
-            pmap[key].initialize(init=initializer, ctx=ctx, force_reinit=True)
         x = {n: data.train.inputs[n] for n in names}
         y = labels_for(spec, data.train)
-        for item in spec.all_inputs:
-            if item.normalize is not None:
-                stats = input_statistics(x[item.name])
-                layer = InputLayerNames.for_input(item.name)
-                pmap[layer.moving_mean].set_data(mx.nd.array(stats["mean"]))
-                pmap[layer.moving_var].set_data(mx.nd.array(stats["var"]))
-        for key, param in pmap.items():
-            if key in multipliers:
-                param.lr_mult, param.wd_mult = multipliers[key]
-            if key in fixed:
-                param.grad_req = "null"
-        net.hybridize(static_alloc=True, static_shape=True)
-        params = dict(spec.train.optimizer_params)
-        sched = lr_scheduler(spec, -(-len(y) // batch_size))
-        if sched is not None:
-            params["lr_scheduler"] = sched
-        trainer = gluon.Trainer(net.collect_params(), spec.train.optimizer.lower(), params,
+        net, pmap = _prepared_twin(spec, symbol, x, **tuning)
+        trainer = gluon.Trainer(net.collect_params(), spec.train.optimizer.lower(),
+                                optimizer_params(spec, len(y), batch_size),
                                 kvstore=spec.train.kvstore)
-        loss_fn = gluon_loss(spec)
-        loss_fn.hybridize(static_alloc=True, static_shape=True)
-        metric = mx.metric.CompositeEvalMetric([create_metric(m) for m in spec.metrics])
         it = mx.io.NDArrayIter(x, {label_name: y}, batch_size, shuffle=True,
                                last_batch_handle="pad")
-        clock = EpochClock()
-        for epoch in range(epochs):
-            if epoch:
-                it.reset()
-            metric.reset()
-            clock.start()
-            for batch in it:
-                label = batch.label[0]
-                with autograd.record():
-                    out = net(*batch.data)
-                    loss = loss_fn(out, label)
-                loss.backward()
-                trainer.step(batch_size)
-                metric.update([label], [gluon_head(spec, mx.nd, out)])
-            clock.stop()
+        seconds = _gluon_epochs(spec, net, trainer, it, epochs, batch_size)
         mx.nd.waitall()
         wall = time.perf_counter() - start
         c.last["net"], c.last["pmap"] = net, pmap
-        return TrainingRun(wall, clock.seconds, len(y))
+        return TrainingRun(wall, seconds, len(y))
 
     c.run = run
     return c
+
+
+def _prepared_twin(spec: Any, symbol: Any, x: Dict[str, np.ndarray], *,
+                   multipliers: Dict[str, Tuple[float, float]], fixed: Set[str],
+                   per_param_init: Dict[str, Any]) -> Tuple[Any, ParamMap]:
+    """The twin initialized as the Module contenders are (the spec's initializer, its
+    per-parameter ones, the input statistics), with the effective lr/wd multipliers and
+    fixed parameters, hybridized."""
+    ctx = contexts(spec)[0]
+    net, pmap = gluon_twin(spec, symbol)
+    net.initialize(spec_initializer(spec), ctx=ctx)
+    for key, initializer in per_param_init.items():
+        pmap[key].initialize(init=initializer, ctx=ctx, force_reinit=True)
+    for key, value in input_layer_moments(spec, x).items():
+        pmap[key].set_data(mx.nd.array(value))
+    for key, param in pmap.items():
+        if key in multipliers:
+            param.lr_mult, param.wd_mult = multipliers[key]
+        if key in fixed:
+            param.grad_req = "null"
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net, pmap
+
+
+def _gluon_epochs(spec: Any, net: Any, trainer: Any, it: Any, epochs: int,
+                  batch_size: int) -> List[float]:
+    """Train `epochs` epochs the Gluon way; each epoch's seconds (its batches only)."""
+    loss_fn = gluon_loss(spec)
+    loss_fn.hybridize(static_alloc=True, static_shape=True)
+    metric = mx.metric.CompositeEvalMetric([create_metric(m) for m in spec.metrics])
+    clock = EpochClock()
+    for epoch in range(epochs):
+        if epoch:
+            it.reset()
+        metric.reset()
+        clock.start()
+        for batch in it:
+            label = batch.label[0]
+            with autograd.record():
+                out = net(*batch.data)
+                loss = loss_fn(out, label)
+            loss.backward()
+            trainer.step(batch_size)
+            metric.update([label], [gluon_head(spec, mx.nd, out)])
+        clock.stop()
+    return clock.seconds

@@ -11,7 +11,7 @@ from ...data.iterators import labels_for
 from ...graph import build_symbol
 from ...inputlayer import InputLayerNames
 from ..harness import (HAND_WRITTEN, TORCH, Contender, TrainingRun, contender,
-                       effective_multipliers, input_names, input_statistics)
+                       effective_multipliers, input_layer_moments, input_names)
 from . import torch_ops
 from .plan import loss_kind, twin_plan
 from .registry import ParamMap, TwinUnsupported, lookup_builder
@@ -128,12 +128,7 @@ def torch_contender(spec: Any, data: Any, *, threads: int = 1) -> Contender:
     instead of 0.2 s, torch alone, measured), while MXNet's small operators are
     single-threaded below OpenMP's threshold anyway."""
     import torch
-    opt_name = spec.train.optimizer.lower()
-    if opt_name not in TORCH_OPTIMIZERS:
-        raise TwinUnsupported(f"optimizer {spec.train.optimizer} (the PyTorch twin knows "
-                              f"{', '.join(TORCH_OPTIMIZERS)})")
-    if any(c.startswith("gpu") for c in spec.train.context):
-        raise TwinUnsupported("the PyTorch twin runs on the CPU only")
+    opt_name = _supported_optimizer(spec)
     symbol = build_symbol(spec)
     twin_plan(spec, symbol, "torch")
     multipliers = effective_multipliers(spec, symbol)
@@ -155,37 +150,51 @@ def torch_contender(spec: Any, data: Any, *, threads: int = 1) -> Contender:
         y_np = labels_for(spec, data.train)
         y = torch.from_numpy(y_np.astype(np.int64 if kind == "softmax" else np.float32))
         with torch.no_grad():
-            for item in spec.all_inputs:
-                if item.normalize is not None:
-                    stats = input_statistics(data.train.inputs[item.name])
-                    layer = InputLayerNames.for_input(item.name)
-                    pmap[layer.moving_mean].copy_(torch.from_numpy(stats["mean"]))
-                    pmap[layer.moving_var].copy_(torch.from_numpy(stats["var"]))
+            for key, value in input_layer_moments(spec, data.train.inputs).items():
+                pmap[key].copy_(torch.from_numpy(value))
         opt = _torch_optimizer(opt_name, dict(spec.train.optimizer_params), pmap, multipliers)
         net.train()
-        n = len(y)
         generator = torch.Generator().manual_seed(seed)
         seconds: List[float] = []
         for _ in range(epochs):
             t = time.perf_counter()
-            order = torch.randperm(n, generator=generator)
-            correct, total_loss = 0, 0.0
-            for lo in range(0, n, batch_size):
-                idx = order[lo:lo + batch_size]
-                label = y[idx]
-                out = net(*[x[idx] for x in xs])
-                loss = loss_fn(out, label)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += loss.item() * len(idx)
-                if kind == "softmax":
-                    correct += int((out.argmax(1) == label).sum().item())
+            correct, total_loss = _torch_epoch(net, opt, loss_fn, xs, y, kind, batch_size,
+                                               torch.randperm(len(y), generator=generator))
             seconds.append(time.perf_counter() - t)
         wall = time.perf_counter() - start
         c.last["net"], c.last["pmap"] = net, pmap
-        c.last["train"] = {"loss": total_loss / n, "accuracy": correct / n}
-        return TrainingRun(wall, seconds, n)
+        c.last["train"] = {"loss": total_loss / len(y), "accuracy": correct / len(y)}
+        return TrainingRun(wall, seconds, len(y))
 
     c.run = run
     return c
+
+
+def _supported_optimizer(spec: Any) -> str:
+    """The spec's optimizer name, or TwinUnsupported for what the twin does not do."""
+    opt_name = spec.train.optimizer.lower()
+    if opt_name not in TORCH_OPTIMIZERS:
+        raise TwinUnsupported(f"optimizer {spec.train.optimizer} (the PyTorch twin knows "
+                              f"{', '.join(TORCH_OPTIMIZERS)})")
+    if any(c.startswith("gpu") for c in spec.train.context):
+        raise TwinUnsupported("the PyTorch twin runs on the CPU only")
+    return opt_name
+
+
+def _torch_epoch(net: Any, opt: Any, loss_fn: Any, xs: List[Any], y: Any, kind: str,
+                 batch_size: int, order: Any) -> Tuple[int, float]:
+    """One epoch over the samples in `order`, as a PyTorch user writes it (the last batch
+    short); (correct predictions, summed loss), read per batch with .item()."""
+    correct, total_loss = 0, 0.0
+    for lo in range(0, len(y), batch_size):
+        idx = order[lo:lo + batch_size]
+        label = y[idx]
+        out = net(*[x[idx] for x in xs])
+        loss = loss_fn(out, label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += loss.item() * len(idx)
+        if kind == "softmax":
+            correct += int((out.argmax(1) == label).sum().item())
+    return correct, total_loss
