@@ -20,11 +20,13 @@ data.ArrayIter.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import struct
+import tempfile
 import zlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -143,17 +145,12 @@ def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
 
 
 def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> Any:
-    """Check the header, then queue the decode and resize on MXNet's engine (an NDArray
+    """Check the header (damage and size), then queue the decode and resize on MXNet's engine (an NDArray
     still being computed): a block of images queued before any is read keeps the engine's
     workers busy while Python queues the next. `array`: `buf` as an NDArray already."""
     import mxnet as mx
     channels = options.shape[0]
-    header = image_header(buf)
-    if header is not None and header[0] != channels:
-        names = {1: " (grey)", 2: " (grey + alpha)", 3: " (RGB)", 4: " (RGBA)"}
-        raise ValueError(f"the image has {header[0]} channels{names.get(header[0], '')}, but "
-                         f"input.shape asks for {channels}; convert the image or change "
-                         "input.shape[0]")
+    image_header(buf)  # the channels it says do not matter: converted as ImageRecordIter does
     try:
         img = mx.image.imdecode(buf if array is None else array,
                                 flag=0 if channels == 1 else 1)
@@ -204,12 +201,30 @@ class _Listing:
     where: Callable[[int], Tuple[str, str]]
     labels: np.ndarray
     identity: str  # every file's path, size and mtime, hashed with the decoding options
+    record_file: Optional[str] = None  # a .rec framing exactly these images, in this order
 
 
 def _blocks(listing: _Listing, options: ImageReadOptions) -> Iterator[np.ndarray]:
-    """The images decoded DECODE_ROWS at a time, in file order: a block is queued on MXNet's
-    engine whole, then read back. The first bad image in file order is the one reported."""
-    for start in range(0, listing.count, DECODE_ROWS):
+    """The images decoded DECODE_ROWS at a time, in file order. When every image's header is
+    sound (a PNG or JPEG, undamaged, large enough for the crop), ImageRecordIter itself
+    decodes them from a .rec (the source's own, or the folder's files packed into one); its
+    batches are checked against the expected labels. Anything else, and from the first row
+    it did not deliver, the per-image path decodes and locates what is wrong."""
+    done = 0
+    with _packed_records(listing, options) as rec:
+        if rec is not None:
+            for block in _record_iter_blocks(rec, listing, options):
+                done += len(block)
+                yield block
+    yield from _image_blocks(listing, options, done)
+
+
+def _image_blocks(listing: _Listing, options: ImageReadOptions,
+                  first: int = 0) -> Iterator[np.ndarray]:
+    """Images `first`.. decoded one by one, DECODE_ROWS at a time, in file order: a block is
+    queued on MXNet's engine whole, then read back. The first bad image in file order is the
+    one reported, located."""
+    for start in range(first, listing.count, DECODE_ROWS):
         stop = min(listing.count, start + DECODE_ROWS)
         block = np.empty((stop - start,) + tuple(options.shape), np.float32)
         # The bytes become NDArrays before anything is queued: copying into one waits for
@@ -242,6 +257,89 @@ def _as_ndarray(buf: bytes) -> Any:
 def _located(listing: _Listing, index: int, error: ValueError) -> DataError:
     file, prefix = listing.where(index)
     return DataError(f"{prefix}{error}", file=file)
+
+
+@contextlib.contextmanager
+def _packed_records(listing: _Listing,
+                    options: ImageReadOptions) -> Iterator[Optional[Tuple[str, np.ndarray]]]:
+    """(a .rec holding exactly the listing's images in order, each row's expected labels as
+    ImageRecordIter returns them), or None when an image fails _fits or there is none.
+    ImageRecordIter aborts the process on a damaged record frame and MXNet allocates a
+    damaged header's size, so nothing unchecked reaches it. The .rec is the source's own
+    (read_recordio checked its frames) or the folder's file bytes packed, not re-encoded,
+    into a temporary one, labelled with the row number (the check)."""
+    import mxnet as mx
+    if listing.count == 0:
+        yield None
+    elif listing.record_file is not None:
+        fits = all(_fits(listing.fetch(i), options) for i in range(listing.count))
+        marks = np.asarray(listing.labels, np.float32).reshape(listing.count, -1)
+        yield (listing.record_file, marks) if fits else None
+    else:
+        # In the build's cache if it is there already (a refusal must leave nothing behind).
+        cache = options.cache_dir if options.cache_dir and os.path.isdir(options.cache_dir) \
+            else None
+        with tempfile.TemporaryDirectory(prefix=".images-", dir=cache) as folder:
+            rec = os.path.join(folder, "packed.rec")
+            marks = (np.arange(listing.count) % 2 ** 24).astype(np.float32)  # exact in float32
+            writer = mx.recordio.MXRecordIO(rec, "w")
+            try:
+                for i in range(listing.count):
+                    buf = listing.fetch(i)
+                    if not _fits(buf, options):
+                        break
+                    writer.write(mx.recordio.pack(mx.recordio.IRHeader(0, float(marks[i]), i, 0), buf))
+                else:
+                    i = listing.count
+            finally:
+                writer.close()
+            yield (rec, marks[:, None]) if i == listing.count else None
+
+
+def _fits(buf: bytes, options: ImageReadOptions) -> bool:
+    """Whether ImageRecordIter may decode `buf`: a PNG or JPEG whose header is undamaged and
+    large enough for the centre crop after resize, either way round (a JPEG's EXIF
+    orientation may turn it; ImageRecordIter would pad a small image with 255s silently).
+    Everything else goes to the per-image path, which says what is wrong."""
+    try:
+        header = image_header(buf)
+    except ValueError:
+        return False
+    if header is None or min(header[1:]) == 0:
+        return False
+    _, height, width = options.shape
+    for h, w in (header[1:], header[:0:-1]):
+        if options.resize:  # ImageRecordIter's and mx.image.resize_short's integer sizes
+            h, w = (options.resize * h // w, options.resize) if h > w else \
+                (options.resize, options.resize * w // h)
+        if h < height or w < width:
+            return False
+    return True
+
+
+def _record_iter_blocks(packed: Tuple[str, np.ndarray], listing: _Listing,
+                        options: ImageReadOptions) -> Iterator[np.ndarray]:
+    """mx.io.ImageRecordIter's batches of `packed` (resize, centre crop, no mean or std, in
+    order), DECODE_ROWS rows each; it stops at an MXNetError or at a batch whose labels are
+    not the expected ones (the caller goes on image by image from there)."""
+    import mxnet as mx
+    from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
+    rec, marks = packed
+    try:
+        with _cxx_log_silenced():
+            batches = mx.io.ImageRecordIter(
+                path_imgrec=rec, data_shape=options.shape, batch_size=DECODE_ROWS,
+                label_width=marks.shape[1], resize=options.resize or -1,
+                inter_method=options.inter_method, shuffle=False, prefetch_buffer=1)
+        for start in range(0, listing.count, DECODE_ROWS):
+            batch = batches.next()
+            rows = min(DECODE_ROWS, listing.count - start)  # the last batch is padded
+            labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
+            if not np.array_equal(labels, marks[start:start + rows]):
+                return
+            yield batch.data[0].asnumpy()[:rows]
+    except (mx.base.MXNetError, StopIteration):
+        return
 
 
 def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOptions) -> Table:
@@ -308,11 +406,15 @@ def read_recordio(path: str, *, label: Optional[str], features: Optional[str], s
     def fetch(i: int) -> bytes:
         return _unpacked(record, keys[i], where(i))[1]
 
+    end = 0  # where record i starts if the .rec holds the records back to back
     for i in range(len(keys)):  # headers first: a label problem is found before decoding
-        headers.append(_unpacked(record, keys[i], where(i))[0])
+        header, _, size = _unpacked(record, keys[i], where(i))
+        headers.append(header)
+        end = end + 8 + -(-size // 4) * 4 if end == offsets[i] else -1  # magic, length, padded
     labels = _header_labels(headers, opts.label_width, where)
     listing = _Listing(len(keys), fetch, where, labels,
-                       _identity("recordio", [path, idx_path], opts))
+                       _identity("recordio", [path, idx_path], opts),
+                       record_file=path if end == os.path.getsize(path) else None)
     try:
         return _image_table(listing, path, shown, opts)
     finally:
@@ -355,10 +457,12 @@ def _read_idx(idx_path: str, idx_shown: str, rec_size: int) -> Tuple[List[int], 
     return [k for _, k in pairs], [o for o, _ in pairs]
 
 
-def _unpacked(record: Any, key: int, where: Tuple[str, str]) -> Tuple[Any, bytes]:
+def _unpacked(record: Any, key: int, where: Tuple[str, str]) -> Tuple[Any, bytes, int]:
+    """(header, image bytes, the record's size) of the record `key`."""
     import mxnet as mx
     try:
-        return mx.recordio.unpack(record.read_idx(key))
+        raw = record.read_idx(key)
+        return mx.recordio.unpack(raw) + (len(raw),)
     except (mx.base.MXNetError, struct.error, ValueError) as e:
         reason = _mx_reason(e) if isinstance(e, mx.base.MXNetError) else str(e)
         raise DataError(f"{where[1]}not a readable RecordIO record ({reason}); the .rec "
