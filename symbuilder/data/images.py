@@ -53,9 +53,12 @@ INTER_METHODS = (0, 1, 2, 3, 4, 9)  # ImageRecordIter's: nearest, bilinear, cubi
 # The rest is MXNet's Python per image (~10 C calls); Python threads did not help (1.2x):
 # the engine runs the image ops on one CPU worker, and the calls hold the GIL in between.
 DECODE_ROWS = 256
-# ImageRecordIter's batch when it decodes (a divisor of DECODE_ROWS): 1000 JPEGs as above,
-# interleaved, 32 ran at 0.98..1.03x the speed of its batch 50, 256 at 0.80..0.85x.
+# ImageRecordIter's batch when it decodes (a divisor of DECODE_ROWS) and the batches it
+# decodes ahead: 1000 JPEGs as above, interleaved, batch 32 ran at 0.98..1.03x the speed of
+# batch 50, 256 at 0.80..0.85x; prefetch 1, 2 or 4 and batch 16..64 within the noise
+# (0.85..0.96x of ImageRecordIter alone, load ~2): the least memory, then.
 RECORD_ITER_BATCH = 32
+RECORD_ITER_PREFETCH = 1
 
 
 @dataclasses.dataclass
@@ -149,12 +152,13 @@ def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
 
 
 def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> Any:
-    """Check the header (damage and size), then queue the decode and resize on MXNet's engine (an NDArray
-    still being computed): a block of images queued before any is read keeps the engine's
-    workers busy while Python queues the next. `array`: `buf` as an NDArray already."""
+    """Check the header (damage, size), then queue the decode and resize on MXNet's engine
+    (an NDArray still being computed): a block of images queued before any is read keeps
+    the engine's workers busy while Python queues the next. `array`: `buf` as an NDArray
+    already. Any channel count is decoded to options.shape[0], as ImageRecordIter does."""
     import mxnet as mx
     channels = options.shape[0]
-    image_header(buf)  # the channels it says do not matter: converted as ImageRecordIter does
+    image_header(buf)
     try:
         img = mx.image.imdecode(buf if array is None else array,
                                 flag=0 if channels == 1 else 1)
@@ -289,7 +293,8 @@ _Packed = Tuple[str, Optional[str], np.ndarray]
 @contextlib.contextmanager
 def _packed_records(listing: _Listing, options: ImageReadOptions) -> Iterator[Optional[_Packed]]:
     """(a .rec holding exactly the listing's images in order, its .idx if in that order,
-    each row's expected labels as ImageRecordIter returns them), or None when an image fails _fits or there is none.
+    each row's expected labels as ImageRecordIter returns them), or None when an image
+    fails _fits or there is none.
     ImageRecordIter aborts the process on a damaged record frame and MXNet allocates a
     damaged header's size, so nothing unchecked reaches it. The .rec is the source's own
     (read_recordio checked its frames) or the folder's file bytes packed, not re-encoded,
@@ -357,7 +362,8 @@ def _record_iter_blocks(packed: _Packed, listing: _Listing, options: ImageReadOp
             batches = mx.io.ImageRecordIter(
                 path_imgrec=rec, data_shape=options.shape, batch_size=RECORD_ITER_BATCH,
                 label_width=marks.shape[1], resize=options.resize or -1, shuffle=False,
-                inter_method=options.inter_method, round_batch=False, prefetch_buffer=1, **more)
+                inter_method=options.inter_method, round_batch=False,
+                prefetch_buffer=RECORD_ITER_PREFETCH, **more)
         for start in range(0, listing.count, DECODE_ROWS):
             block = _block(into, start, min(listing.count, start + DECODE_ROWS), options)
             for at in range(0, len(block), RECORD_ITER_BATCH):
