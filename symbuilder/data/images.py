@@ -59,6 +59,7 @@ DECODE_ROWS = 256
 # (0.85..0.96x of ImageRecordIter alone, load ~2): the least memory, then.
 RECORD_ITER_BATCH = 32
 RECORD_ITER_PREFETCH = 1
+RECORD_ITER_DTYPE = "uint8"
 
 
 @dataclasses.dataclass
@@ -363,7 +364,8 @@ def _record_iter_blocks(packed: _Packed, listing: _Listing, options: ImageReadOp
                 path_imgrec=rec, data_shape=options.shape, batch_size=RECORD_ITER_BATCH,
                 label_width=marks.shape[1], resize=options.resize or -1, shuffle=False,
                 inter_method=options.inter_method, round_batch=False,
-                prefetch_buffer=RECORD_ITER_PREFETCH, **more)
+                prefetch_buffer=RECORD_ITER_PREFETCH, dtype=RECORD_ITER_DTYPE, **more)
+        staging = np.empty((RECORD_ITER_BATCH,) + tuple(options.shape), RECORD_ITER_DTYPE)
         for start in range(0, listing.count, DECODE_ROWS):
             block = _block(into, start, min(listing.count, start + DECODE_ROWS), options)
             for at in range(0, len(block), RECORD_ITER_BATCH):
@@ -372,7 +374,8 @@ def _record_iter_blocks(packed: _Packed, listing: _Listing, options: ImageReadOp
                 labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
                 if not np.array_equal(labels, marks[start + at:start + at + rows]):
                     return
-                _copy_rows(batch.data[0], block[at:at + rows])
+                _copy_rows(batch.data[0], staging[:rows])
+                block[at:at + rows] = staging[:rows]
             yield block
     except (mx.base.MXNetError, StopIteration):
         return
