@@ -356,10 +356,12 @@ def test_a_class_folder_without_images_is_named(small, capsys):
         ": class folder 'x' has no images (.jpg, .jpeg, .png)"
 
 
-def test_a_decoder_failure_past_the_first_block_names_its_record(tmp_path, capsys,
-                                                                  monkeypatch):
-    """A JPEG whose header is sound but whose data is not: ImageRecordIter raises, and the
-    per-image path from the first row it did not deliver names the record."""
+@pytest.mark.parametrize("layout", ["recordio", "image_folder"])
+def test_a_decoder_failure_past_the_first_block_names_its_image(tmp_path, capsys, monkeypatch,
+                                                                layout):
+    """A JPEG whose header is sound but whose data is not, in the second DECODE_ROWS part:
+    ImageRecordIter raises, and the per-image path from the first row it did not deliver
+    names the record or the file."""
     x, y = image_data.digits()
     encoded = [image_data.png_bytes(a) for a in image_data.render(x[:300])]
     jpeg = synthetic(2, 3)[1]
@@ -367,12 +369,18 @@ def test_a_decoder_failure_past_the_first_block_names_its_record(tmp_path, capsy
     # Its frame header alone, no quantization table, then bytes that are no JPEG marker.
     encoded[280] = b"\xff\xd8" + jpeg[sof:sof + 2 + int.from_bytes(jpeg[sof + 2:sof + 4], "big")] \
         + b"garbage" * 4
-    image_data.write_recordio(str(tmp_path / "d"), encoded, y[:300], encode=lambda b: b)
     monkeypatch.chdir(tmp_path)
-    _rec_spec(tmp_path)
-    offset = _record_offset(tmp_path, 280)
-    assert refused(tmp_path, capsys).startswith(
-        f"d.rec: record 280 (key 280, offset {offset}): not a decodable image (")
+    if layout == "recordio":
+        image_data.write_recordio(str(tmp_path / "d"), encoded, y[:300], encode=lambda b: b)
+        _rec_spec(tmp_path)
+        where = f"d.rec: record 280 (key 280, offset {_record_offset(tmp_path, 280)}): "
+    else:
+        os.makedirs(tmp_path / "f" / "0")
+        for i, buf in enumerate(encoded):
+            (tmp_path / "f" / "0" / f"{i:03d}.{'jpg' if i == 280 else 'png'}").write_bytes(buf)
+        _rec_spec(tmp_path, train="f, format: image_folder")
+        where = os.path.join("f", "0", "280.jpg") + ": "
+    assert refused(tmp_path, capsys).startswith(where + "not a decodable image (")
 
 
 def test_an_image_smaller_than_the_input_asks_for_resize(small, capsys):

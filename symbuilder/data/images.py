@@ -58,7 +58,7 @@ DECODE_ROWS = 256
 # batch 50, 256 at 0.80..0.85x; prefetch 1, 2 or 4 and batch 16..64 within the noise
 # (0.85..0.96x of ImageRecordIter alone, load ~2): the least memory, then.
 RECORD_ITER_BATCH = 32
-RECORD_ITER_PREFETCH = 1
+RECORD_ITER_PREFETCH = DECODE_ROWS // RECORD_ITER_BATCH  # a folder's part, decoded ahead
 RECORD_ITER_DTYPE = "uint8"
 
 
@@ -217,18 +217,17 @@ class _Listing:
 
 def _blocks(listing: _Listing, options: ImageReadOptions,
             into: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
-    """The images decoded DECODE_ROWS at a time, in file order. When every image's header is
-    sound (a PNG or JPEG, undamaged, large enough for the crop), ImageRecordIter itself
-    decodes them from a .rec (the source's own, or the folder's files packed into one); its
-    batches are checked against the expected labels. Anything else, and from the first row
-    it did not deliver, the per-image path decodes and locates what is wrong. `into`: the
-    (count, C, H, W) array the blocks are views of (decoded in place, no copy), if any."""
+    """The images decoded DECODE_ROWS at a time, in file order. Where every image's header
+    is sound (a PNG or JPEG, undamaged, large enough for the crop), ImageRecordIter itself
+    decodes them from a .rec (the source's own, or the folder's files packed into one per
+    DECODE_ROWS images); its batches are checked against the expected labels. From the
+    first row it did not deliver, the per-image path decodes and locates what is wrong.
+    `into`: the (count, C, H, W) array the blocks are views of (decoded in place), if any."""
     done = 0
-    with _packed_records(listing, options) as rec:
-        if rec is not None:
-            for block in _record_iter_blocks(rec, listing, options, into):
-                done += len(block)
-                yield block
+    with _record_parts(listing, options) as parts:
+        for block in _record_iter_blocks(parts, listing, options, into):
+            done += len(block)
+            yield block
     yield from _image_blocks(listing, options, done, into)
 
 
@@ -288,44 +287,63 @@ def _located(listing: _Listing, index: int, error: ValueError) -> DataError:
     return DataError(f"{prefix}{error}", file=file)
 
 
-_Packed = Tuple[str, Optional[str], np.ndarray]
+@dataclasses.dataclass
+class _Part:
+    """Rows first..stop of a listing in a .rec that holds exactly them, in order, each one
+    _fits; its .idx if its lines are in that order too; the labels ImageRecordIter must
+    return for them."""
+    rec: str
+    idx: Optional[str]
+    first: int
+    stop: int
+    marks: np.ndarray  # (stop - first, label_width) float32
+    packed: bool = False  # written here (removed once decoded), not the source's own
 
 
 @contextlib.contextmanager
-def _packed_records(listing: _Listing, options: ImageReadOptions) -> Iterator[Optional[_Packed]]:
-    """(a .rec holding exactly the listing's images in order, its .idx if in that order,
-    each row's expected labels as ImageRecordIter returns them), or None when an image
-    fails _fits or there is none.
-    ImageRecordIter aborts the process on a damaged record frame and MXNet allocates a
-    damaged header's size, so nothing unchecked reaches it. The .rec is the source's own
-    (read_recordio checked its frames) or the folder's file bytes packed, not re-encoded,
-    into a temporary one, labelled with the row number (the check)."""
-    import mxnet as mx
-    if listing.count == 0:
-        yield None
-    elif listing.record_file is not None:
+def _record_parts(listing: _Listing, options: ImageReadOptions) -> Iterator[Iterator[_Part]]:
+    """The .rec parts ImageRecordIter may decode, made lazily, ending where an image fails
+    _fits. ImageRecordIter aborts the process on a damaged record frame, pads a small image
+    silently and decodes a 30000x30000 JPEG into 2.7 GB: nothing unchecked reaches it. The
+    source's own .rec is one part (read_recordio checked it); a folder's file bytes are
+    packed, not re-encoded, DECODE_ROWS images a part, labelled with their row number
+    (the order check), into a temporary folder: the next part is packed while
+    ImageRecordIter decodes the one before (no faster than one .rec on the loaded 2-core
+    machine, 0.22 against 0.21..0.25 s for 1000 JPEGs, but the folder holds two parts at
+    most, not a copy of the data set, and a bad image sends only its part and those after
+    it down the per-image path)."""
+    if listing.record_file is not None or listing.count == 0:
         marks = np.asarray(listing.labels, np.float32).reshape(listing.count, -1)
-        yield listing.record_file, listing.record_index, marks
-    else:
-        # In the build's cache if it is there already (a refusal must leave nothing behind).
-        cache = options.cache_dir if options.cache_dir and os.path.isdir(options.cache_dir) \
-            else None
-        with tempfile.TemporaryDirectory(prefix=".images-", dir=cache) as folder:
-            rec, idx = os.path.join(folder, "packed.rec"), os.path.join(folder, "packed.idx")
-            marks = (np.arange(listing.count) % 2 ** 24).astype(np.float32)  # exact in float32
-            writer = mx.recordio.MXIndexedRecordIO(idx, rec, "w")
-            try:
-                for i in range(listing.count):
-                    buf = listing.fetch(i)
-                    if not _fits(buf, options):
-                        break
-                    writer.write_idx(i, mx.recordio.pack(
-                        mx.recordio.IRHeader(0, float(marks[i]), i, 0), buf))
-                else:
-                    i = listing.count
-            finally:
-                writer.close()
-            yield (rec, idx, marks[:, None]) if i == listing.count else None
+        yield iter([_Part(listing.record_file, listing.record_index, 0, listing.count, marks)]
+                   if listing.record_file is not None else [])
+        return
+    # In the build's cache if it is there already (a refusal must leave nothing behind).
+    cache = options.cache_dir if options.cache_dir and os.path.isdir(options.cache_dir) \
+        else None
+    with tempfile.TemporaryDirectory(prefix=".images-", dir=cache) as folder:
+        yield (part for part in (_packed(listing, options, folder, start) for start in
+                                 range(0, listing.count, DECODE_ROWS)))
+
+
+def _packed(listing: _Listing, options: ImageReadOptions, folder: str,
+            first: int) -> Optional[_Part]:
+    """Images first.. (DECODE_ROWS of them) packed into a .rec + .idx in `folder`, or None
+    at the first that does not _fit (the part before it is dropped with it)."""
+    import mxnet as mx
+    stop = min(listing.count, first + DECODE_ROWS)
+    name = os.path.join(folder, f"{first}")
+    marks = (np.arange(first, stop) % 2 ** 24).astype(np.float32)  # exact in float32
+    writer = mx.recordio.MXIndexedRecordIO(name + ".idx", name + ".rec", "w")
+    try:
+        for i in range(first, stop):
+            buf = listing.fetch(i)
+            if not _fits(buf, options):
+                return None
+            writer.write_idx(i, mx.recordio.pack(
+                mx.recordio.IRHeader(0, float(marks[i - first]), i, 0), buf))
+    finally:
+        writer.close()
+    return _Part(name + ".rec", name + ".idx", first, stop, marks[:, None], packed=True)
 
 
 def _fits(buf: bytes, options: ImageReadOptions) -> bool:
@@ -349,36 +367,51 @@ def _fits(buf: bytes, options: ImageReadOptions) -> bool:
     return True
 
 
-def _record_iter_blocks(packed: _Packed, listing: _Listing, options: ImageReadOptions,
+def _record_iter_blocks(parts: Iterator[Optional[_Part]], listing: _Listing,
+                        options: ImageReadOptions,
                         into: Optional[np.ndarray]) -> Iterator[np.ndarray]:
-    """mx.io.ImageRecordIter's output for `packed` (resize, centre crop, no mean or std, in
-    order) in blocks of DECODE_ROWS rows; it stops at an MXNetError or at a batch whose
-    labels are not the expected ones (the caller goes on image by image from there)."""
+    """mx.io.ImageRecordIter's output for each part in turn (resize, centre crop, no mean
+    or std, in order) in blocks of DECODE_ROWS rows; the next part is made while the
+    iterator decodes. It stops at a missing part, an MXNetError or a batch whose labels are
+    not the expected ones (the caller goes on image by image from there)."""
     import mxnet as mx
-    from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
-    rec, idx, marks = packed
-    more = {} if idx is None else {"path_imgidx": idx}  # measured 2x faster with the index
+    part = next(parts, None)
+    staging = np.empty((RECORD_ITER_BATCH,) + tuple(options.shape), RECORD_ITER_DTYPE)
     try:
-        with _cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
-            batches = mx.io.ImageRecordIter(
-                path_imgrec=rec, data_shape=options.shape, batch_size=RECORD_ITER_BATCH,
-                label_width=marks.shape[1], resize=options.resize or -1, shuffle=False,
-                inter_method=options.inter_method, round_batch=False,
-                prefetch_buffer=RECORD_ITER_PREFETCH, dtype=RECORD_ITER_DTYPE, **more)
-        staging = np.empty((RECORD_ITER_BATCH,) + tuple(options.shape), RECORD_ITER_DTYPE)
-        for start in range(0, listing.count, DECODE_ROWS):
-            block = _block(into, start, min(listing.count, start + DECODE_ROWS), options)
-            for at in range(0, len(block), RECORD_ITER_BATCH):
-                batch = batches.next()
-                rows = min(RECORD_ITER_BATCH, len(block) - at)  # the last batch: garbage after
-                labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
-                if not np.array_equal(labels, marks[start + at:start + at + rows]):
-                    return
-                _copy_rows(batch.data[0], staging[:rows])
-                block[at:at + rows] = staging[:rows]
-            yield block
+        while part is not None:
+            batches = _record_iter(part, options)
+            following = next(parts, None)  # made while `batches` decodes in its thread
+            for start in range(part.first, part.stop, DECODE_ROWS):
+                block = _block(into, start, min(part.stop, start + DECODE_ROWS), options)
+                for at in range(0, len(block), RECORD_ITER_BATCH):
+                    batch = batches.next()
+                    rows = min(RECORD_ITER_BATCH, len(block) - at)  # the last: garbage after
+                    labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
+                    first = start - part.first + at
+                    if not np.array_equal(labels, part.marks[first:first + rows]):
+                        return
+                    _copy_rows(batch.data[0], staging[:rows])
+                    block[at:at + rows] = staging[:rows]
+                yield block
+            del batches
+            if part.packed:  # the temporary folder holds one or two parts, not the data set
+                os.remove(part.rec)
+                os.remove(part.idx)  # type: ignore[arg-type]
+            part = following
     except (mx.base.MXNetError, StopIteration):
         return
+
+
+def _record_iter(part: _Part, options: ImageReadOptions) -> Any:
+    import mxnet as mx
+    from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
+    more = {} if part.idx is None else {"path_imgidx": part.idx}  # 2x faster with it
+    with _cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
+        return mx.io.ImageRecordIter(
+            path_imgrec=part.rec, data_shape=options.shape, batch_size=RECORD_ITER_BATCH,
+            label_width=part.marks.shape[1], resize=options.resize or -1, shuffle=False,
+            inter_method=options.inter_method, round_batch=False,
+            prefetch_buffer=RECORD_ITER_PREFETCH, dtype=RECORD_ITER_DTYPE, **more)
 
 
 def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOptions) -> Table:
