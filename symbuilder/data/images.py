@@ -1,12 +1,22 @@
 """Image sources: `format: recordio` (im2rec's .rec + .idx) and `format: image_folder` (one
 sub-folder per class), decoded and resized exactly as mx.io.ImageRecordIter does.
 
-Decoding is MXNet's own (`mx.image.imdecode`, OpenCV inside the wheel, flag 0 for one
-channel, 1 for three: ImageRecordIter's choice), resizing `mx.image.resize_short` with
-ImageRecordIter's `resize` (shorter side) and `inter_method`, then a centre crop to
-input.shape's (H, W) with ImageRecordIter's integer offsets. The pixels are bit-identical
-to ImageRecordIter's output without augmentation (tests/test_images.py checks it, every
-inter_method, grey and colour). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+The decoder is mx.io.ImageRecordIter itself (resize, centre crop, no mean or std, no
+shuffle) on a .rec whose every record frame and image header were checked first: the
+source's own .rec, or a folder's file bytes packed into temporary ones. What the check
+does not vouch for (another format, a damaged or too small image, an MXNetError, a batch
+whose labels are not the expected ones) goes down the per-image path from the first row
+not delivered: `mx.image.imdecode` (flag 0 for one channel, 1 for three, whatever the file
+holds: ImageRecordIter's choice), `mx.image.resize_short` with ImageRecordIter's `resize`
+(shorter side) and `inter_method`, a centre crop at ImageRecordIter's integer offsets; it
+locates what is wrong. Either way the pixels are bit-identical to ImageRecordIter's output
+without augmentation (tests/test_images.py: every inter_method, grey, RGB, RGBA, palette,
+CMYK, both paths). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+
+Speed (tests/benchmarks/bench_images.py, 1000 160x120 JPEGs to 3x112x112, interleaved,
+the 2-core machine under load ~1.5..2.7): recordio 0.88..1.04x ImageRecordIter's own
+samples/s (median of 7 rounds, four runs), image_folder 0.72..0.83x (it packs the files
+first). The per-image path ran at 0.53..0.58x.
 
 Memory: images are decoded DECODE_ROWS at a time. When the decoded pixels would exceed
 sources.STREAM_BYTES (or `stream: true`), the blocks go into a float32 .npy in the build's
@@ -46,20 +56,18 @@ IMAGE_FORMATS = ("recordio", "image_folder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 INTER_METHODS = (0, 1, 2, 3, 4, 9)  # ImageRecordIter's: nearest, bilinear, cubic, area,
 #                                     lanczos4, auto (10, random, is an augmentation)
-# Images decoded per block: bounds transient memory on any data size. A block is queued on
-# MXNet's engine whole before any is read back. tests/benchmarks/bench_images.py, 1000
-# 160x120 JPEGs to 3x112x112 on the 2-core build machine (loaded): one image at a time ran
-# at 0.41x ImageRecordIter's samples/s, a queued block at 0.53..0.58x (about 3,000/s).
-# The rest is MXNet's Python per image (~10 C calls); Python threads did not help (1.2x):
-# the engine runs the image ops on one CPU worker, and the calls hold the GIL in between.
+# Images decoded per block: bounds transient memory on any data size. On the per-image
+# path a block is queued on MXNet's engine whole before any is read back (1000 160x120
+# JPEGs to 3x112x112, loaded 2-core machine: one image at a time ran at 0.41x
+# ImageRecordIter's samples/s, a queued block at 0.53..0.58x: MXNet's Python per image;
+# Python threads gave 1.2x, MXNET_CPU_WORKER_NTHREADS=2 0.52x).
 DECODE_ROWS = 256
-# ImageRecordIter's batch when it decodes (a divisor of DECODE_ROWS) and the batches it
-# decodes ahead: 1000 JPEGs as above, interleaved, batch 32 ran at 0.98..1.03x the speed of
-# batch 50, 256 at 0.80..0.85x; prefetch 1, 2 or 4 and batch 16..64 within the noise
-# (0.85..0.96x of ImageRecordIter alone, load ~2): the least memory, then.
-RECORD_ITER_BATCH = 32
-RECORD_ITER_PREFETCH = DECODE_ROWS // RECORD_ITER_BATCH  # a folder's part, decoded ahead
-RECORD_ITER_DTYPE = "uint8"
+# ImageRecordIter's batch when it decodes: about RECORD_ITER_BYTES of uint8 pixels, a power
+# of two from 32 to DECODE_ROWS rows. 1000 JPEGs to 3x112x112, interleaved: 32 rows ran at
+# 0.98..1.03x the speed of 50, 256 at 0.80..0.85x; 3,594 PNGs to 3x32x32: 32 rows spent a
+# third of the time in Python per batch. It decodes a folder's part (DECODE_ROWS) ahead.
+RECORD_ITER_BYTES = 32 * 3 * 112 * 112
+RECORD_ITER_DTYPE = "uint8"  # widened by numpy: a quarter of the bytes written and copied
 
 
 @dataclasses.dataclass
@@ -376,16 +384,17 @@ def _record_iter_blocks(parts: Iterator[Optional[_Part]], listing: _Listing,
     not the expected ones (the caller goes on image by image from there)."""
     import mxnet as mx
     part = next(parts, None)
-    staging = np.empty((RECORD_ITER_BATCH,) + tuple(options.shape), RECORD_ITER_DTYPE)
+    size = _record_iter_batch(options)
+    staging = np.empty((size,) + tuple(options.shape), RECORD_ITER_DTYPE)
     try:
         while part is not None:
             batches = _record_iter(part, options)
             following = next(parts, None)  # made while `batches` decodes in its thread
             for start in range(part.first, part.stop, DECODE_ROWS):
                 block = _block(into, start, min(part.stop, start + DECODE_ROWS), options)
-                for at in range(0, len(block), RECORD_ITER_BATCH):
+                for at in range(0, len(block), size):
                     batch = batches.next()
-                    rows = min(RECORD_ITER_BATCH, len(block) - at)  # the last: garbage after
+                    rows = min(size, len(block) - at)  # the last batch: garbage after its rows
                     labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
                     first = start - part.first + at
                     if not np.array_equal(labels, part.marks[first:first + rows]):
@@ -402,16 +411,23 @@ def _record_iter_blocks(parts: Iterator[Optional[_Part]], listing: _Listing,
         return
 
 
+def _record_iter_batch(options: ImageReadOptions) -> int:
+    """ImageRecordIter's batch size for this shape (a divisor of DECODE_ROWS)."""
+    rows = RECORD_ITER_BYTES // int(np.prod(options.shape))
+    return min(DECODE_ROWS, max(32, 1 << max(rows, 1).bit_length() - 1))
+
+
 def _record_iter(part: _Part, options: ImageReadOptions) -> Any:
     import mxnet as mx
     from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
     more = {} if part.idx is None else {"path_imgidx": part.idx}  # 2x faster with it
+    size = _record_iter_batch(options)
     with _cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
         return mx.io.ImageRecordIter(
-            path_imgrec=part.rec, data_shape=options.shape, batch_size=RECORD_ITER_BATCH,
+            path_imgrec=part.rec, data_shape=options.shape, batch_size=size,
             label_width=part.marks.shape[1], resize=options.resize or -1, shuffle=False,
             inter_method=options.inter_method, round_batch=False,
-            prefetch_buffer=RECORD_ITER_PREFETCH, dtype=RECORD_ITER_DTYPE, **more)
+            prefetch_buffer=DECODE_ROWS // size, dtype=RECORD_ITER_DTYPE, **more)
 
 
 def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOptions) -> Table:
@@ -570,6 +586,9 @@ def _unpacked(record: Any, key: int, where: Tuple[str, str],
 def _header_labels(headers: Sequence[Any], width: int,
                    where: Callable[[int], Tuple[str, str]]) -> np.ndarray:
     """(N,) labels (width 1) or (N, width); whole numbers as int64 (class labels)."""
+    if width == 1 and all(header.flag == 0 for header in headers):  # one float each: at once
+        return _whole(np.array([header.label for header in headers], np.float64)[:, None],
+                      where)[:, 0]
     out = np.empty((len(headers), width), np.float64)
     for i, header in enumerate(headers):
         value = np.atleast_1d(np.asarray(header.label, dtype=np.float64))
@@ -578,13 +597,17 @@ def _header_labels(headers: Sequence[Any], width: int,
             raise DataError(f"{prefix}the header holds {value.size} label values, but "
                             f"label_width is {width}", file=file)
         out[i] = value
+    out = _whole(out, where)
+    return out[:, 0] if width == 1 else out
+
+
+def _whole(out: np.ndarray, where: Callable[[int], Tuple[str, str]]) -> np.ndarray:
+    """(N, width) labels, refused where not finite; as int64 when all are whole numbers."""
     if not np.all(np.isfinite(out)):
         i = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         file, prefix = where(i)
         raise DataError(f"{prefix}label {out[i].tolist()} is not finite", file=file)
-    if np.all(out == np.round(out)):
-        out = out.astype(np.int64)
-    return out[:, 0] if width == 1 else out
+    return out.astype(np.int64) if np.all(out == np.round(out)) else out
 
 
 @register_source("image_folder")
