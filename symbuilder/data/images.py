@@ -14,9 +14,9 @@ without augmentation (tests/test_images.py: every inter_method, grey, RGB, RGBA,
 CMYK, both paths). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
 
 Speed (tests/benchmarks/bench_images.py, 1000 160x120 JPEGs to 3x112x112, interleaved,
-the 2-core machine under load ~1.5..2.7): recordio 0.88..1.04x ImageRecordIter's own
-samples/s (median of 7 rounds, four runs), image_folder 0.72..0.83x (it packs the files
-first). The per-image path ran at 0.53..0.58x.
+the 2-core machine under load ~1.5..2.7): recordio 0.87..1.04x ImageRecordIter's own
+samples/s (median of 7 rounds, seven runs; 1.01x the last), image_folder 0.72..0.85x (it
+packs the files first). The per-image path ran at 0.53..0.58x.
 
 Memory: images are decoded DECODE_ROWS at a time. When the decoded pixels would exceed
 sources.STREAM_BYTES (or `stream: true`), the blocks go into a float32 .npy in the build's
