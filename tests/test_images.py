@@ -94,6 +94,79 @@ def test_vector_labels_come_from_the_header(tmp_path):
     np.testing.assert_array_equal(table.labels, labels)
 
 
+def other_channels():
+    """One image of each kind ImageRecordIter converts silently: grey, grey + alpha, RGB,
+    RGBA and palette PNGs, grey, RGB and CMYK JPEGs (30x37), as (bytes, extension)."""
+    from PIL import Image
+    import io
+    rng = np.random.RandomState(2)
+    rgb = Image.fromarray(rng.randint(0, 256, (30, 37, 3)).astype(np.uint8))
+    kinds = [(rgb.convert("L"), "PNG"), (rgb.convert("LA"), "PNG"), (rgb, "PNG"),
+             (rgb.convert("RGBA"), "PNG"), (rgb.convert("P"), "PNG"), (rgb.convert("L"), "JPEG"),
+             (rgb, "JPEG"), (rgb.convert("CMYK"), "JPEG")]
+    out = []
+    for image, fmt in kinds:
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, quality=90)
+        out.append((buf.getvalue(), "." + fmt.lower()))
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("path", ["ImageRecordIter", "per image"])
+def test_other_channels_are_converted_as_image_record_iter_does(tmp_path, channels, path):
+    """Decoded with flag 0 for C 1 and 1 for C 3, whatever the file holds. A BMP among the
+    images (no PNG or JPEG header to check) sends the whole set down the per-image path."""
+    from PIL import Image
+    import io
+    from symbuilder.data.images import _fits
+    encoded = other_channels()
+    if path == "per image":
+        buf = io.BytesIO()
+        Image.fromarray(np.full((30, 37, 3), 7, np.uint8)).save(buf, format="BMP")
+        encoded.append((buf.getvalue(), ".bmp"))
+    shape = (channels, 28, 28)
+    options = ImageReadOptions(shape=shape, resize=30)
+    assert all(_fits(b, options) for b, _ in encoded) == (path == "ImageRecordIter")
+    rec = image_data.write_recordio(str(tmp_path / "d"), [b for b, _ in encoded],
+                                    np.arange(len(encoded)), encode=lambda b: b)
+    want, _ = record_iter_pixels(rec, shape, len(encoded), resize=30)
+    table = read_table(rec, "recordio", label=None, options=options)
+    np.testing.assert_array_equal(table.features, want)
+    if path == "ImageRecordIter":  # the folder's bytes packed into a .rec, not re-encoded
+        for i, (buf, ext) in enumerate(encoded):
+            os.makedirs(tmp_path / "f" / "0", exist_ok=True)
+            (tmp_path / "f" / "0" / f"{i:02d}{ext}").write_bytes(buf)
+        tree = read_table(str(tmp_path / "f"), "image_folder", label=None, options=options)
+        np.testing.assert_array_equal(tree.features, want)
+
+
+@pytest.mark.parametrize("layout", ["recordio", "image_folder"])
+def test_blocks_come_back_in_file_order(tmp_path, layout):
+    """600 records, three DECODE_ROWS blocks: each row is ImageRecordIter's (one thread,
+    one batch) at the same place, from either layout."""
+    x, _ = image_data.digits()
+    images = image_data.render(x[:600])
+    rec = image_data.write_recordio(str(tmp_path / "d"), images, np.arange(600))
+    image_data.write_image_folder(str(tmp_path / "f"), images, np.zeros(600, int))
+    want, labels = record_iter_pixels(rec, (3, 20, 20), 600)
+    assert labels.tolist() == list(range(600))
+    source = rec if layout == "recordio" else str(tmp_path / "f")
+    table = read_table(source, layout, label=None, options=ImageReadOptions(shape=(3, 20, 20)))
+    np.testing.assert_array_equal(table.features, want)
+
+
+def test_the_packed_folder_leaves_only_the_cache_entry(tmp_path):
+    x, y = image_data.digits()
+    image_data.write_image_folder(str(tmp_path / "f"), image_data.render(x[:30]), y[:30])
+    cache = tmp_path / "cache"
+    os.makedirs(cache)
+    options = ImageReadOptions(shape=(3, 24, 24), cache_dir=str(cache), stream=True)
+    table = read_table(str(tmp_path / "f"), "image_folder", label=None, options=options)
+    assert table.on_disk and os.listdir(cache) == ["sources"]
+    assert len(os.listdir(cache / "sources")) == 1
+
+
 # -- the digits as image files: two layouts, one set of statistics --------------------------
 
 TRAIN_ROWS = 1500  # the rest is the explicit validation source
@@ -283,14 +356,31 @@ def test_a_class_folder_without_images_is_named(small, capsys):
         ": class folder 'x' has no images (.jpg, .jpeg, .png)"
 
 
-@pytest.mark.parametrize("train, where", [("d.rec", "d.rec: record 0 (key 0, offset 0): "),
-                                          ("f, format: image_folder",
-                                           os.path.join("f", "0", "00000.png") + ": ")])
-def test_an_image_with_other_channels_than_the_input_is_named(small, capsys, train, where):
-    _rec_spec(small, channels=1, train=train)
-    assert refused(small, capsys) == where + (
-        "the image has 3 channels (RGB), but input.shape asks for 1; convert the image or "
-        "change input.shape[0]")
+@pytest.mark.parametrize("layout", ["recordio", "image_folder"])
+def test_a_decoder_failure_past_the_first_block_names_its_image(tmp_path, capsys, monkeypatch,
+                                                                layout):
+    """A JPEG whose header is sound but whose data is not, in the second DECODE_ROWS part:
+    ImageRecordIter raises, and the per-image path from the first row it did not deliver
+    names the record or the file."""
+    x, y = image_data.digits()
+    encoded = [image_data.png_bytes(a) for a in image_data.render(x[:300])]
+    jpeg = synthetic(2, 3)[1]
+    sof = jpeg.index(b"\xff\xc0")
+    # Its frame header alone, no quantization table, then bytes that are no JPEG marker.
+    encoded[280] = b"\xff\xd8" + jpeg[sof:sof + 2 + int.from_bytes(jpeg[sof + 2:sof + 4], "big")] \
+        + b"garbage" * 4
+    monkeypatch.chdir(tmp_path)
+    if layout == "recordio":
+        image_data.write_recordio(str(tmp_path / "d"), encoded, y[:300], encode=lambda b: b)
+        _rec_spec(tmp_path)
+        where = f"d.rec: record 280 (key 280, offset {_record_offset(tmp_path, 280)}): "
+    else:
+        os.makedirs(tmp_path / "f" / "0")
+        for i, buf in enumerate(encoded):
+            (tmp_path / "f" / "0" / f"{i:03d}.{'jpg' if i == 280 else 'png'}").write_bytes(buf)
+        _rec_spec(tmp_path, train="f, format: image_folder")
+        where = os.path.join("f", "0", "280.jpg") + ": "
+    assert refused(tmp_path, capsys).startswith(where + "not a decodable image (")
 
 
 def test_an_image_smaller_than_the_input_asks_for_resize(small, capsys):
@@ -317,13 +407,14 @@ def test_the_example_data_renders_into_place_and_is_not_committed(tmp_path):
             "/specs/data/digits_images.idx"} <= set(ignored)
 
 
-@pytest.mark.parametrize("first, second", [("small", "grey"), ("garbage", "small")])
+@pytest.mark.parametrize("first, second", [("small", "damaged"), ("garbage", "small")])
 def test_the_first_bad_image_in_file_order_is_the_one_named(small, capsys, first, second):
     """A block is queued on MXNet's engine before it is read back: a refusal found while
     queueing (header, decoder) must not jump ahead of one found on reading back (the size,
     checked on the decoded pixels), nor the other way round."""
-    bad = {"garbage": b"neither PNG nor JPEG",
-           "grey": image_data.png_bytes(np.zeros((24, 24), np.uint8)),
+    damaged = bytearray(image_data.png_bytes(np.zeros((24, 24, 3), np.uint8)))
+    damaged[40] ^= 0xFF  # in the IDAT chunk: its CRC no longer matches
+    bad = {"garbage": b"neither PNG nor JPEG", "damaged": bytes(damaged),
            "small": image_data.png_bytes(np.zeros((20, 20, 3), np.uint8))}
     zero = sorted(os.listdir(small / "f" / "0"))
     (small / "f" / "0" / zero[1]).write_bytes(bad[first])

@@ -1,12 +1,22 @@
 """Image sources: `format: recordio` (im2rec's .rec + .idx) and `format: image_folder` (one
 sub-folder per class), decoded and resized exactly as mx.io.ImageRecordIter does.
 
-Decoding is MXNet's own (`mx.image.imdecode`, OpenCV inside the wheel, flag 0 for one
-channel, 1 for three: ImageRecordIter's choice), resizing `mx.image.resize_short` with
-ImageRecordIter's `resize` (shorter side) and `inter_method`, then a centre crop to
-input.shape's (H, W) with ImageRecordIter's integer offsets. The pixels are bit-identical
-to ImageRecordIter's output without augmentation (tests/test_images.py checks it, every
-inter_method, grey and colour). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+The decoder is mx.io.ImageRecordIter itself (resize, centre crop, no mean or std, no
+shuffle) on a .rec whose every record frame and image header were checked first: the
+source's own .rec, or a folder's file bytes packed into temporary ones. What the check
+does not vouch for (another format, a damaged or too small image, an MXNetError, a batch
+whose labels are not the expected ones) goes down the per-image path from the first row
+not delivered: `mx.image.imdecode` (flag 0 for one channel, 1 for three, whatever the file
+holds: ImageRecordIter's choice), `mx.image.resize_short` with ImageRecordIter's `resize`
+(shorter side) and `inter_method`, a centre crop at ImageRecordIter's integer offsets; it
+locates what is wrong. Either way the pixels are bit-identical to ImageRecordIter's output
+without augmentation (tests/test_images.py: every inter_method, grey, RGB, RGBA, palette,
+CMYK, both paths). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+
+Speed (tests/benchmarks/bench_images.py, 1000 160x120 JPEGs to 3x112x112, interleaved,
+the 2-core machine under load ~1.5..2.7): recordio 0.87..1.04x ImageRecordIter's own
+samples/s (median of 7 rounds, seven runs; 1.01x the last), image_folder 0.72..0.85x (it
+packs the files first). The per-image path ran at 0.53..0.58x.
 
 Memory: images are decoded DECODE_ROWS at a time. When the decoded pixels would exceed
 sources.STREAM_BYTES (or `stream: true`), the blocks go into a float32 .npy in the build's
@@ -20,11 +30,14 @@ batch; rand_crop crops from an uncropped uint8 copy of the resized images (encod
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 import struct
+import tempfile
 import zlib
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -43,13 +56,18 @@ IMAGE_FORMATS = ("recordio", "image_folder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 INTER_METHODS = (0, 1, 2, 3, 4, 9)  # ImageRecordIter's: nearest, bilinear, cubic, area,
 #                                     lanczos4, auto (10, random, is an augmentation)
-# Images decoded per block: bounds transient memory on any data size. A block is queued on
-# MXNet's engine whole before any is read back. tests/benchmarks/bench_images.py, 1000
-# 160x120 JPEGs to 3x112x112 on the 2-core build machine (loaded): one image at a time ran
-# at 0.41x ImageRecordIter's samples/s, a queued block at 0.53..0.58x (about 3,000/s).
-# The rest is MXNet's Python per image (~10 C calls); Python threads did not help (1.2x):
-# the engine runs the image ops on one CPU worker, and the calls hold the GIL in between.
+# Images decoded per block: bounds transient memory on any data size. On the per-image
+# path a block is queued on MXNet's engine whole before any is read back (1000 160x120
+# JPEGs to 3x112x112, loaded 2-core machine: one image at a time ran at 0.41x
+# ImageRecordIter's samples/s, a queued block at 0.53..0.58x: MXNet's Python per image;
+# Python threads gave 1.2x, MXNET_CPU_WORKER_NTHREADS=2 0.52x).
 DECODE_ROWS = 256
+# ImageRecordIter's batch when it decodes: about RECORD_ITER_BYTES of uint8 pixels, a power
+# of two from 32 to DECODE_ROWS rows. 1000 JPEGs to 3x112x112, interleaved: 32 rows ran at
+# 0.98..1.03x the speed of 50, 256 at 0.80..0.85x; 3,594 PNGs to 3x32x32: 32 rows spent a
+# third of the time in Python per batch. It decodes a folder's part (DECODE_ROWS) ahead.
+RECORD_ITER_BYTES = 32 * 3 * 112 * 112
+RECORD_ITER_DTYPE = "uint8"  # widened by numpy: a quarter of the bytes written and copied
 
 
 @dataclasses.dataclass
@@ -143,17 +161,13 @@ def decode_image(buf: bytes, options: ImageReadOptions) -> np.ndarray:
 
 
 def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> Any:
-    """Check the header, then queue the decode and resize on MXNet's engine (an NDArray
-    still being computed): a block of images queued before any is read keeps the engine's
-    workers busy while Python queues the next. `array`: `buf` as an NDArray already."""
+    """Check the header (damage, size), then queue the decode and resize on MXNet's engine
+    (an NDArray still being computed): a block of images queued before any is read keeps
+    the engine's workers busy while Python queues the next. `array`: `buf` as an NDArray
+    already. Any channel count is decoded to options.shape[0], as ImageRecordIter does."""
     import mxnet as mx
     channels = options.shape[0]
-    header = image_header(buf)
-    if header is not None and header[0] != channels:
-        names = {1: " (grey)", 2: " (grey + alpha)", 3: " (RGB)", 4: " (RGBA)"}
-        raise ValueError(f"the image has {header[0]} channels{names.get(header[0], '')}, but "
-                         f"input.shape asks for {channels}; convert the image or change "
-                         "input.shape[0]")
+    image_header(buf)
     try:
         img = mx.image.imdecode(buf if array is None else array,
                                 flag=0 if channels == 1 else 1)
@@ -204,14 +218,35 @@ class _Listing:
     where: Callable[[int], Tuple[str, str]]
     labels: np.ndarray
     identity: str  # every file's path, size and mtime, hashed with the decoding options
+    record_file: Optional[str] = None  # a .rec framing exactly these images, in this order,
+    #                                    each of them _fits
+    record_index: Optional[str] = None  # its .idx, when its lines are in that order too
 
 
-def _blocks(listing: _Listing, options: ImageReadOptions) -> Iterator[np.ndarray]:
-    """The images decoded DECODE_ROWS at a time, in file order: a block is queued on MXNet's
-    engine whole, then read back. The first bad image in file order is the one reported."""
-    for start in range(0, listing.count, DECODE_ROWS):
+def _blocks(listing: _Listing, options: ImageReadOptions,
+            into: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
+    """The images decoded DECODE_ROWS at a time, in file order. Where every image's header
+    is sound (a PNG or JPEG, undamaged, large enough for the crop), ImageRecordIter itself
+    decodes them from a .rec (the source's own, or the folder's files packed into one per
+    DECODE_ROWS images); its batches are checked against the expected labels. From the
+    first row it did not deliver, the per-image path decodes and locates what is wrong.
+    `into`: the (count, C, H, W) array the blocks are views of (decoded in place), if any."""
+    done = 0
+    with _record_parts(listing, options) as parts:
+        for block in _record_iter_blocks(parts, listing, options, into):
+            done += len(block)
+            yield block
+    yield from _image_blocks(listing, options, done, into)
+
+
+def _image_blocks(listing: _Listing, options: ImageReadOptions, first: int = 0,
+                  into: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
+    """Images `first`.. decoded one by one, DECODE_ROWS at a time, in file order: a block is
+    queued on MXNet's engine whole, then read back. The first bad image in file order is the
+    one reported, located."""
+    for start in range(first, listing.count, DECODE_ROWS):
         stop = min(listing.count, start + DECODE_ROWS)
-        block = np.empty((stop - start,) + tuple(options.shape), np.float32)
+        block = _block(into, start, stop, options)
         # The bytes become NDArrays before anything is queued: copying into one waits for
         # the engine's queue, which would serialise every copy behind the decodes before it.
         encoded = [listing.fetch(i) for i in range(start, stop)]
@@ -233,6 +268,22 @@ def _blocks(listing: _Listing, options: ImageReadOptions) -> Iterator[np.ndarray
         yield block
 
 
+def _block(into: Optional[np.ndarray], start: int, stop: int,
+           options: ImageReadOptions) -> np.ndarray:
+    return np.empty((stop - start,) + tuple(options.shape), np.float32) if into is None \
+        else into[start:stop]
+
+
+def _copy_rows(array: Any, out: np.ndarray) -> None:
+    """The first len(out) rows of the float32 NDArray `array` into `out`, one copy: what
+    NDArray.asnumpy does into a fresh array, then a second copy to `out`, would cost."""
+    import ctypes
+    import mxnet as mx
+    rows = array[0:len(out)] if len(out) < array.shape[0] else array
+    mx.base.check_call(mx.base._LIB.MXNDArraySyncCopyToCPU(
+        rows.handle, out.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(out.size)))
+
+
 def _as_ndarray(buf: bytes) -> Any:
     """`buf` as the uint8 NDArray mx.image.imdecode makes of bytes (the same call)."""
     import mxnet as mx
@@ -244,6 +295,141 @@ def _located(listing: _Listing, index: int, error: ValueError) -> DataError:
     return DataError(f"{prefix}{error}", file=file)
 
 
+@dataclasses.dataclass
+class _Part:
+    """Rows first..stop of a listing in a .rec that holds exactly them, in order, each one
+    _fits; its .idx if its lines are in that order too; the labels ImageRecordIter must
+    return for them."""
+    rec: str
+    idx: Optional[str]
+    first: int
+    stop: int
+    marks: np.ndarray  # (stop - first, label_width) float32
+    packed: bool = False  # written here (removed once decoded), not the source's own
+
+
+@contextlib.contextmanager
+def _record_parts(listing: _Listing, options: ImageReadOptions) -> Iterator[Iterator[_Part]]:
+    """The .rec parts ImageRecordIter may decode, made lazily, ending where an image fails
+    _fits. ImageRecordIter aborts the process on a damaged record frame, pads a small image
+    silently and decodes a 30000x30000 JPEG into 2.7 GB: nothing unchecked reaches it. The
+    source's own .rec is one part (read_recordio checked it); a folder's file bytes are
+    packed, not re-encoded, DECODE_ROWS images a part, labelled with their row number
+    (the order check), into a temporary folder: the next part is packed while
+    ImageRecordIter decodes the one before (no faster than one .rec on the loaded 2-core
+    machine, 0.22 against 0.21..0.25 s for 1000 JPEGs, but the folder holds two parts at
+    most, not a copy of the data set, and a bad image sends only its part and those after
+    it down the per-image path)."""
+    if listing.record_file is not None or listing.count == 0:
+        marks = np.asarray(listing.labels, np.float32).reshape(listing.count, -1)
+        yield iter([_Part(listing.record_file, listing.record_index, 0, listing.count, marks)]
+                   if listing.record_file is not None else [])
+        return
+    # In the build's cache if it is there already (a refusal must leave nothing behind).
+    cache = options.cache_dir if options.cache_dir and os.path.isdir(options.cache_dir) \
+        else None
+    with tempfile.TemporaryDirectory(prefix=".images-", dir=cache) as folder:
+        yield (part for part in (_packed(listing, options, folder, start) for start in
+                                 range(0, listing.count, DECODE_ROWS)))
+
+
+def _packed(listing: _Listing, options: ImageReadOptions, folder: str,
+            first: int) -> Optional[_Part]:
+    """Images first.. (DECODE_ROWS of them) packed into a .rec + .idx in `folder`, or None
+    at the first that does not _fit (the part before it is dropped with it)."""
+    import mxnet as mx
+    stop = min(listing.count, first + DECODE_ROWS)
+    name = os.path.join(folder, f"{first}")
+    marks = (np.arange(first, stop) % 2 ** 24).astype(np.float32)  # exact in float32
+    writer = mx.recordio.MXIndexedRecordIO(name + ".idx", name + ".rec", "w")
+    try:
+        for i in range(first, stop):
+            buf = listing.fetch(i)
+            if not _fits(buf, options):
+                return None
+            writer.write_idx(i, mx.recordio.pack(
+                mx.recordio.IRHeader(0, float(marks[i - first]), i, 0), buf))
+    finally:
+        writer.close()
+    return _Part(name + ".rec", name + ".idx", first, stop, marks[:, None], packed=True)
+
+
+def _fits(buf: bytes, options: ImageReadOptions) -> bool:
+    """Whether ImageRecordIter may decode `buf`: a PNG or JPEG whose header is undamaged and
+    large enough for the centre crop after resize, either way round (a JPEG's EXIF
+    orientation may turn it; ImageRecordIter would pad a small image with 255s silently).
+    Everything else goes to the per-image path, which says what is wrong."""
+    try:
+        header = image_header(buf)
+    except ValueError:
+        return False
+    if header is None or min(header[1:]) == 0:
+        return False
+    _, height, width = options.shape
+    for h, w in (header[1:], header[:0:-1]):
+        if options.resize:  # ImageRecordIter's and mx.image.resize_short's integer sizes
+            h, w = (options.resize * h // w, options.resize) if h > w else \
+                (options.resize, options.resize * w // h)
+        if h < height or w < width:
+            return False
+    return True
+
+
+def _record_iter_blocks(parts: Iterator[Optional[_Part]], listing: _Listing,
+                        options: ImageReadOptions,
+                        into: Optional[np.ndarray]) -> Iterator[np.ndarray]:
+    """mx.io.ImageRecordIter's output for each part in turn (resize, centre crop, no mean
+    or std, in order) in blocks of DECODE_ROWS rows; the next part is made while the
+    iterator decodes. It stops at a missing part, an MXNetError or a batch whose labels are
+    not the expected ones (the caller goes on image by image from there)."""
+    import mxnet as mx
+    part = next(parts, None)
+    size = _record_iter_batch(options)
+    staging = np.empty((size,) + tuple(options.shape), RECORD_ITER_DTYPE)
+    try:
+        while part is not None:
+            batches = _record_iter(part, options)
+            following = next(parts, None)  # made while `batches` decodes in its thread
+            for start in range(part.first, part.stop, DECODE_ROWS):
+                block = _block(into, start, min(part.stop, start + DECODE_ROWS), options)
+                for at in range(0, len(block), size):
+                    batch = batches.next()
+                    rows = min(size, len(block) - at)  # the last batch: garbage after its rows
+                    labels = batch.label[0].asnumpy()[:rows].reshape(rows, -1)
+                    first = start - part.first + at
+                    if not np.array_equal(labels, part.marks[first:first + rows]):
+                        return
+                    _copy_rows(batch.data[0], staging[:rows])
+                    block[at:at + rows] = staging[:rows]
+                yield block
+            del batches
+            if part.packed:  # the temporary folder holds one or two parts, not the data set
+                os.remove(part.rec)
+                os.remove(part.idx)  # type: ignore[arg-type]
+            part = following
+    except (mx.base.MXNetError, StopIteration):
+        return
+
+
+def _record_iter_batch(options: ImageReadOptions) -> int:
+    """ImageRecordIter's batch size for this shape (a divisor of DECODE_ROWS)."""
+    rows = RECORD_ITER_BYTES // int(np.prod(options.shape))
+    return min(DECODE_ROWS, max(32, 1 << max(rows, 1).bit_length() - 1))
+
+
+def _record_iter(part: _Part, options: ImageReadOptions) -> Any:
+    import mxnet as mx
+    from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
+    more = {} if part.idx is None else {"path_imgidx": part.idx}  # 2x faster with it
+    size = _record_iter_batch(options)
+    with _cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
+        return mx.io.ImageRecordIter(
+            path_imgrec=part.rec, data_shape=options.shape, batch_size=size,
+            label_width=part.marks.shape[1], resize=options.resize or -1, shuffle=False,
+            inter_method=options.inter_method, round_batch=False,
+            prefetch_buffer=DECODE_ROWS // size, dtype=RECORD_ITER_DTYPE, **more)
+
+
 def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOptions) -> Table:
     """Decode every image into memory, or (large, or `stream: true`) into the cache."""
     names = [f"x{i}" for i in range(int(np.prod(options.shape)))]
@@ -251,9 +437,9 @@ def _image_table(listing: _Listing, path: str, shown: str, options: ImageReadOpt
     cache = options.cache_dir is not None and options.stream is not False and \
         (options.stream is True or nbytes > STREAM_BYTES)
     if not cache:
-        blocks = list(_blocks(listing, options))
-        features = np.concatenate(blocks) if blocks else \
-            np.empty((0,) + tuple(options.shape), np.float32)
+        features = np.empty((listing.count,) + tuple(options.shape), np.float32)
+        for _ in _blocks(listing, options, into=features):
+            pass
         return Table(features, listing.labels, names, shown, first_data_line=0,
                      identity=listing.identity, finite_checked=True)
     entry = cache_entry(options.cache_dir, path, listing.identity)  # type: ignore[arg-type]
@@ -298,25 +484,35 @@ def read_recordio(path: str, *, label: Optional[str], features: Optional[str], s
     import mxnet as mx
     opts = _image_options(options, shown)
     idx_path, idx_shown = _idx_file(path, shown, opts.idx)
-    keys, offsets = _read_idx(idx_path, idx_shown, os.path.getsize(path))
+    keys, offsets, in_order = _read_idx(idx_path, idx_shown, os.path.getsize(path))
     record = mx.recordio.MXIndexedRecordIO(idx_path, path, "r")
+    with open(path, "rb") as f:  # read through a map: a tenth of read_idx's time a record
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if offsets else b""
     headers: List[Any] = []
 
     def where(i: int) -> Tuple[str, str]:
         return shown, f"record {i} (key {keys[i]}, offset {offsets[i]}): "
 
     def fetch(i: int) -> bytes:
-        return _unpacked(record, keys[i], where(i))[1]
+        return _unpacked(record, keys[i], where(i), _framed(data, offsets[i]))[1]
 
+    end, fits = 0, True  # end: where record i starts if the records are back to back
     for i in range(len(keys)):  # headers first: a label problem is found before decoding
-        headers.append(_unpacked(record, keys[i], where(i))[0])
+        header, image, size = _unpacked(record, keys[i], where(i), _framed(data, offsets[i]))
+        headers.append(header)
+        end = end + 8 + -(-size // 4) * 4 if end == offsets[i] else -1  # magic, length, padded
+        fits = fits and _fits(image, opts)
     labels = _header_labels(headers, opts.label_width, where)
     listing = _Listing(len(keys), fetch, where, labels,
-                       _identity("recordio", [path, idx_path], opts))
+                       _identity("recordio", [path, idx_path], opts),
+                       record_file=path if fits and end == os.path.getsize(path) else None,
+                       record_index=idx_path if in_order else None)
     try:
         return _image_table(listing, path, shown, opts)
     finally:
         record.close()
+        if offsets:
+            data.close()  # type: ignore[union-attr]
 
 
 def _idx_file(path: str, shown: str, idx: Optional[str]) -> Tuple[str, str]:
@@ -334,8 +530,10 @@ def _idx_file(path: str, shown: str, idx: Optional[str]) -> Tuple[str, str]:
     return idx_path, idx_shown
 
 
-def _read_idx(idx_path: str, idx_shown: str, rec_size: int) -> Tuple[List[int], List[int]]:
-    """The index's (key, offset) pairs, sorted by offset: the .rec's own order."""
+def _read_idx(idx_path: str, idx_shown: str,
+              rec_size: int) -> Tuple[List[int], List[int], bool]:
+    """The index's keys and offsets, sorted by offset (the .rec's own order), and whether
+    its lines were in that order already."""
     pairs = []
     with open(idx_path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -351,14 +549,34 @@ def _read_idx(idx_path: str, idx_shown: str, rec_size: int) -> Tuple[List[int], 
                 raise DataError(f"offset {offset} is outside the .rec file ({rec_size} bytes)",
                                 file=idx_shown, line=number)
             pairs.append((offset, key))
+    in_order = all(a < b for a, b in zip(pairs, pairs[1:]))
     pairs.sort()
-    return [k for _, k in pairs], [o for o, _ in pairs]
+    return [k for _, k in pairs], [o for o, _ in pairs], in_order
 
 
-def _unpacked(record: Any, key: int, where: Tuple[str, str]) -> Tuple[Any, bytes]:
+RECORD_MAGIC = 0xced7230a  # dmlc RecordIO's kMagic
+
+
+def _framed(data: Any, offset: int) -> Optional[bytes]:
+    """The record at `offset` of the mapped .rec, as MXRecordIO reads it, when it is one
+    whole part behind the magic number; None otherwise (MXRecordIO then reads it: it joins
+    a multi-part record, and words what is wrong with a damaged one)."""
+    if offset + 8 > len(data):
+        return None
+    magic, word = struct.unpack_from("<II", data, offset)
+    size = word & ((1 << 29) - 1)  # the top 3 bits: the part flag
+    if magic != RECORD_MAGIC or word >> 29 or offset + 8 + size > len(data):
+        return None
+    return data[offset + 8:offset + 8 + size]
+
+
+def _unpacked(record: Any, key: int, where: Tuple[str, str],
+              raw: Optional[bytes] = None) -> Tuple[Any, bytes, int]:
+    """(header, image bytes, the record's size) of the record `key` (`raw`: read already)."""
     import mxnet as mx
     try:
-        return mx.recordio.unpack(record.read_idx(key))
+        raw = record.read_idx(key) if raw is None else raw
+        return mx.recordio.unpack(raw) + (len(raw),)
     except (mx.base.MXNetError, struct.error, ValueError) as e:
         reason = _mx_reason(e) if isinstance(e, mx.base.MXNetError) else str(e)
         raise DataError(f"{where[1]}not a readable RecordIO record ({reason}); the .rec "
@@ -368,6 +586,9 @@ def _unpacked(record: Any, key: int, where: Tuple[str, str]) -> Tuple[Any, bytes
 def _header_labels(headers: Sequence[Any], width: int,
                    where: Callable[[int], Tuple[str, str]]) -> np.ndarray:
     """(N,) labels (width 1) or (N, width); whole numbers as int64 (class labels)."""
+    if width == 1 and all(header.flag == 0 for header in headers):  # one float each: at once
+        return _whole(np.array([header.label for header in headers], np.float64)[:, None],
+                      where)[:, 0]
     out = np.empty((len(headers), width), np.float64)
     for i, header in enumerate(headers):
         value = np.atleast_1d(np.asarray(header.label, dtype=np.float64))
@@ -376,13 +597,17 @@ def _header_labels(headers: Sequence[Any], width: int,
             raise DataError(f"{prefix}the header holds {value.size} label values, but "
                             f"label_width is {width}", file=file)
         out[i] = value
+    out = _whole(out, where)
+    return out[:, 0] if width == 1 else out
+
+
+def _whole(out: np.ndarray, where: Callable[[int], Tuple[str, str]]) -> np.ndarray:
+    """(N, width) labels, refused where not finite; as int64 when all are whole numbers."""
     if not np.all(np.isfinite(out)):
         i = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         file, prefix = where(i)
         raise DataError(f"{prefix}label {out[i].tolist()} is not finite", file=file)
-    if np.all(out == np.round(out)):
-        out = out.astype(np.int64)
-    return out[:, 0] if width == 1 else out
+    return out.astype(np.int64) if np.all(out == np.round(out)) else out
 
 
 @register_source("image_folder")
