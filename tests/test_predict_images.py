@@ -145,13 +145,24 @@ def test_an_undecodable_image_is_one_located_line_and_nothing_is_written(export,
                    "image file.)"
 
 
-def test_a_grey_image_for_an_rgb_model_is_named(export, capsys):
-    folder, _ = export
-    grey = folder / "grey.png"
-    grey.write_bytes(image_data.png_bytes(np.zeros((24, 24), np.uint8)))
-    line = refused(capsys, ["predict", str(folder / "export"), str(grey)], folder / "p.csv")
-    assert line == (f"{grey}: the image has 1 channels (grey), but input.shape asks for 3; "
-                    "convert the image or change input.shape[0]")
+def test_grey_and_rgba_images_for_an_rgb_model_are_converted_as_imagerecorditer_does(
+        export, capsys, tmp_path):
+    """ImageRecordIter decodes with flag 1 for C 3 whatever the file holds: a grey PNG becomes
+    three equal channels, an RGBA one loses its alpha. predict does the same (the reference
+    decodes with mx.image.imdecode(flag=1))."""
+    folder, manifest = export
+    rng = np.random.RandomState(5)
+    grey = tmp_path / "grey.png"
+    grey.write_bytes(image_data.png_bytes(rng.randint(0, 256, (24, 24)).astype(np.uint8)))
+    rgba = tmp_path / "rgba.png"
+    rgba.write_bytes(image_data.png_bytes(rng.randint(0, 256, (24, 24, 4)).astype(np.uint8)))
+    files = [str(grey), str(rgba)]
+    code, out, err = run(["predict", str(folder / "export")] + files, capsys)
+    assert code == 0, err
+    header, ids, probs = table(out)
+    assert ids == files
+    want = reference(folder, manifest, [open(f, "rb").read() for f in files])
+    np.testing.assert_allclose(probs, want, atol=1e-5, rtol=1e-5)
 
 
 def test_other_inputs_are_refused(export, capsys):

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import numpy as np
 
+from ..cxxlog import cxx_log_silenced  # ImageRecordIter's "use N threads" INFO line
 from ..errors import DataError, mxnet_message
 from .sources import (CACHE_VERSION, STREAM_BYTES, NpyWriter, ReadOptions, SourceKeyError, Table,
                       load_entry, staged_entry, write_json, cache_entry, display_path,
@@ -419,10 +420,9 @@ def _record_iter_batch(options: ImageReadOptions) -> int:
 
 def _record_iter(part: _Part, options: ImageReadOptions) -> Any:
     import mxnet as mx
-    from ..serving.legacy import _cxx_log_silenced  # its "use N threads" INFO line
     more = {} if part.idx is None else {"path_imgidx": part.idx}  # 2x faster with it
     size = _record_iter_batch(options)
-    with _cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
+    with cxx_log_silenced():  # round_batch=False: no wrap-around re-reading the start
         return mx.io.ImageRecordIter(
             path_imgrec=part.rec, data_shape=options.shape, batch_size=size,
             label_width=part.marks.shape[1], resize=options.resize or -1, shuffle=False,

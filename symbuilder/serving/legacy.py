@@ -6,20 +6,19 @@ for a missing or malformed file, the symbol JSON checked before MXNet parses it)
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import json
 import os
 import re
-import sys
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 import onnx
 
 from .. import proof
+from ..cxxlog import cxx_log_silenced
 from ..errors import ExportError, UsageError, mxnet_message
 from ..export.checkpoint import to_numpy_params
 from ..export.deploy import deploy_symbol
@@ -79,7 +78,7 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[
             raise UsageError(f"no such checkpoint file{hint}", file=path)
     try:
         text = read_symbol_json(symbol_file)
-        with _cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
+        with cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
             symbol = mx.sym.load_json(text)
     except mx.base.MXNetError as e:
         raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
@@ -102,22 +101,6 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[
         raise UsageError("no arg:/aux: parameters in this file (not written by "
                          "Module.save_checkpoint?)", file=params_file)
     return symbol, arg_params, aux_params
-
-
-@contextlib.contextmanager
-def _cxx_log_silenced() -> Iterator[None]:
-    """MXNet's C++ log lines go to file descriptor 2 directly; for one short call that only
-    logs (its errors come back as exceptions), point it at /dev/null."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def read_symbol_json(path: str) -> str:
