@@ -18,7 +18,7 @@ from .. import proof
 from ..data import first_non_byte, non_byte_message
 from ..errors import DataError, ExportError, SymbuilderError, UsageError, mxnet_message
 from ..export import folder as export_folder
-from .legacy import load_checkpoint
+from ..export.checkpoint import load_checkpoint
 from .samples import first_line, load_samples
 
 def read_manifest(folder: str) -> Dict[str, Any]:

@@ -1,14 +1,12 @@
 """`symbuilder export PREFIX EPOCH`: any MXNet Module checkpoint to a verified ONNX file.
 
-Also the checkpoint reader every other command uses (load_checkpoint: a located UsageError
-for a missing or malformed file, the symbol JSON checked before MXNet parses it) and the
---input parser.
+Also the --input and --input-range parsers. The checkpoint reader every command uses
+(load_checkpoint) lives with the writer, in export/checkpoint.py.
 """
 from __future__ import annotations
 
 import difflib
 import functools
-import json
 import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,9 +16,8 @@ import numpy as np
 import onnx
 
 from .. import proof
-from ..cxxlog import cxx_log_silenced
 from ..errors import ExportError, UsageError, mxnet_message
-from ..export.checkpoint import to_numpy_params
+from ..export.checkpoint import checkpoint_files, load_checkpoint, to_numpy_params
 from ..export.deploy import deploy_symbol
 from ..files import write_atomic
 from ..onnx import to_onnx
@@ -61,102 +58,6 @@ def parse_input_range(text: str) -> Tuple[str, float, float]:
     if low > high:
         raise UsageError(f"--input-range {text!r}: low {low:g} > high {high:g}")
     return match.group(1), low, high  # type: ignore[union-attr]
-
-
-def checkpoint_files(prefix: str, epoch: int) -> Tuple[str, str]:
-    return f"{prefix}-symbol.json", f"{prefix}-{epoch:04d}.params"
-
-
-def load_checkpoint(prefix: str, epoch: int) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
-    """(symbol, arg_params, aux_params) of a Module checkpoint; a UsageError naming the file
-    that is missing or unreadable."""
-    symbol_file, params_file = checkpoint_files(prefix, epoch)
-    for path in (symbol_file, params_file):
-        if not os.path.isfile(path):
-            others = _sibling_params(prefix) if path == params_file else []
-            hint = f" (epochs present: {', '.join(others)})" if others else ""
-            raise UsageError(f"no such checkpoint file{hint}", file=path)
-    try:
-        text = read_symbol_json(symbol_file)
-        with cxx_log_silenced():  # "Loading symbol saved by previous version ..." (C++ INFO)
-            symbol = mx.sym.load_json(text)
-    except mx.base.MXNetError as e:
-        raise UsageError(f"not a readable MXNet symbol file: {mxnet_message(e)}",
-                         file=symbol_file) from None
-    try:
-        saved = mx.nd.load(params_file)
-    except mx.base.MXNetError as e:
-        raise UsageError(f"not a readable MXNet params file: {mxnet_message(e)}",
-                         file=params_file) from None
-    arg_params, aux_params = {}, {}
-    for key, value in (saved.items() if isinstance(saved, dict) else []):
-        kind, _, name = key.partition(":")
-        if kind == "arg":
-            arg_params[name] = value
-        elif kind == "aux":
-            aux_params[name] = value
-    # Module.save_checkpoint of a graph without parameters saves {}, which mx.nd.load reads
-    # back as []: an empty file is a checkpoint; arrays without arg:/aux: keys are not.
-    if len(saved) and not arg_params and not aux_params:
-        raise UsageError("no arg:/aux: parameters in this file (not written by "
-                         "Module.save_checkpoint?)", file=params_file)
-    return symbol, arg_params, aux_params
-
-
-def read_symbol_json(path: str) -> str:
-    """The text of an MXNet symbol file, checked before MXNet parses it: UTF-8 JSON with a
-    node list in which every input refers to an earlier node (MXNet writes them in
-    topological order; a later or missing one is a cycle or a dangling edge), and heads and
-    arg_nodes that name nodes. A UsageError naming the file otherwise."""
-    def bad(message: str) -> UsageError:
-        return UsageError(f"not a readable MXNet symbol file: {message}", file=path)
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        graph = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise bad(f"not UTF-8 JSON ({e})") from None
-    nodes = graph.get("nodes") if isinstance(graph, dict) else None
-    if not isinstance(nodes, list) or not nodes:
-        raise bad("expected a JSON object with a non-empty 'nodes' list")
-    for i, node in enumerate(nodes):
-        if not isinstance(node, dict) or not isinstance(node.get("op"), str) or \
-                not isinstance(node.get("name"), str):
-            raise bad(f"nodes[{i}]: expected an object with 'op' and 'name' strings")
-        for edge in node.get("inputs", []):
-            if not _edge_to(edge, i):
-                raise bad(f"nodes[{i}] ('{node['name']}'): input {json.dumps(edge)} is not "
-                          f"an earlier node (a cycle or a missing node)")
-    for key in ("heads", "arg_nodes"):
-        refs = graph.get(key, [])
-        ok = isinstance(refs, list) and all(
-            _edge_to(r, len(nodes)) if key == "heads" else _index_below(r, len(nodes))
-            for r in refs)
-        if not ok or (key == "heads" and not refs):
-            raise bad(f"{key}: expected references to the {len(nodes)} nodes, found "
-                      f"{json.dumps(refs)[:60]}")
-    return data.decode("utf-8")
-
-
-def _index_below(value: Any, limit: int) -> bool:
-    return type(value) is int and 0 <= value < limit
-
-
-def _edge_to(edge: Any, limit: int) -> bool:
-    """[node, output(, version)] with node < limit and non-negative integers."""
-    return isinstance(edge, list) and len(edge) in (2, 3) and _index_below(edge[0], limit) and \
-        all(type(v) is int and v >= 0 for v in edge[1:])
-
-
-def _sibling_params(prefix: str) -> List[str]:
-    folder = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix)
-    pattern = re.compile(re.escape(base) + r"-(\d{4})\.params$")
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    return sorted(m.group(1) for m in map(pattern.match, names) if m)
 
 
 def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequence[int]], *,

@@ -76,7 +76,7 @@ def _exported(name: str, x: np.ndarray):
     Gluon's own export and symbuilder's checkpoint loader."""
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
-    from symbuilder.serving.legacy import load_checkpoint
+    from symbuilder.export.checkpoint import load_checkpoint
     mx.random.seed(0)
     net = vision.get_model(name, pretrained=False)
     # He initialisation keeps activations at unit scale through the ReLUs, as a trained net's
