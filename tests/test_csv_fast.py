@@ -75,16 +75,23 @@ def check(tmp_path, text: str) -> None:
     assert [str(v) for v in table.labels] == labels  # whole-number labels are read as ints
 
 
-def render(rows, newline):
-    return "a,y,b" + newline + "".join(",".join(r) + newline for r in rows)
+def render(rows, newline, label_at=1):
+    """Columns a, y, b with the label column y moved to position `label_at`."""
+    def order(cells):
+        cells = list(cells)
+        label = cells.pop(1)
+        cells.insert(label_at, label)
+        return cells
+    return ",".join(order(["a", "y", "b"])) + newline + "".join(
+        ",".join(order(r)) + newline for r in rows)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(PLAIN, st.sampled_from(["0", "1", "cat", " dog "]), PLAIN),
                      min_size=1, max_size=30),
-       newline=st.sampled_from(["\n", "\r\n"]))
-def test_plain_files_read_as_csv_and_float_read_them(tmp_path, rows, newline):
-    check(tmp_path, render(rows, newline))
+       newline=st.sampled_from(["\n", "\r\n"]), label_at=st.sampled_from([0, 1, 2]))
+def test_plain_files_read_as_csv_and_float_read_them(tmp_path, rows, newline, label_at):
+    check(tmp_path, render(rows, newline, label_at))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
