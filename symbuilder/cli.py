@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from .defaults import DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL
 from .errors import DataError, SymbuilderError, UsageError
 from .files import write_atomic
+from .heavyimport import SIGNALS, import_blocking_signals
 from .defaults import SUPPORTED_OPSETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -577,11 +577,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_SIGNALS = SIGNALS
 EXIT_INTERRUPTED = 130  # SIGINT's shell convention; SIGTERM ends the same way (one line, 130)
 _HEAVY = ("mxnet", "onnx", "onnxruntime")  # what every command but schema loads at start-up
 # ... but build and validate: a checkpoint-only build never runs ONNX Runtime, so the proof
-# imports it when it first needs a session (proof._ort).
+# imports it when it first needs a session (proof._ort, with signals blocked as here).
 _HEAVY_FOR = {"build": ("mxnet", "onnx"), "validate": ("mxnet", "onnx")}
 
 
@@ -633,23 +633,6 @@ def _redeliver_interrupts(unraisable: Any) -> None:
         os.kill(os.getpid(), sig)
         return
     sys.__unraisablehook__(unraisable)
-
-
-def _import_heavy(names: tuple) -> None:
-    """Import MXNet and ONNX Runtime with SIGINT/SIGTERM blocked: an interrupt inside an
-    import leaves a half-initialised module (a second import of onnxruntime then fails with
-    'generic_type ... already registered'). A signal sent meanwhile is delivered when the
-    import is done, as a KeyboardInterrupt where main() handles it."""
-    if threading.current_thread() is not threading.main_thread():
-        for name in names:
-            importlib.import_module(name)
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        for name in names:
-            importlib.import_module(name)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _drop(*args: Any, **kwargs: Any) -> None:
@@ -706,7 +689,7 @@ def _main(argv: Optional[List[str]]) -> int:
         if not verbose:
             os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         if args.command != "schema":
-            _import_heavy(_HEAVY_FOR.get(args.command, _HEAVY))
+            import_blocking_signals(_HEAVY_FOR.get(args.command, _HEAVY))
         with _mxnet_quiet(verbose), _command_line(args.command, argv):
             return COMMANDS[args.command](args)
     except SymbuilderError as e:
@@ -739,7 +722,7 @@ def _command_line(command: str, argv: Optional[List[str]]) -> Iterator[None]:
     if command != "build":
         yield
         return
-    from .export import COMMAND_LINE  # lazy: after _import_heavy, like every command
+    from .export import COMMAND_LINE  # lazy: after import_blocking_signals, like every command
     token = COMMAND_LINE.set(list(sys.argv) if argv is None else ["symbuilder", *argv])
     try:
         yield

@@ -39,6 +39,7 @@ import onnx
 from .defaults import (DEFAULT_ATOL, DEFAULT_RANDOM_SAMPLES, DEFAULT_RTOL, DEFAULT_SEED,
                        TOLERANCE_RULE)
 from .errors import ExportError
+from .heavyimport import import_blocking_signals
 
 if TYPE_CHECKING:  # annotations only: ONNX Runtime is imported on first use (_ort)
     import onnxruntime as ort
@@ -140,10 +141,9 @@ def _model_bytes(model: Union[onnx.ModelProto, bytes, str]) -> bytes:
 def _ort() -> Any:
     """onnxruntime, imported when a first session is made: a build that exports no ONNX
     model (formats: [checkpoint]) never pays its import (20..45 ms here; issue 12's
-    whole-build benchmark). Commands that always need it import it at start-up, with
-    signals blocked (cli._import_heavy)."""
-    import onnxruntime  # lazy: see the docstring
-    return onnxruntime
+    whole-build benchmark). Imported with signals blocked, as the CLI imports it for the
+    commands that always need it: an interrupt inside the import would break it."""
+    return import_blocking_signals(["onnxruntime"])[0]
 
 
 def session(model: Union[onnx.ModelProto, bytes, str], optimize: bool) -> "ort.InferenceSession":

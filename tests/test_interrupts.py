@@ -177,3 +177,43 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again():
     finally:
         signal.signal(signal.SIGINT, old)
     assert got == [signal.SIGINT]
+
+
+def test_a_signal_during_a_heavy_import_waits_for_its_end(tmp_path, monkeypatch):
+    """A SIGINT arriving in the middle of an import, taken by a thread that existed before it
+    (as MXNet's engine threads, started on first use, take one sent from a shell), does not
+    break the import: the module is whole, and the KeyboardInterrupt comes once it is done."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from symbuilder.heavyimport import import_blocking_signals
+    started = threading.Event()
+
+    def send_when_started() -> None:  # this thread's signal mask is the unblocked one
+        started.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setitem(sys.modules, "_heavy_started", started)
+    (tmp_path / "slow_ext.py").write_text(
+        "import sys, time\n"
+        "sys.modules['_heavy_started'].set()\n"
+        "for _ in range(300):\n"
+        "    time.sleep(0.001)  # bytecodes run here: an unheld handler would raise now\n"
+        "WHOLE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sender = threading.Thread(target=send_when_started)
+    sender.start()
+    raised = False
+    try:
+        import_blocking_signals(["slow_ext"])
+        for _ in range(1000):  # the interrupt is delivered between bytecodes after the import
+            time.sleep(0.001)
+    except KeyboardInterrupt:
+        raised = True
+    sender.join()
+    module = sys.modules.pop("slow_ext", None)  # there only if its import ran to the end
+    assert module is not None and module.WHOLE and raised
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
