@@ -205,7 +205,7 @@ SCHEMA = record({
     "triton": record({"files": items(relative_path)}),
     "image_decoding": record({"shape": items(integer(1), min_len=3),
                               "resize": nullable(integer(1)), "inter_method": integer(0)},
-                             {"label_width": integer(1)}),
+                             {"label_width": integer(1), "convert_channels": boolean}),
     "spec": record({}),
 })
 

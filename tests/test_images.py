@@ -14,6 +14,7 @@ from helpers import ROOT, write_spec
 from symbuilder.data import load_data, split_indices
 from symbuilder.data.images import ImageReadOptions, pixel_statistics
 from symbuilder.data.sources import read_table
+from symbuilder.errors import DataError
 from symbuilder.spec.load import load_spec
 from symbuilder.graph import build_model
 from symbuilder.inputlayer import calibrate
@@ -126,7 +127,7 @@ def test_other_channels_are_converted_as_image_record_iter_does(tmp_path, channe
         Image.fromarray(np.full((30, 37, 3), 7, np.uint8)).save(buf, format="BMP")
         encoded.append((buf.getvalue(), ".bmp"))
     shape = (channels, 28, 28)
-    options = ImageReadOptions(shape=shape, resize=30)
+    options = ImageReadOptions(shape=shape, resize=30, convert_channels=True)
     assert all(_fits(b, options) for b, _ in encoded) == (path == "ImageRecordIter")
     rec = image_data.write_recordio(str(tmp_path / "d"), [b for b, _ in encoded],
                                     np.arange(len(encoded)), encode=lambda b: b)
@@ -139,6 +140,37 @@ def test_other_channels_are_converted_as_image_record_iter_does(tmp_path, channe
             (tmp_path / "f" / "0" / f"{i:02d}{ext}").write_bytes(buf)
         tree = read_table(str(tmp_path / "f"), "image_folder", label=None, options=options)
         np.testing.assert_array_equal(tree.features, want)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("layout", ["recordio", "image_folder"])
+def test_another_channel_count_is_refused_by_default_and_named(tmp_path, channels, layout):
+    """Without convert_channels the first image whose channel count is not C is named, in
+    file order, from either layout."""
+    encoded = [e for e in other_channels() if e[1] == ".png"]  # grey, LA, RGB, RGBA, palette
+    keep = [b for b, _ in encoded if _header_channels(b) == channels]
+    other = next(b for b, _ in encoded if _header_channels(b) != channels)
+    images = keep * 3 + [other] + keep
+    options = ImageReadOptions(shape=(channels, 28, 28), resize=30)
+    if layout == "recordio":
+        source = image_data.write_recordio(str(tmp_path / "d"), images, np.arange(len(images)),
+                                           encode=lambda b: b)
+    else:
+        for i, buf in enumerate(images):
+            os.makedirs(tmp_path / "f" / "0", exist_ok=True)
+            (tmp_path / "f" / "0" / f"{i:02d}.png").write_bytes(buf)
+        source = str(tmp_path / "f")
+    with pytest.raises(DataError) as e:
+        read_table(source, layout, label=None, options=options)
+    at = len(keep) * 3
+    where = f"record {at} " if layout == "recordio" else f"{at:02d}.png"
+    assert where in str(e.value) and f"input.shape asks for {channels}" in str(e.value)
+    assert "convert_channels: true" in str(e.value)
+
+
+def _header_channels(buf):
+    from symbuilder.data.images import image_header
+    return image_header(buf)[0]
 
 
 @pytest.mark.parametrize("layout", ["recordio", "image_folder"])

@@ -80,7 +80,8 @@ def png_files(folder):
 def test_the_manifest_records_how_the_build_decoded(export):
     _, manifest = export
     assert manifest["image_decoding"] == {"shape": list(SHAPE), "resize": RESIZE,
-                                          "inter_method": INTER, "label_width": 1}
+                                          "inter_method": INTER, "label_width": 1,
+                                          "convert_channels": False}
 
 
 @pytest.mark.parametrize("checkpoint", [False, True])
@@ -145,24 +146,34 @@ def test_an_undecodable_image_is_one_located_line_and_nothing_is_written(export,
                    "image file.)"
 
 
-def test_grey_and_rgba_images_for_an_rgb_model_are_converted_as_imagerecorditer_does(
-        export, capsys, tmp_path):
-    """ImageRecordIter decodes with flag 1 for C 3 whatever the file holds: a grey PNG becomes
-    three equal channels, an RGBA one loses its alpha. predict does the same (the reference
-    decodes with mx.image.imdecode(flag=1))."""
-    folder, manifest = export
+def test_a_grey_image_for_an_rgb_model_is_named(export, capsys):
+    """The build refused other channel counts (no convert_channels): predict does too."""
+    folder, _ = export
+    grey = folder / "grey.png"
+    grey.write_bytes(image_data.png_bytes(np.zeros((24, 24), np.uint8)))
+    line = refused(capsys, ["predict", str(folder / "export"), str(grey)], folder / "p.csv")
+    assert line.startswith(f"{grey}: the image has 1 channels (grey), but input.shape asks "
+                           "for 3; convert the image, change input.shape[0], or set "
+                           "convert_channels: true")
+
+
+def test_with_convert_channels_grey_and_rgba_images_decode_as_imagerecorditer_does(tmp_path):
+    """An export built with convert_channels: true (its image_decoding says so) decodes a
+    grey and an RGBA PNG as ImageRecordIter does: mx.image.imdecode with flag 1."""
+    from symbuilder.serving.samples import image_samples
     rng = np.random.RandomState(5)
     grey = tmp_path / "grey.png"
     grey.write_bytes(image_data.png_bytes(rng.randint(0, 256, (24, 24)).astype(np.uint8)))
     rgba = tmp_path / "rgba.png"
     rgba.write_bytes(image_data.png_bytes(rng.randint(0, 256, (24, 24, 4)).astype(np.uint8)))
-    files = [str(grey), str(rgba)]
-    code, out, err = run(["predict", str(folder / "export")] + files, capsys)
-    assert code == 0, err
-    header, ids, probs = table(out)
-    assert ids == files
-    want = reference(folder, manifest, [open(f, "rb").read() for f in files])
-    np.testing.assert_allclose(probs, want, atol=1e-5, rtol=1e-5)
+    decoding = {"shape": list(SHAPE), "resize": RESIZE, "inter_method": INTER,
+                "convert_channels": True}
+    _, ids, pixels = image_samples([str(grey), str(rgba)], decoding)
+    for k, path in enumerate((grey, rgba)):
+        img = mx.image.imdecode(open(path, "rb").read(), flag=1)
+        img = mx.image.resize_short(img, RESIZE, interp=INTER)
+        img, _ = mx.image.center_crop(img, (SHAPE[2], SHAPE[1]))
+        np.testing.assert_array_equal(pixels[k], img.asnumpy().transpose(2, 0, 1))
 
 
 def test_other_inputs_are_refused(export, capsys):

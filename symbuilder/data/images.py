@@ -6,12 +6,19 @@ shuffle) on a .rec whose every record frame and image header were checked first:
 source's own .rec, or a folder's file bytes packed into temporary ones. What the check
 does not vouch for (another format, a damaged or too small image, an MXNetError, a batch
 whose labels are not the expected ones) goes down the per-image path from the first row
-not delivered: `mx.image.imdecode` (flag 0 for one channel, 1 for three, whatever the file
-holds: ImageRecordIter's choice), `mx.image.resize_short` with ImageRecordIter's `resize`
+not delivered: `mx.image.imdecode` (flag 0 for one channel, 1 for three: ImageRecordIter's
+choice), `mx.image.resize_short` with ImageRecordIter's `resize`
 (shorter side) and `inter_method`, a centre crop at ImageRecordIter's integer offsets; it
 locates what is wrong. Either way the pixels are bit-identical to ImageRecordIter's output
 without augmentation (tests/test_images.py: every inter_method, grey, RGB, RGBA, palette,
 CMYK, both paths). A sample is (C, H, W) float32 in pixel units 0..255, RGB.
+
+Channels: an image whose channel count is not input.shape's C is refused, named, unless the
+source says `convert_channels: true`; then it is decoded to C as ImageRecordIter decodes
+every image, silently (grey replicated, alpha dropped, CMYK converted). Refused by default
+because a grey image in an RGB set is more often a mistake than a choice, and a silent
+conversion changes what the statistics and the model see; the key exists because real
+sets (ImageNet's train set holds a few grey and CMYK JPEGs) train through ImageRecordIter.
 
 Speed (tests/benchmarks/bench_images.py, 1000 160x120 JPEGs to 3x112x112, interleaved,
 the 2-core machine under load ~1.5..2.7): recordio 0.87..1.04x ImageRecordIter's own
@@ -80,6 +87,8 @@ class ImageReadOptions(ReadOptions):
     inter_method: int = 1            # OpenCV interpolation, ImageRecordIter's codes
     idx: Optional[str] = None        # recordio: the .idx file (default: beside the .rec)
     label_width: int = 1             # recordio: labels per record header
+    convert_channels: bool = False   # another channel count: decoded to C (ImageRecordIter's
+    #                                  silent conversion) instead of refused
 
 
 def image_read_options(spec: "Spec", source: "SourceSpec", options: ReadOptions) -> ReadOptions:
@@ -98,7 +107,8 @@ def image_read_options(spec: "Spec", source: "SourceSpec", options: ReadOptions)
     return ImageReadOptions(**dataclasses.asdict(options), shape=shape,  # type: ignore[arg-type]
                             resize=source.resize,
                             inter_method=1 if source.inter_method is None else source.inter_method,
-                            idx=source.idx, label_width=source.label_width or 1)
+                            idx=source.idx, label_width=source.label_width or 1,
+                            convert_channels=bool(source.convert_channels))
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -165,10 +175,13 @@ def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> An
     """Check the header (damage, size), then queue the decode and resize on MXNet's engine
     (an NDArray still being computed): a block of images queued before any is read keeps
     the engine's workers busy while Python queues the next. `array`: `buf` as an NDArray
-    already. Any channel count is decoded to options.shape[0], as ImageRecordIter does."""
+    already. Another channel count than options.shape[0] is a ValueError, or with
+    options.convert_channels decoded to it, as ImageRecordIter does."""
     import mxnet as mx
     channels = options.shape[0]
-    image_header(buf)
+    header = image_header(buf)
+    if header is not None and header[0] != channels and not options.convert_channels:
+        raise ValueError(channel_mismatch(header[0], channels))
     try:
         img = mx.image.imdecode(buf if array is None else array,
                                 flag=0 if channels == 1 else 1)
@@ -177,6 +190,15 @@ def start_decode(buf: bytes, options: ImageReadOptions, array: Any = None) -> An
     except mx.base.MXNetError as e:
         raise ValueError(f"not a decodable image ({_mx_reason(e)})") from None
     return img
+
+
+_CHANNEL_NAMES = {1: " (grey)", 2: " (grey + alpha)", 3: " (RGB)", 4: " (RGBA or CMYK)"}
+
+
+def channel_mismatch(found: int, wanted: int) -> str:
+    return (f"the image has {found} channels{_CHANNEL_NAMES.get(found, '')}, but input.shape "
+            f"asks for {wanted}; convert the image, change input.shape[0], or set "
+            "convert_channels: true on the data source (ImageRecordIter's silent conversion)")
 
 
 def finish_decode(img: Any, options: ImageReadOptions) -> np.ndarray:
@@ -366,6 +388,8 @@ def _fits(buf: bytes, options: ImageReadOptions) -> bool:
         return False
     if header is None or min(header[1:]) == 0:
         return False
+    if header[0] != options.shape[0] and not options.convert_channels:
+        return False  # the per-image path names it
     _, height, width = options.shape
     for h, w in (header[1:], header[:0:-1]):
         if options.resize:  # ImageRecordIter's and mx.image.resize_short's integer sizes

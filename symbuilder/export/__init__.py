@@ -130,7 +130,8 @@ def image_decoding(spec: Spec) -> Dict[str, Any]:
     options = image_read_options(spec, spec.data.train, ReadOptions())
     return {"shape": list(options.shape), "resize": options.resize,  # type: ignore[attr-defined]
             "inter_method": options.inter_method,  # type: ignore[attr-defined]
-            "label_width": options.label_width}  # type: ignore[attr-defined]
+            "label_width": options.label_width,  # type: ignore[attr-defined]
+            "convert_channels": options.convert_channels}  # type: ignore[attr-defined]
 
 
 def input_dtypes(spec: Spec) -> Dict[str, str]:

@@ -223,7 +223,8 @@ def image_samples(paths: Sequence[str], decoding: Mapping[str, Any]
     DataError for a file that is missing or does not decode."""
     options = ImageReadOptions(shape=tuple(decoding["shape"]), resize=decoding["resize"],
                                inter_method=decoding["inter_method"],
-                               label_width=decoding.get("label_width", 1))
+                               label_width=decoding.get("label_width", 1),
+                               convert_channels=bool(decoding.get("convert_channels", False)))
     records = [p for p in paths if os.path.splitext(p)[1].lower() == RECORDIO_EXTENSION]
     if records:
         if len(paths) > 1:

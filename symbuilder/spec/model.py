@@ -199,6 +199,11 @@ class SourceSpec:
                                         choices=(0, 1, 2, 3, 4, 9))
     label_width: Optional[int] = field("int", "recordio: label values per record header "
                                        "(default 1)", None, minimum=1)
+    convert_channels: Optional[bool] = field(
+        "bool", "recordio, image_folder: decode an image whose channel count differs from "
+        "input.shape's C (grey, grey + alpha, RGBA, palette, CMYK) to C channels, as "
+        "ImageRecordIter does silently (grey replicated, alpha dropped); default: such an "
+        "image is refused, named", None)
     # Augmentation (symbuilder.data.augment): data.train only, ImageRecordIter's meanings.
     # None (unset) means false, and keeps a dumped spec as it was before these keys.
     rand_crop: Optional[bool] = field("bool", "recordio, image_folder, data.train only: each "
