@@ -17,8 +17,7 @@ import onnx
 import pytest
 
 from symbuilder.cli import main
-from test_onnx_real_models import CASES
-from test_onnx_translations import mxnet_reference, ort_run
+from test_onnx_real_models import CASES, assert_matches_mxnet
 
 pytestmark = pytest.mark.slow
 
@@ -59,11 +58,5 @@ def test_symbuilder_export_converts_the_real_model_with_parity(tmp_path, capsys,
     else:
         assert batch_dim.dim_param and not batch_dim.dim_value, "the batch axis stays dynamic"
     for batch in batches:
-        inputs = make_inputs(np.random.RandomState(batch + 10), batch)
-        expected = mxnet_reference(sym, params, inputs)
-        got = ort_run(model, inputs)
-        assert len(got) == len(expected)
-        for g, e in zip(got, expected):
-            assert g.shape == e.shape, f"batch {batch}: {g.shape} != {e.shape}"
-            scale = max(1.0, float(np.abs(e).max()))
-            np.testing.assert_allclose(g, e, rtol=0, atol=1e-4 * scale)
+        assert_matches_mxnet(model, sym, params, make_inputs(np.random.RandomState(batch + 10), batch),
+                             f"batch {batch}")
