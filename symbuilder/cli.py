@@ -208,7 +208,7 @@ def _export_details(report: Dict[str, Any]) -> str:
     for name, rng in report["sample_ranges"].items():
         dtype = report["input_dtypes"][name]
         where = rng["source"]
-        if "low" in rng and where != "--data":
+        if "low" in rng and where != "--data" and not isinstance(rng["low"], list):
             kind = "in" if dtype.startswith("float") else "integers in"
             note = ", --input-range to change" if where == "default" else ""
             where = f"{kind} [{rng['low']:g}, {rng['high']:g}] ({where}{note})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -95,6 +96,7 @@ def export_checkpoint(prefix: str, epoch: int, input_shapes: Mapping[str, Sequen
                                 dynamic_batch=dynamic_batch, model_name=os.path.basename(prefix))
     held_out = _held_out(data, input_shapes, dtypes)
     ranges = _sample_ranges(input_ranges or {}, dtypes, held_out or {})
+    _guard_roi_batch_indices(symbol, params, input_shapes, ranges, dynamic_batch)
     # The same samples prove the checkpoint's graph and, with --deploy, the deploy graph.
     prove = functools.partial(
         proof.parity_or_fail, arg_params=arg_params, aux_params=aux_params, model=model_bytes,
@@ -210,6 +212,59 @@ def _sample_ranges(given: Mapping[str, Tuple[float, float]], dtypes: Mapping[str
         else:
             ranges[name] = {"source": "standard normal"}
     return ranges
+
+
+# MXNet's ROI ops read rois[:, 0] as an image of the batch without checking it: an index past
+# the batch reads outside it (measured: a segfault of the whole process).
+_ROI_OPS = ("ROIPooling", "_contrib_ROIAlign")
+
+
+def _roi_sources(symbol: mx.sym.Symbol) -> List[Tuple[str, str, str]]:
+    """(op, node name, variable) for each ROI op whose rois come straight from a variable."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    found = []
+    for node in nodes:
+        if node["op"] in _ROI_OPS and len(node["inputs"]) > 1:
+            source = nodes[node["inputs"][1][0]]
+            if source["op"] == "null":
+                found.append((node["op"], node["name"], source["name"]))
+    return found
+
+
+def _guard_roi_batch_indices(symbol: mx.sym.Symbol, params: Mapping[str, np.ndarray],
+                             input_shapes: Mapping[str, Sequence[int]],
+                             ranges: Dict[str, Dict[str, Any]], dynamic_batch: bool) -> None:
+    """Keep the parity check's MXNet forward inside the batch: constant rois must name images
+    below the smallest batch it runs (a UsageError otherwise), and the random samples of a
+    rois input keep their batch-index column at 0 (coordinates from its range, which it
+    then needs: standard-normal boxes mean nothing)."""
+    smallest = 1 if dynamic_batch else min(int(s[0]) for s in input_shapes.values())
+    for op, node, rois in _roi_sources(symbol):
+        if rois in params:
+            values = np.asarray(params[rois])
+            top = int(values[..., 0].max()) if values.size else -1
+            if top >= smallest:
+                raise UsageError(f"{op} '{node}': its rois (parameter '{rois}') name image "
+                                 f"{top} of the batch, but the check runs the graph at a batch "
+                                 f"of {smallest}, where MXNet would read outside the batch (it "
+                                 "does not check the index); use --fixed-batch with an --input "
+                                 f"batch above {top}")
+        elif rois in ranges:
+            entry = ranges[rois]
+            if entry["source"] == "standard normal":
+                raise UsageError(f"--input-range {rois}: {op} '{node}' reads its boxes from "
+                                 f"input '{rois}'; give their coordinates' range (e.g. "
+                                 f"{rois}=0:31). The batch-index column of its random samples "
+                                 "stays 0: MXNet does not check it")
+            given = (f"in [{entry['low']:g}, {entry['high']:g}] ({entry['source']})"
+                     if not isinstance(entry["low"], list) else entry["source"])
+            shape = tuple(int(d) for d in input_shapes[rois][1:])
+            bounds = {k: np.broadcast_to(np.asarray(entry[k], np.float64), shape).copy()
+                      for k in ("low", "high")}
+            for bound in bounds.values():
+                bound[..., 0] = 0
+            entry.update({k: v.tolist() for k, v in bounds.items()},
+                         source=f"{given}, batch-index column kept at 0 for {op} '{node}'")
 
 
 def _check_range(name: str, low: float, high: float, dtype: str) -> None:
