@@ -162,58 +162,70 @@ def test_verify_interrupted_at_any_moment(project, tmp_path, sig, delay):
 
 def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again():
     """Python reports a KeyboardInterrupt raised inside __del__ as 'Exception ignored' and
-    carries on; main() hands it back to the signal machinery so the command still ends."""
+    carries on; main() hands it back to the signal machinery so the command still ends, and
+    the handler runs after the hook has returned (inside it, it would be swallowed again)."""
     import signal
+    import time
     import types
 
     from symbuilder import cli
+    state = {"in_hook": False}
     got = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append((signum, state["in_hook"])))
     try:
-        cli._redeliver_interrupts(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
-        for _ in range(1000):  # the handler runs between bytecodes, soon after the kill
-            if got:
-                break
+        for _ in range(20):
+            got.clear()
+            state["in_hook"] = True
+            cli._redeliver_interrupts(types.SimpleNamespace(exc_value=KeyboardInterrupt()))
+            state["in_hook"] = False
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.001)  # the handler runs between bytecodes, soon after the kill
+            assert got == [(signal.SIGINT, False)]
     finally:
         signal.signal(signal.SIGINT, old)
-    assert got == [signal.SIGINT]
 
 
-def test_a_signal_during_a_heavy_import_waits_for_its_end(tmp_path, monkeypatch):
+HEAVY_IMPORT_SCRIPT = """
+import os, signal, sys, threading, time
+from symbuilder.heavyimport import import_blocking_signals
+started = threading.Event()
+sys.modules["_heavy_started"] = started
+
+def send_when_started():  # this thread's signal mask is the unblocked one
+    started.wait(10)
+    os.kill(os.getpid(), signal.SIGINT)
+
+sender = threading.Thread(target=send_when_started)
+sender.start()
+raised = False
+try:
+    import_blocking_signals(["slow_ext"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.001)  # the interrupt is delivered between bytecodes after the import
+except KeyboardInterrupt:
+    raised = True
+sender.join()
+module = sys.modules.get("slow_ext")  # there only if its import ran to the end
+print(module is not None and getattr(module, "WHOLE", False), raised,
+      signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_a_signal_during_a_heavy_import_waits_for_its_end(tmp_path):
     """A SIGINT arriving in the middle of an import, taken by a thread that existed before it
     (as MXNet's engine threads, started on first use, take one sent from a shell), does not
-    break the import: the module is whole, and the KeyboardInterrupt comes once it is done."""
-    import os
-    import signal
-    import sys
-    import threading
-    import time
-
-    from symbuilder.heavyimport import import_blocking_signals
-    started = threading.Event()
-
-    def send_when_started() -> None:  # this thread's signal mask is the unblocked one
-        started.wait(10)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setitem(sys.modules, "_heavy_started", started)
+    break the import: the module is whole, and the KeyboardInterrupt comes once it is done.
+    In a fresh interpreter, so no other test's signal state plays a part."""
     (tmp_path / "slow_ext.py").write_text(
         "import sys, time\n"
         "sys.modules['_heavy_started'].set()\n"
         "for _ in range(300):\n"
         "    time.sleep(0.001)  # bytecodes run here: an unheld handler would raise now\n"
         "WHOLE = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sender = threading.Thread(target=send_when_started)
-    sender.start()
-    raised = False
-    try:
-        import_blocking_signals(["slow_ext"])
-        for _ in range(1000):  # the interrupt is delivered between bytecodes after the import
-            time.sleep(0.001)
-    except KeyboardInterrupt:
-        raised = True
-    sender.join()
-    module = sys.modules.pop("slow_ext", None)  # there only if its import ran to the end
-    assert module is not None and module.WHOLE and raised
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([str(tmp_path), ENV["PYTHONPATH"]]))
+    done = subprocess.run([sys.executable, "-c", HEAVY_IMPORT_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "True"], (done.stdout, done.stderr)
