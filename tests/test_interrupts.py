@@ -189,6 +189,8 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again():
 HEAVY_IMPORT_SCRIPT = """
 import os, signal, sys, threading, time
 from symbuilder.heavyimport import import_blocking_signals
+# Python keeps SIGINT ignored when it starts ignored (a background job of a script): set it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 started = threading.Event()
 sys.modules["_heavy_started"] = started
 
