@@ -573,6 +573,9 @@ def _read_idx(idx_path: str, idx_shown: str,
                 raise DataError(f"offset {offset} is outside the .rec file ({rec_size} bytes)",
                                 file=idx_shown, line=number)
             pairs.append((offset, key))
+    if not pairs:  # zero records: nothing to train on or predict (numpy failed on it later)
+        raise DataError("no records listed (an empty .idx file); index the .rec again with "
+                        "im2rec", file=idx_shown)
     in_order = all(a < b for a, b in zip(pairs, pairs[1:]))
     pairs.sort()
     return [k for _, k in pairs], [o for o, _ in pairs], in_order

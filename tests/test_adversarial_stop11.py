@@ -1,0 +1,41 @@
+"""An adversarial pass over this session's changes (CSV fast path, uint8 input, image
+predict, ImageRecordIter decoding, augmentation, the ROI guard, interrupts): each test is a
+mistake a careless or hostile user made with real files and real commands, and pins the
+located line, the exit code and that nothing was written."""
+import os
+
+import image_data
+from helpers import write_spec
+from serving_cases import run
+
+IMAGE_SPEC = """\
+    name: px
+    input: {shape: [3, 16, 16]}
+    layers:
+      - {op: Flatten, name: flat}
+      - {op: FullyConnected, name: fc, num_hidden: 10}
+    output: {op: SoftmaxOutput, name: softmax}
+    data:
+      train: {path: train.rec, resize: 20}
+    train: {epochs: 1, batch_size: 8, optimizer: adam}
+    """
+
+
+def listing(folder):
+    return sorted(os.path.relpath(os.path.join(r, n), folder)
+                  for r, ds, ns in os.walk(folder) for n in ds + ns)
+
+
+def test_a_rec_whose_idx_lists_no_record_is_one_located_line(tmp_path, capsys):
+    """An .idx with no line (a packing run that wrote the .rec and died, or `: > x.idx`):
+    was a ValueError traceback from reshaping zero labels, in validate, build and predict."""
+    x, y = image_data.digits()
+    image_data.write_recordio(str(tmp_path / "train"), image_data.render(x[:4]), y[:4])
+    (tmp_path / "train.idx").write_text("")
+    spec = write_spec(tmp_path, IMAGE_SPEC)
+    before = listing(tmp_path)
+    code, out, err = run(["validate", spec], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"{tmp_path}/train.idx: no records listed (an empty .idx file); index the .rec again with im2rec"]
+    assert listing(tmp_path) == before
