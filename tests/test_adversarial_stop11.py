@@ -21,6 +21,13 @@ IMAGE_SPEC = """\
     """
 
 
+def rec_spec(folder, count=4):
+    """The image spec beside a train.rec/.idx of `count` rendered digits."""
+    x, y = image_data.digits()
+    image_data.write_recordio(str(folder / "train"), image_data.render(x[:count]), y[:count])
+    return write_spec(folder, IMAGE_SPEC)
+
+
 def listing(folder):
     return sorted(os.path.relpath(os.path.join(r, n), folder)
                   for r, ds, ns in os.walk(folder) for n in ds + ns)
@@ -29,13 +36,26 @@ def listing(folder):
 def test_a_rec_whose_idx_lists_no_record_is_one_located_line(tmp_path, capsys):
     """An .idx with no line (a packing run that wrote the .rec and died, or `: > x.idx`):
     was a ValueError traceback from reshaping zero labels, in validate, build and predict."""
-    x, y = image_data.digits()
-    image_data.write_recordio(str(tmp_path / "train"), image_data.render(x[:4]), y[:4])
+    spec = rec_spec(tmp_path)
     (tmp_path / "train.idx").write_text("")
-    spec = write_spec(tmp_path, IMAGE_SPEC)
     before = listing(tmp_path)
     code, out, err = run(["validate", spec], capsys)
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         f"{tmp_path}/train.idx: no records listed (an empty .idx file); index the .rec again with im2rec"]
+    assert listing(tmp_path) == before
+
+
+def test_a_blank_line_in_the_idx_is_located(tmp_path, capsys):
+    """A blank line after im2rec's lines (an editor's, or two .idx files joined with echo):
+    our index check skipped it, then MXNet's MXIndexedRecordIO raised int('') as a
+    traceback. Refused at its line (a build's own check and predict read the same .idx)."""
+    spec = rec_spec(tmp_path)
+    with open(tmp_path / "train.idx", "a") as f:
+        f.write("\n")
+    before = listing(tmp_path)
+    code, out, err = run(["validate", spec], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"{tmp_path}/train.idx:5: a blank line (MXNet's .idx reader fails on it); remove it"]
     assert listing(tmp_path) == before

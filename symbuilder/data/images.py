@@ -561,8 +561,9 @@ def _read_idx(idx_path: str, idx_shown: str,
     pairs = []
     with open(idx_path, "rb") as f:
         for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
+            if not raw.strip():  # MXIndexedRecordIO reads every line: int('') raised
+                raise DataError("a blank line (MXNet's .idx reader fails on it); remove it",
+                                file=idx_shown, line=number)
             parts = raw.split(b"\t")
             try:
                 key, offset = int(parts[0]), int(parts[1])
