@@ -5,8 +5,11 @@ located line, the exit code and that nothing was written."""
 import os
 
 import image_data
+import numpy as np
+import pytest
 from helpers import write_spec
 from serving_cases import run
+from test_export_roi_guard import _save, _stage
 
 IMAGE_SPEC = """\
     name: px
@@ -58,4 +61,21 @@ def test_a_blank_line_in_the_idx_is_located(tmp_path, capsys):
     assert (code, out) == (2, "")
     assert err.splitlines() == [
         f"{tmp_path}/train.idx:5: a blank line (MXNet's .idx reader fails on it); remove it"]
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("index", [np.nan, np.inf])
+def test_constant_rois_with_a_non_finite_batch_index_are_refused(tmp_path, capsys, index):
+    """The ROI guard took int() of the largest batch index: a NaN or inf in a checkpoint's
+    constant proposals was a ValueError or OverflowError traceback, exit 1."""
+    rois = np.array([[0, 1, 1, 9, 9], [index, 2, 2, 12, 12]], np.float32)
+    prefix = _save(tmp_path, _stage(), {"data": (2, 3, 16, 16), "rois": rois.shape},
+                   {"rois": rois})
+    before = listing(tmp_path)
+    code, out, err = run(["export", prefix, "0", "--input", "data=2,3,16,16"], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"symbuilder: error: _contrib_ROIAlign 'roi_align': its rois (parameter 'rois') give "
+        f"{index:g} as a batch index; MXNet casts it to an image of the batch unchecked (a "
+        "finite index is needed)"]
     assert listing(tmp_path) == before

@@ -242,7 +242,13 @@ def _guard_roi_batch_indices(symbol: mx.sym.Symbol, params: Mapping[str, np.ndar
     for op, node, rois in _roi_sources(symbol):
         if rois in params:
             values = np.asarray(params[rois])
-            top = int(values[..., 0].max()) if values.size else -1
+            column = values[..., 0] if values.size else np.zeros(0)
+            if not np.isfinite(column).all():  # int() of it raised: a traceback
+                bad = column[~np.isfinite(column)].flat[0]
+                raise UsageError(f"{op} '{node}': its rois (parameter '{rois}') give {bad:g} as "
+                                 "a batch index; MXNet casts it to an image of the batch "
+                                 "unchecked (a finite index is needed)")
+            top = int(column.max()) if column.size else -1
             if top >= smallest:
                 raise UsageError(f"{op} '{node}': its rois (parameter '{rois}') name image "
                                  f"{top} of the batch, but the check runs the graph at a batch "
