@@ -1,7 +1,6 @@
-"""An adversarial pass over this session's changes (CSV fast path, uint8 input, image
-predict, ImageRecordIter decoding, augmentation, the ROI guard, interrupts): each test is a
-mistake a careless or hostile user made with real files and real commands, and pins the
-located line, the exit code and that nothing was written."""
+"""Hostile or careless inputs found by an adversarial pass: an empty or blank-lined .idx
+(data/images.py) and constant rois with a non-finite batch index (serving/legacy.py's ROI
+guard). Each test pins the located line, the exit code and that nothing was written."""
 import os
 
 import image_data
