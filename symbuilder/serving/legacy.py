@@ -306,14 +306,9 @@ def _check_dtypes(symbol: Any, params: Mapping[str, np.ndarray], dtypes: Mapping
     into a float32 FullyConnected): otherwise MXNet's forward fails with a traceback."""
     known = {k: v.dtype for k, v in params.items() if k in symbol.list_arguments()}
     known.update({k: np.dtype(v) for k, v in dtypes.items()})
-    try:
-        symbol.infer_type_partial(**known)
-    except mx.base.MXNetError as e:
-        op = re.search(r"Error in operator ([^:\s]+):", str(e))
-        where = f"operator '{op.group(1)}' rejects " if op else "MXNet rejects "
-        given = ", ".join(f"{k}:{v}" for k, v in dtypes.items())
-        raise UsageError(f"--input {given}: {where}the dtypes: {mxnet_message(e)}",
-                         file=symbol_file) from None
+    given = ", ".join(f"{k}:{v}" for k, v in dtypes.items())
+    _inferred_or_refused(lambda: symbol.infer_type_partial(**known), given, "dtypes",
+                         symbol_file)
 
 
 def _check_shapes(symbol: Any, params: Mapping[str, np.ndarray],
@@ -321,11 +316,17 @@ def _check_shapes(symbol: Any, params: Mapping[str, np.ndarray],
     """A UsageError naming the operator when MXNet rejects the --input shapes."""
     known = {k: v.shape for k, v in params.items() if k in symbol.list_arguments()}
     known.update({k: tuple(v) for k, v in input_shapes.items()})
+    given = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in input_shapes.items())
+    _inferred_or_refused(lambda: symbol.infer_shape_partial(**known), given, "shapes",
+                         symbol_file)
+
+
+def _inferred_or_refused(infer: Any, given: str, what: str, symbol_file: str) -> None:
+    """Run MXNet's inference; its refusal as a UsageError naming the operator it names."""
     try:
-        symbol.infer_shape_partial(**known)
+        infer()
     except mx.base.MXNetError as e:
         op = re.search(r"Error in operator ([^:\s]+):", str(e))
         where = f"operator '{op.group(1)}' rejects " if op else "MXNet rejects "
-        given = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in input_shapes.items())
-        raise UsageError(f"--input {given}: {where}the shapes: {mxnet_message(e)}",
+        raise UsageError(f"--input {given}: {where}the {what}: {mxnet_message(e)}",
                          file=symbol_file) from None
